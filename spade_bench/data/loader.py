@@ -1,0 +1,254 @@
+"""Datasets and data loaders: `build_dataset`, `build_dataloader`, `load_label_file`, `class_names`.
+
+Every dataset yields the sample dict of docs/ARCHITECTURE.md. Real formats list their files
+once and then read, check and transform each pair in `__getitem__`, raising the same
+DataError that `spade-bench data check` prints. Datasets hold only paths and the config, so
+they pickle cheaply into DataLoader workers.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from spade_bench.config import DataConfig
+from spade_bench.data import formats
+from spade_bench.data.formats import Pair
+from spade_bench.data.synthetic import CLASS_NAMES, DATASET_SEED, generate_scene, single_thread
+from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
+from spade_bench.errors import ConfigError, DataError
+
+
+class PairError(DataError):
+    """A problem with one file of a dataset.
+
+    Args:
+        path: the file at fault.
+        reason: what is wrong and how to fix it.
+    """
+
+    def __init__(self, path: Union[str, Path], reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+# ============================================================================= one pair
+
+def load_pair(pair: Pair, data_cfg: DataConfig) -> tuple[Any, np.ndarray, Optional[np.ndarray]]:
+    """Read and check one pair: (RGB PIL image, class indices [H, W], instance int32 [H, W] or None)."""
+    if pair.label is None:
+        raise PairError(pair.image, "image without its label map (no label file with the same name)")
+    if pair.image is None:
+        raise PairError(pair.label, "label map without its image (no image file with the same name)")
+    try:
+        image = formats.read_image(pair.image)
+    except DataError as e:
+        raise _pair_error(pair.image, e) from None
+    label = load_label_array_checked(pair.label, data_cfg)
+    if label.shape != (image.height, image.width):
+        raise PairError(pair.image, f"image is {image.width}x{image.height} but its label map {pair.label} is "
+                                    f"{label.shape[1]}x{label.shape[0]} (width x height); they must match")
+    instance = None
+    if data_cfg.use_instance:
+        if pair.instance is None:
+            raise PairError(pair.image, "no instance map with the same name, but data.use_instance is on "
+                                        "(set data.use_instance=false, or add the instance map)")
+        try:
+            instance = formats.load_instance_array(pair.instance, pair.key)
+        except DataError as e:
+            raise _pair_error(pair.instance, e) from None
+        if instance.shape != label.shape:
+            raise PairError(pair.instance, f"instance map is {instance.shape[1]}x{instance.shape[0]} but the "
+                                           f"image is {image.width}x{image.height}; they must match")
+    return image, label, instance
+
+
+def load_label_array_checked(path: Path, data_cfg: DataConfig) -> np.ndarray:
+    """`formats.load_label_array`, with its DataError turned into a PairError naming the file."""
+    try:
+        return formats.load_label_array(path, data_cfg)
+    except DataError as e:
+        raise _pair_error(path, e) from None
+
+
+def _pair_error(path: Path, error: DataError) -> PairError:
+    message, prefix = str(error), f"{path}: "
+    return PairError(path, message[len(prefix):] if message.startswith(prefix) else message)
+
+
+def load_label_file(path: Union[str, Path], data_cfg: DataConfig) -> torch.Tensor:
+    """A label file (index or colour PNG) -> class indices int64 [H, W], checked like the datasets do."""
+    return torch.from_numpy(load_label_array_checked(Path(path), data_cfg).astype(np.int64))
+
+
+# ============================================================================= datasets
+
+def _sample(image: np.ndarray, label: np.ndarray, instance: Optional[np.ndarray], path: str,
+            index: int) -> dict[str, Any]:
+    sample: dict[str, Any] = {"image": image_to_tensor(image), "label": torch.from_numpy(label.astype(np.int64)),
+                              "path": path, "index": index}
+    if instance is not None:
+        sample["instance"] = torch.from_numpy(instance.astype(np.int32))
+    return sample
+
+
+class PairedDataset(Dataset):
+    """A real dataset (facades, coco-stuff, cityscapes, ade20k or folder).
+
+    Args:
+        data_cfg: the data section of the run config.
+        split: "train" or "val".
+        pairs: the split's files, from `formats.list_pairs`.
+        augment: random crop and flip (train) or a plain resize to image_size (val).
+    """
+
+    def __init__(self, data_cfg: DataConfig, split: str, pairs: list[Pair], *, augment: bool):
+        self.data_cfg, self.split, self.pairs, self.augment = data_cfg, split, list(pairs), augment
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        pair = self.pairs[index]
+        image, label, instance = load_pair(pair, self.data_cfg)
+        params = transform_params(self.data_cfg, label.shape, self.augment)
+        image_array = transform_image(image, params, self.data_cfg.image_resize)
+        label = transform_map(label, params)
+        if instance is not None:
+            instance = transform_map(instance, params)
+        with single_thread():
+            return _sample(image_array, label, instance, str(pair.image), index)
+
+
+class SyntheticDataset(Dataset):
+    """The procedural outdoor scenes, generated on the fly from (seed, split, index).
+
+    Args:
+        data_cfg: the data section of the run config (sizes, preprocess, use_instance).
+        split: "train" or "val" (disjoint seed streams).
+        length: number of scenes.
+        augment: generate at load_size and random-crop and flip (train), or generate at
+            image_size (val).
+        seed: which scenes; the benchmark uses DATASET_SEED.
+    """
+
+    def __init__(self, data_cfg: DataConfig, split: str, length: int, *, augment: bool, seed: int = DATASET_SEED):
+        self.data_cfg, self.split, self.length, self.augment, self.seed = data_cfg, split, length, augment, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def stored_size(self) -> tuple[int, int]:
+        """The size scenes are generated at, before cropping."""
+        cfg = self.data_cfg
+        if self.augment and cfg.preprocess == "resize_and_crop":
+            return int(round(cfg.load_size / cfg.aspect_ratio)), cfg.load_size
+        return cfg.image_size
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"scene {index} outside 0..{self.length - 1}")
+        size = self.stored_size()
+        with single_thread():
+            scene = generate_scene(self.seed, self.split, index, size, with_instance=self.data_cfg.use_instance)
+            params = transform_params(self.data_cfg, size, self.augment)
+            image = transform_image(scene.image, params, self.data_cfg.image_resize)
+            label = transform_map(scene.label, params)
+            instance = transform_map(scene.instance, params) if scene.instance is not None else None
+            return _sample(image, label, instance, f"synthetic/{self.split}/{index}", index)
+
+
+def _check_config(data_cfg: DataConfig) -> None:
+    if data_cfg.dont_care_value is not None and not data_cfg.contain_dontcare and data_cfg.dataset != "ade20k":
+        raise ConfigError(
+            f"data.dont_care_value={data_cfg.dont_care_value} needs data.contain_dontcare=true "
+            f"(the don't-care pixels get their own input channel)")
+    if data_cfg.dataset == "synthetic" and data_cfg.label_nc < len(CLASS_NAMES):
+        raise ConfigError(f"the synthetic scenes have {len(CLASS_NAMES)} classes; data.label_nc is "
+                          f"{data_cfg.label_nc}; set data.label_nc={len(CLASS_NAMES)}")
+
+
+def build_dataset(data_cfg: DataConfig, split: str, *, augment: Optional[bool] = None) -> Dataset:
+    """The dataset of a split ("train" or "val"); augment defaults to split == "train"."""
+    if split not in ("train", "val"):
+        raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
+    augment = split == "train" if augment is None else augment
+    _check_config(data_cfg)
+    limit = data_cfg.max_val_images if split == "val" else None
+    if data_cfg.dataset == "synthetic":
+        length = data_cfg.synthetic_train_size if split == "train" else data_cfg.synthetic_val_size
+        length = min(length, limit) if limit is not None else length
+        if length < 1:
+            raise ConfigError(f"the synthetic {split} split is empty; set data.synthetic_{split}_size >= 1")
+        return SyntheticDataset(data_cfg, split, length, augment=augment)
+
+    pairs = formats.list_pairs(data_cfg, split)
+    if not pairs:
+        root = formats.dataset_root(data_cfg)
+        raise DataError(f"{root}: no {split} pairs found for dataset {data_cfg.dataset!r}; check --root and "
+                        f"the layout (spade-bench data check --dataset {data_cfg.dataset} --root {root})")
+    incomplete = [p for p in pairs if p.image is None or p.label is None]
+    if incomplete:
+        # Missing files fail at once rather than mid-epoch; the message is the one `data check` prints.
+        try:
+            load_pair(incomplete[0], data_cfg)
+        except PairError as e:
+            more = f" (and {len(incomplete) - 1} more incomplete pairs; `spade-bench data check` lists them)" \
+                if len(incomplete) > 1 else ""
+            raise PairError(e.path, e.reason + more) from None
+    if limit is not None:
+        pairs = pairs[:limit]
+    return PairedDataset(data_cfg, split, pairs, augment=augment)
+
+
+# ============================================================================= loaders
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: seed NumPy and `random` from the worker's torch seed."""
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_dataloader(dataset: Dataset, batch_size: int = 1, *, shuffle: bool = False, sampler=None,
+                     batch_sampler=None, num_workers: int = 0, drop_last: bool = False, seed: int = 0,
+                     prefetch_factor: int = 4) -> DataLoader:
+    """A DataLoader that keeps a GPU fed: worker processes, pinned memory, persistent workers, seeded.
+
+    With `batch_sampler`, batch_size, shuffle, sampler and drop_last are the sampler's business.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    options: dict[str, Any] = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                                   worker_init_fn=seed_worker, generator=generator,
+                                   persistent_workers=num_workers > 0)
+    if num_workers > 0:
+        options["prefetch_factor"] = prefetch_factor
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **options)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      drop_last=drop_last, **options)
+
+
+# ============================================================================= class names
+
+def class_names(data_cfg: DataConfig) -> list[str]:
+    """One name per class index: the synthetic classes, Cityscapes' names, a root/label_names.txt
+    (CMP Facades ships one) when present, else class_<i>."""
+    n = data_cfg.label_nc
+    fallback = [f"class_{i}" for i in range(n)]
+    if data_cfg.dataset == "synthetic":
+        return list(CLASS_NAMES[:n]) + fallback[len(CLASS_NAMES):]
+    if data_cfg.dataset == "cityscapes" and n == len(formats.CITYSCAPES_CLASS_NAMES):
+        return list(formats.CITYSCAPES_CLASS_NAMES)
+    if data_cfg.root:
+        root = Path(data_cfg.root).expanduser()
+        for candidate in (root / "label_names.txt", root / "train" / "label_names.txt"):
+            names = formats.read_label_names(candidate, data_cfg)
+            if names is not None:
+                return names
+    return fallback

@@ -1,0 +1,95 @@
+"""Label colours: sample grids and figures (`colorize`), and decoding colour-PNG label maps.
+
+The default colour map is the original SPADE one (`util.labelcolormap`): the Cityscapes
+colours for 35 classes, otherwise the PASCAL bit-interleaved map with class 0 given a
+colour. Datasets with their own palette (the synthetic scenes, CMP Facades) use it instead.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from spade_bench.config import DataConfig
+from spade_bench.data.synthetic import SYNTHETIC_PALETTE
+
+# Cityscapes label colours by label id 0..33, then the license plate (original SPADE order).
+CITYSCAPES_PALETTE = np.array([
+    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81),
+    (128, 64, 128), (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70), (102, 102, 156),
+    (190, 153, 153), (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100),
+    (0, 0, 230), (119, 11, 32), (0, 0, 142),
+], dtype=np.uint8)
+
+# The palette of the CMP Facades label PNGs (index 0 is unused; 1..12 are the classes).
+FACADES_PALETTE = np.array([
+    (0, 0, 0), (0, 0, 170), (0, 0, 255), (0, 85, 255), (0, 170, 255), (0, 255, 255), (85, 255, 170),
+    (170, 255, 85), (255, 255, 0), (255, 170, 0), (255, 85, 0), (255, 0, 0), (170, 0, 0),
+], dtype=np.uint8)
+
+
+def label_colormap(num_classes: int) -> np.ndarray:
+    """uint8 [num_classes, 3]: the original SPADE colour map."""
+    if num_classes == len(CITYSCAPES_PALETTE):
+        return CITYSCAPES_PALETTE.copy()
+    ids = np.arange(num_classes, dtype=np.int64) + 1          # "let's give 0 a color"
+    cmap = np.zeros((num_classes, 3), dtype=np.int64)
+    for bit in range(7):
+        for channel in range(3):
+            cmap[:, channel] |= ((ids >> channel) & 1) << (7 - bit)
+        ids >>= 3
+    return cmap.astype(np.uint8)
+
+
+def dataset_palette(data_cfg: DataConfig) -> np.ndarray:
+    """uint8 [label_nc, 3]: the colours a dataset's labels are usually drawn in."""
+    n = data_cfg.label_nc
+    if data_cfg.dataset == "synthetic" and n == len(SYNTHETIC_PALETTE):
+        return SYNTHETIC_PALETTE.copy()
+    if data_cfg.dataset == "facades" and n == len(FACADES_PALETTE):
+        return FACADES_PALETTE.copy()
+    return label_colormap(n)
+
+
+def colorize(label: Union[torch.Tensor, np.ndarray], num_classes: int,
+             palette: Optional[np.ndarray] = None) -> Union[torch.Tensor, np.ndarray]:
+    """Label map [..., H, W] (or [B, 1, H, W]) -> uint8 colours [..., 3, H, W] ([B, 3, H, W]).
+
+    Values outside 0..num_classes-1 (such as the don't-care index) are drawn black. A torch
+    input gives a tensor on the same device; a NumPy input gives an array.
+    palette: uint8 [>= num_classes, 3]; default `label_colormap(num_classes)`.
+    """
+    colours = label_colormap(num_classes) if palette is None else np.asarray(palette, dtype=np.uint8)[:num_classes]
+    if len(colours) < num_classes:
+        raise ValueError(f"palette has {len(colours)} colours, fewer than num_classes={num_classes}")
+    table = np.concatenate([colours, np.zeros((1, 3), dtype=np.uint8)])   # last entry: out of range
+    if isinstance(label, np.ndarray):
+        if label.ndim == 4 and label.shape[1] == 1:
+            label = label[:, 0]
+        index = np.where((label >= 0) & (label < num_classes), label, num_classes).astype(np.intp)
+        return np.moveaxis(table[index], -1, -3)
+    if label.dim() == 4 and label.shape[1] == 1:
+        label = label[:, 0]
+    label = label.long()
+    index = torch.where((label >= 0) & (label < num_classes), label, torch.full_like(label, num_classes))
+    return torch.from_numpy(table).to(label.device)[index].movedim(-1, -3)
+
+
+def decode_colour_label(rgb: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Colour label map uint8 [H, W, 3] -> (class indices int64 [H, W], colours not in the palette).
+
+    Unknown colours get index -1.
+    """
+    key = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    palette = np.asarray(palette, dtype=np.int64)
+    palette_keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    # A colour used twice in a palette (Cityscapes draws several classes black) maps to its first class.
+    unique_keys, first = np.unique(palette_keys, return_index=True)
+    position = np.clip(np.searchsorted(unique_keys, key), 0, len(unique_keys) - 1)
+    found = unique_keys[position] == key
+    index = np.where(found, first[position], -1).astype(np.int64)
+    unknown = [(int(k >> 16) & 255, int(k >> 8) & 255, int(k) & 255) for k in np.unique(key[~found])]
+    return index, unknown
