@@ -1,0 +1,124 @@
+"""torchrun/DDP set-up and rank-0 helpers.
+
+`spade-bench train` under `torchrun --nproc_per_node N` (or a multi-node rendezvous) finds
+RANK, LOCAL_RANK and WORLD_SIZE in the environment and runs DDP: NCCL on GPUs, gloo on
+CPUs. Only rank 0 logs and writes files.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' picks CUDA when present; under DDP each process takes cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            from spade_bench.errors import ConfigError
+            raise ConfigError("train.device=cuda but no CUDA device is available; use --set train.device=cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Initialise the process group when launched by torchrun; otherwise a single process."""
+    if not launched_by_torchrun():
+        return DistInfo(), resolve_device(device_name)
+    info = DistInfo(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                    world_size=int(os.environ["WORLD_SIZE"]))
+    device = resolve_device(device_name, info.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_object(obj, src: int = 0):
+    """Send a picklable object from rank `src` to every rank (identity without DDP)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_max(value: float, device: torch.device) -> float:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def prepare_batchnorm(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """Multi-GPU: every batch norm becomes SyncBatchNorm. CPU DDP: gloo cannot sync batch
+    norm, so SyncBatchNorm falls back to per-rank BatchNorm (with a warning)."""
+    if not info.is_distributed:
+        return module
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if any(isinstance(m, nn.SyncBatchNorm) for m in module.modules()):
+        if info.is_main:
+            warnings.warn("DDP on CPU: SyncBatchNorm needs GPUs; using per-rank BatchNorm statistics",
+                          stacklevel=2)
+        return revert_sync_batchnorm(module)
+    return module
+
+
+def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace nn.SyncBatchNorm layers by nn.BatchNorm2d with the same parameters and buffers."""
+    out = module
+    if isinstance(module, nn.SyncBatchNorm):
+        out = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                             module.track_running_stats)
+        if module.affine:
+            with torch.no_grad():
+                out.weight = module.weight
+                out.bias = module.bias
+        if module.track_running_stats:
+            out.running_mean = module.running_mean
+            out.running_var = module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, revert_sync_batchnorm(child))
+    return out
