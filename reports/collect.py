@@ -1,0 +1,271 @@
+"""Read run directories (finished and failed) into records that the report builders share.
+
+A run directory is what `spade-bench train` writes and `spade-bench eval --run` completes
+(docs/ARCHITECTURE.md, "Run directory" and "Evaluation output"). A run whose
+train_summary.json says "failed", or that has no usable eval/metrics.json, becomes a
+record with status "failed" and its reason, so that every table shows it instead of
+dropping it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from spade_bench.errors import SpadeBenchError
+
+METRICS_SCHEMA = 1
+# Any of these marks a folder as a run directory; the walk does not descend into one.
+RUN_MARKERS = ("train_summary.json", "config.json", "eval/metrics.json")
+# Run sub-folders that never hold other runs.
+_NOT_RUNS = {"eval", "logs", "checkpoints", "samples", "tb", "figures", "__pycache__"}
+MAX_SEARCH_DEPTH = 4
+
+
+class ReportError(SpadeBenchError):
+    """The report cannot be built (no runs found, unreadable inputs)."""
+
+
+@dataclass
+class RunRecord:
+    """One run directory as the report sees it.
+
+    Args:
+        dir: the run directory.
+        variant: registered variant name (metrics.json run.variant, else config.json).
+        seed: training seed (metrics.json run.seed, else config.json train.seed).
+        dataset: config.json data.dataset (else metrics.json run.dataset).
+        status: "ok" (evaluated) or "failed" (training failed, or not evaluated).
+        error: why a failed run failed; None when ok.
+        config, summary, metrics: parsed config.json, train_summary.json, eval/metrics.json
+            (empty dicts / None when absent).
+        notes: non-fatal remarks (for example "training still running").
+    """
+
+    dir: Path
+    variant: str
+    seed: Optional[int]
+    dataset: str
+    status: str
+    error: Optional[str]
+    config: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    metrics: Optional[dict] = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.dir / "eval"
+
+    @property
+    def label(self) -> str:
+        seed = "?" if self.seed is None else self.seed
+        return f"{self.variant}/seed{seed}"
+
+    def value(self, key: str) -> Optional[float]:
+        """A number for the main table: a metric, generator_params, images/s or peak memory."""
+        metrics = self.metrics or {}
+        run = metrics.get("run") or {}
+        if key in ("miou", "pixel_accuracy", "fid", "kid", "kid_std"):
+            value = (metrics.get("metrics") or {}).get(key)
+        elif key == "generator_params":
+            value = run.get("generator_params")
+        elif key == "train_images_per_s":
+            value = run.get("train_images_per_s", self.summary.get("images_per_s"))
+        elif key == "train_peak_memory_gib":
+            value = run.get("train_peak_memory_gib", self.summary.get("peak_memory_gib"))
+        elif key in ("real_val_miou", "real_val_pixel_accuracy", "fid_train_vs_val"):
+            value = (metrics.get("references") or {}).get(key)
+        else:
+            raise KeyError(key)
+        return _finite_or_none(value)
+
+    def file(self, key: str) -> Optional[Path]:
+        """Resolve metrics.json files.<key>: absolute, relative to eval/, or its name in eval/."""
+        name = ((self.metrics or {}).get("files") or {}).get(key)
+        if not name:
+            return None
+        path = Path(name)
+        for candidate in (path, self.eval_dir / path, self.eval_dir / path.name):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dir": str(self.dir), "variant": self.variant, "seed": self.seed,
+                "dataset": self.dataset, "status": self.status, "error": self.error,
+                "notes": list(self.notes)}
+
+
+def _finite_or_none(value: Any) -> Optional[float]:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / marker).is_file() for marker in RUN_MARKERS)
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand each path into run directories: a run dir itself, or the run dirs below it.
+
+    Raises ReportError for a path that does not exist, or when no run directory is found.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ReportError("no RUNS given; pass run directories or their parent, e.g. runs/ablate-smoke")
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise ReportError(f"{path} does not exist; pass run directories or their parent, "
+                              f"e.g. runs/ablate-smoke")
+        if not path.is_dir():
+            raise ReportError(f"{path} is a file, not a run directory; pass the run folder "
+                              f"(the one holding config.json and train_summary.json)")
+        runs = _walk(path, depth=0)
+        if not runs:
+            raise ReportError(
+                f"no run directories in {path} (searched {MAX_SEARCH_DEPTH} levels down): a run "
+                f"directory holds config.json, train_summary.json or eval/metrics.json, as "
+                f"written by `spade-bench train` and `spade-bench eval --run`")
+        found.extend(runs)
+    unique = sorted({p.resolve(): p for p in found}.items())
+    return [p for _, p in unique]
+
+
+def _walk(path: Path, depth: int) -> list[Path]:
+    if is_run_dir(path):
+        return [path]
+    if depth >= MAX_SEARCH_DEPTH:
+        return []
+    runs: list[Path] = []
+    for child in sorted(path.iterdir()):
+        if child.is_dir() and not child.name.startswith(".") and child.name not in _NOT_RUNS:
+            runs.extend(_walk(child, depth + 1))
+    return runs
+
+
+def _read_json(path: Path) -> tuple[Optional[dict], Optional[str]]:
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"{path} is not readable JSON ({e})"
+    if not isinstance(data, dict):
+        return None, f"{path} does not hold a JSON object"
+    return data, None
+
+
+def load_run(run_dir: str | Path) -> RunRecord:
+    """Read one run directory into a RunRecord; problems make it "failed", never raise."""
+    run_dir = Path(run_dir)
+    config, config_error = _read_json(run_dir / "config.json")
+    summary, summary_error = _read_json(run_dir / "train_summary.json")
+    metrics, metrics_error = _read_json(run_dir / "eval" / "metrics.json")
+    config, summary = config or {}, summary or {}
+    run_meta = (metrics or {}).get("run") or {}
+
+    variant = run_meta.get("variant") or config.get("variant") or run_dir.name
+    seed = run_meta.get("seed", (config.get("train") or {}).get("seed"))
+    seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+    dataset = (config.get("data") or {}).get("dataset") or run_meta.get("dataset") or "unknown"
+
+    notes = [e for e in (config_error, summary_error) if e]
+    status, error = "ok", None
+    train_status = summary.get("status")
+    if train_status == "failed":
+        status = "failed"
+        error = str(summary.get("error") or "training failed (train_summary.json gives no error)")
+    elif metrics_error:
+        status, error = "failed", metrics_error
+    elif metrics is None:
+        status = "failed"
+        where = f"training status {train_status!r}" if train_status else "no train_summary.json"
+        error = (f"not evaluated: {run_dir / 'eval' / 'metrics.json'} is missing ({where}); "
+                 f"run `spade-bench eval --run {run_dir}`")
+    elif metrics.get("schema") != METRICS_SCHEMA:
+        status = "failed"
+        error = (f"{run_dir / 'eval' / 'metrics.json'} has schema {metrics.get('schema')!r}; this "
+                 f"report reads schema {METRICS_SCHEMA}; re-run `spade-bench eval --run {run_dir}`")
+    elif not isinstance(metrics.get("metrics"), dict):
+        status, error = "failed", f"{run_dir / 'eval' / 'metrics.json'} has no 'metrics' object"
+    elif train_status not in (None, "finished"):
+        notes.append(f"training status is {train_status!r}, not 'finished'; evaluated anyway")
+    return RunRecord(dir=run_dir, variant=str(variant), seed=seed, dataset=str(dataset),
+                     status=status, error=error, config=config, summary=summary,
+                     metrics=metrics if status == "ok" else None, notes=notes)
+
+
+def collect_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
+    """Find and read every run under `paths`, sorted by dataset, variant and seed."""
+    records = [load_run(p) for p in find_run_dirs(paths)]
+    return sorted(records, key=lambda r: (r.dataset, r.variant, -1 if r.seed is None else r.seed,
+                                          str(r.dir)))
+
+
+# --------------------------------------------------------------------------- per-image arrays
+
+def load_counts(record: RunRecord) -> tuple[Optional[dict[str, np.ndarray]], Optional[str]]:
+    """Per-image tp, fp, fn [N, K] from eval/per_image_counts.npz, or (None, why not)."""
+    path = record.file("per_image_counts")
+    if path is None:
+        return None, f"{record.label}: per_image_counts.npz not found in {record.eval_dir}"
+    try:
+        with np.load(path) as data:
+            counts = {k: np.asarray(data[k], dtype=np.float64) for k in ("tp", "fp", "fn")}
+    except (OSError, KeyError, ValueError) as e:
+        return None, f"{path}: cannot read tp/fp/fn ({e})"
+    shapes = {k: v.shape for k, v in counts.items()}
+    if len(set(shapes.values())) != 1 or counts["tp"].ndim != 2:
+        return None, f"{path}: tp/fp/fn must share one [N, K] shape, got {shapes}"
+    return counts, None
+
+
+def load_fake_features(record: RunRecord) -> tuple[Optional[np.ndarray], Optional[str]]:
+    path = record.file("fake_features")
+    if path is None:
+        return None, f"{record.label}: fake_features.npy not found in {record.eval_dir}"
+    try:
+        features = np.load(path)
+    except (OSError, ValueError) as e:
+        return None, f"{path}: cannot read ({e})"
+    if features.ndim != 2:
+        return None, f"{path}: expected [N, D] features, got shape {features.shape}"
+    return features, None
+
+
+_REAL_STATS_CACHE: dict[str, dict[str, np.ndarray]] = {}
+
+
+def load_real_stats(record: RunRecord) -> tuple[Optional[dict[str, np.ndarray]], Optional[str]]:
+    """The cached real statistics (mu, sigma and, when stored, features) named in metrics.json."""
+    path = record.file("real_stats")
+    if path is None:
+        named = ((record.metrics or {}).get("files") or {}).get("real_stats")
+        return None, f"{record.label}: real statistics {named!r} not found"
+    key = str(path.resolve())
+    if key not in _REAL_STATS_CACHE:
+        try:
+            with np.load(path) as data:
+                stats = {k: np.asarray(data[k], dtype=np.float64) for k in data.files
+                         if k in ("mu", "sigma", "features")}
+        except (OSError, ValueError) as e:
+            return None, f"{path}: cannot read ({e})"
+        if "mu" not in stats or "sigma" not in stats:
+            return None, f"{path}: needs arrays 'mu' and 'sigma', has {sorted(stats)}"
+        _REAL_STATS_CACHE.clear()  # one dataset's statistics at a time (sigma is 32 MB)
+        _REAL_STATS_CACHE[key] = stats
+    return _REAL_STATS_CACHE[key], None

@@ -1,0 +1,297 @@
+"""Tables of the ablation report: numbers in pandas, rendered as Markdown, LaTeX and CSV.
+
+Main table: one row per variant, each cell the mean +- std over its evaluated seeds
+(sample std, ddof 1; no std with one seed). The best mean per column is bold: higher
+mIoU, pixel accuracy and training images/s; lower FID, KID and peak memory. Generator
+parameters are not marked: size is a design choice, not a score. Failed runs count in
+the "seeds" column and never in a mean. Reference rows give the segmenter on real
+photos (the mIoU ceiling) and real training vs validation photos (the FID floor); paper
+columns sit beside ours where the dataset is one of the paper's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from reports.bootstrap import BASELINE, BOOTSTRAP_METRICS, Interval
+from reports.collect import RunRecord
+from reports.paper import PUBLISHED, PUBLISHED_METRICS, published
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A main-table column.
+
+    Args:
+        key: RunRecord.value key.
+        label: column label (plain text; LaTeX label in `latex`).
+        better: "higher", "lower" or None (not marked).
+        digits: decimals shown (after `scale`).
+        scale: shown value = raw value * scale (KID x 10^3, parameters in millions).
+    """
+
+    key: str
+    label: str
+    latex: str
+    better: Optional[str]
+    digits: int
+    scale: float = 1.0
+
+
+METRICS = (
+    MetricSpec("miou", "mIoU (%)", r"mIoU (\%)", "higher", 1),
+    MetricSpec("pixel_accuracy", "pixel acc. (%)", r"acc. (\%)", "higher", 1),
+    MetricSpec("fid", "FID", "FID", "lower", 1),
+    MetricSpec("kid", "KID ×10³", r"KID$\times 10^3$", "lower", 2, 1e3),
+    MetricSpec("generator_params", "G params (M)", "G params (M)", None, 2, 1e-6),
+    MetricSpec("train_images_per_s", "train images/s", "images/s", "higher", 1),
+    MetricSpec("train_peak_memory_gib", "peak memory (GiB)", "memory (GiB)", "lower", 2),
+)
+SPECS = {spec.key: spec for spec in METRICS}
+REFERENCE_KEYS = ("real_val_miou", "real_val_pixel_accuracy", "fid_train_vs_val")
+
+
+def variant_order(variants: Sequence[str]) -> list[str]:
+    """spade first (everything is compared with it), then the others alphabetically."""
+    unique = sorted(set(variants))
+    return ([BASELINE] if BASELINE in unique else []) + [v for v in unique if v != BASELINE]
+
+
+# --------------------------------------------------------------------------- numbers
+
+def main_table(records: Sequence[RunRecord], dataset: str) -> pd.DataFrame:
+    """Numbers per variant: runs, ok, failed, seeds; <metric>_mean/_std/_n/_best; paper_<metric>."""
+    rows = []
+    for variant in variant_order([r.variant for r in records]):
+        runs = [r for r in records if r.variant == variant]
+        ok = [r for r in runs if r.ok]
+        row: dict = {"variant": variant, "runs": len(runs), "ok": len(ok),
+                     "failed": len(runs) - len(ok),
+                     "seeds": " ".join(str(r.seed) for r in ok)}
+        for spec in METRICS:
+            values = np.array([v for v in (r.value(spec.key) for r in ok) if v is not None])
+            row[f"{spec.key}_n"] = len(values)
+            row[f"{spec.key}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{spec.key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        for metric in PUBLISHED_METRICS:
+            value = published(dataset, variant, metric)
+            row[f"paper_{metric}"] = math.nan if value is None else value
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("variant")
+    for spec in METRICS:
+        means = table[f"{spec.key}_mean"]
+        best = pd.Series(False, index=table.index)
+        if spec.better and means.notna().sum() > 1:
+            target = means.max() if spec.better == "higher" else means.min()
+            best = means == target
+        table[f"{spec.key}_best"] = best
+    return table
+
+
+def reference_values(records: Sequence[RunRecord]) -> dict[str, dict]:
+    """Mean of each metrics.json reference over evaluated runs, and the distinct values seen."""
+    out = {}
+    for key in REFERENCE_KEYS:
+        values = [v for v in (r.value(key) for r in records if r.ok) if v is not None]
+        out[key] = {"mean": float(np.mean(values)) if values else None,
+                    "distinct": sorted({round(v, 6) for v in values})}
+    return out
+
+
+def has_paper_columns(dataset: str) -> bool:
+    return dataset in PUBLISHED
+
+
+# --------------------------------------------------------------------------- cell formatting
+
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}"
+
+
+def format_cell(mean: float, std: float, n: int, row_n: int, spec: MetricSpec, *, bold: bool,
+                latex: bool) -> str:
+    """'62.3 ± 1.2' (n shown when it differs from the row's seed count); '–' when no value."""
+    if n == 0 or math.isnan(mean):
+        return "--" if latex else "–"
+    text = _number(mean * spec.scale, spec.digits)
+    if not math.isnan(std):
+        pm = r" \pm " if latex else " ± "
+        text += pm + _number(std * spec.scale, spec.digits)
+    if latex:
+        text = rf"\mathbf{{{text}}}" if bold else text
+        text = f"${text}$"
+    else:
+        text = f"**{text}**" if bold else text
+    if n != row_n:
+        text += f" (n={n})"
+    return text
+
+
+def _plain(value: Optional[float], spec: MetricSpec, latex: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "--" if latex else "–"
+    text = _number(value * spec.scale, spec.digits)
+    return f"${text}$" if latex else text
+
+
+def _seeds_cell(row: pd.Series) -> str:
+    text = str(int(row["ok"]))
+    if row["failed"]:
+        text += f" (+{int(row['failed'])} failed)"
+    return text
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "…": r"\ldots{}", "±": r"$\pm$", "×": r"$\times$", "–": "--", "—": "---",
+          "Δ": r"$\Delta$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "³": r"$^3$", "→": r"$\to$"}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text -> LaTeX text (special characters and the few symbols we print)."""
+    return "".join(_LATEX.get(ch, ch) for ch in text)
+
+
+def render_main(table: pd.DataFrame, references: Mapping[str, dict], dataset: str, *,
+                latex: bool = False) -> pd.DataFrame:
+    """The main table as strings, with reference rows last; columns in display order."""
+    paper = has_paper_columns(dataset)
+    arrows = {"higher": (r" $\uparrow$", " ↑"), "lower": (r" $\downarrow$", " ↓"), None: ("", "")}
+    columns, rows = ["variant", "seeds"], []
+    for spec in METRICS:
+        columns.append((spec.latex if latex else spec.label) + arrows[spec.better][0 if latex else 1])
+        if paper and spec.key in PUBLISHED_METRICS:
+            columns.append("paper")
+    for variant, row in table.iterrows():
+        name = latex_escape(variant) if latex else variant
+        cells = [name if row["ok"] else (name + " (failed)"), _seeds_cell(row)]
+        for spec in METRICS:
+            if row["ok"] == 0:
+                cells.append("failed")
+            else:
+                cells.append(format_cell(row[f"{spec.key}_mean"], row[f"{spec.key}_std"],
+                                         int(row[f"{spec.key}_n"]), int(row["ok"]), spec,
+                                         bold=bool(row[f"{spec.key}_best"]), latex=latex))
+            if paper and spec.key in PUBLISHED_METRICS:
+                cells.append(_plain(row[f"paper_{spec.key}"], spec, latex))
+        rows.append(cells)
+    reference_rows = [
+        ("real val photos (segmenter ceiling)",
+         {"miou": "real_val_miou", "pixel_accuracy": "real_val_pixel_accuracy"}),
+        ("real train vs val photos (FID floor)", {"fid": "fid_train_vs_val"}),
+    ]
+    for label, keys in reference_rows:
+        cells = [rf"\textit{{{label}}}" if latex else f"*{label}*", ""]
+        for spec in METRICS:
+            value = references.get(keys.get(spec.key, ""), {}).get("mean")
+            cells.append(_plain(value, spec, latex) if spec.key in keys else "")
+            if paper and spec.key in PUBLISHED_METRICS:
+                cells.append("")
+        rows.append(cells)
+    return pd.DataFrame(rows, columns=range(len(columns))).set_axis(columns, axis=1)
+
+
+def format_interval(interval: Optional[Interval], spec: MetricSpec, *, latex: bool) -> str:
+    """'-2.1 [-3.0, -1.2]*', the star when the interval excludes 0."""
+    if interval is None:
+        return "--" if latex else "–"
+    d = spec.digits + (1 if spec.key != "kid" else 0)
+    values = [interval.point * spec.scale, interval.low * spec.scale, interval.high * spec.scale]
+    point, low, high = (f"{v:+.{d}f}" for v in values)
+    star = "*" if interval.excludes_zero else ""
+    if latex:
+        return f"${point}$ [${low}$, ${high}$]" + (r"$^{*}$" if star else "")
+    return f"{point} [{low}, {high}]{star}"
+
+
+def render_differences(intervals: Mapping[str, Mapping[str, Interval]], *,
+                       latex: bool = False) -> pd.DataFrame:
+    """Rows: variants; columns: Δ per bootstrapped metric (variant - spade) with its 95% CI."""
+    delta = r"$\Delta$ " if latex else "Δ "
+    columns = ["variant", "seeds (variant / spade)"] + [
+        delta + (SPECS[m].latex if latex else SPECS[m].label) for m in BOOTSTRAP_METRICS]
+    rows = []
+    for variant in variant_order(list(intervals)):
+        per_metric = intervals[variant]
+        any_interval = next(iter(per_metric.values()), None)
+        seeds = (f"{any_interval.variant_seeds} / {any_interval.baseline_seeds}"
+                 if any_interval else "")
+        rows.append([latex_escape(variant) if latex else variant, seeds]
+                    + [format_interval(per_metric.get(m), SPECS[m], latex=latex)
+                       for m in BOOTSTRAP_METRICS])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def failed_runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    rows = [{"run": str(r.dir), "variant": r.variant, "seed": r.seed,
+             "training status": r.summary.get("status", "–"), "error": r.error}
+            for r in records if not r.ok]
+    return pd.DataFrame(rows, columns=["run", "variant", "seed", "training status", "error"])
+
+
+# --------------------------------------------------------------------------- writers
+
+def to_markdown(frame: pd.DataFrame, align: Optional[str] = None) -> str:
+    """A GitHub Markdown table (pandas' own needs `tabulate`, which we do not depend on).
+
+    `align`: one "l" or "r" per column; default the first column left, the others right.
+    """
+    def cell(value) -> str:
+        text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    columns = [cell(c) for c in frame.columns]
+    align = align or "l" + "r" * (len(columns) - 1)
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(cell(v) for v in row.tolist()) + " |")
+    return "\n".join(lines)
+
+
+def to_latex(frame: pd.DataFrame, *, caption: str, label: str,
+             midrule_before: Optional[int] = None) -> str:
+    """A booktabs table; cells are already LaTeX. `midrule_before`: row index to rule above."""
+    spec = "l" + "r" * (len(frame.columns) - 1)
+    lines = [r"\begin{table}[htbp]", r"\centering", r"\small",
+             rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             rf"\resizebox{{\linewidth}}{{!}}{{%", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(str(c) for c in frame.columns) + r" \\", r"\midrule"]
+    for i, (_, row) in enumerate(frame.iterrows()):
+        if midrule_before is not None and i == midrule_before:
+            lines.append(r"\midrule")
+        lines.append(" & ".join("" if v is None else str(v) for v in row.tolist()) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+def csv_rows(dataset: str, table: pd.DataFrame, references: Mapping[str, dict],
+             intervals: Mapping[str, Mapping[str, Interval]]) -> pd.DataFrame:
+    """Machine-readable numbers: one row per variant plus reference rows, raw units."""
+    rows = []
+    for variant, row in table.iterrows():
+        out = {"dataset": dataset, "row": "variant", "variant": variant, "runs": row["runs"],
+               "ok": row["ok"], "failed": row["failed"], "seeds": row["seeds"]}
+        for spec in METRICS:
+            for suffix in ("mean", "std", "n", "best"):
+                out[f"{spec.key}_{suffix}"] = row[f"{spec.key}_{suffix}"]
+        for metric in PUBLISHED_METRICS:
+            out[f"paper_{metric}"] = row[f"paper_{metric}"]
+        for metric in BOOTSTRAP_METRICS:
+            interval = intervals.get(variant, {}).get(metric)
+            out[f"diff_{metric}"] = interval.point if interval else math.nan
+            out[f"diff_{metric}_ci_low"] = interval.low if interval else math.nan
+            out[f"diff_{metric}_ci_high"] = interval.high if interval else math.nan
+        rows.append(out)
+    for key in REFERENCE_KEYS:
+        value = references.get(key, {}).get("mean")
+        rows.append({"dataset": dataset, "row": "reference", "variant": key,
+                     {"real_val_miou": "miou_mean", "real_val_pixel_accuracy": "pixel_accuracy_mean",
+                      "fid_train_vs_val": "fid_mean"}[key]: math.nan if value is None else value})
+    frame = pd.DataFrame(rows)
+    counts = ["runs", "ok", "failed"] + [f"{spec.key}_n" for spec in METRICS]
+    return frame.astype({c: "Int64" for c in counts if c in frame})
