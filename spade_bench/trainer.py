@@ -144,10 +144,22 @@ def hardware_name(device: torch.device) -> str:
 
 
 def peak_memory_gib(device: torch.device) -> float:
+    """CUDA: peak allocated. CPU: the process's lifetime peak resident set size."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 30
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
+
+
+def current_rss_gib() -> float:
+    """Resident set size now (Linux /proc; 0 elsewhere). Sampled during a run, its maximum is
+    that run's CPU peak even when several runs share one process (as `ablate` does)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -546,6 +558,9 @@ class Trainer:
         counts: dict[str, int] = {}
         interval_start, interval_images = time.time(), 0
         rates: list[float] = []
+        rss_peak = current_rss_gib()
+        if self.on_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         status = "failed"
         try:
             data_iter = iter(loader)
@@ -574,6 +589,7 @@ class Trainer:
                     elapsed = time.time() - interval_start
                     rate = interval_images / max(elapsed, 1e-9)
                     rates.append(rate)
+                    rss_peak = max(rss_peak, current_rss_gib())
                     means = {k: float(v.item()) / counts[k] for k, v in sums.items()}
                     record = {"step": self.step, "time": round(time.time() - start_time, 3), **means,
                               "lr_G": self.optim_G.param_groups[0]["lr"],
@@ -598,7 +614,8 @@ class Trainer:
             # Steady-state rate: drop the first interval (warm-up, autotuning) when there are more.
             steady = rates[1:] if len(rates) > 1 else rates
             self.images_per_s = float(np.mean(steady)) if steady else float("nan")
-            peak = all_reduce_max(peak_memory_gib(self.device), self.device)
+            peak = peak_memory_gib(self.device) if self.on_cuda else max(rss_peak, current_rss_gib())
+            peak = all_reduce_max(peak, self.device)
             if self.info.is_main:
                 self._write_summary(status, start_time, peak, self._error)
         return TrainResult(self.run_dir, self.step, self.images_per_s, peak, time.time() - start_time, status)
@@ -608,7 +625,9 @@ class Trainer:
         summary = {
             "status": status, "step": self.step, "steps": self.cfg.train.steps,
             "images_per_s": None if math.isnan(self.images_per_s) else self.images_per_s,
-            "peak_memory_gib": peak, "wall_time_s": self._prior_wall_time + time.time() - start_time,
+            "peak_memory_gib": peak,
+            "peak_memory_kind": "cuda max_memory_allocated" if self.on_cuda else "max resident set size sampled at log steps",
+            "wall_time_s": self._prior_wall_time + time.time() - start_time,
             "device": str(self.device), "hardware": hardware_name(self.device),
             "world_size": self.info.world_size, "amp_bf16": self.use_amp, "ema": self.cfg.train.ema,
             "config_hash": config_hash(self.cfg),

@@ -41,6 +41,16 @@ def coco_root() -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: the networks in tests are tiny, and on a busy 2-core machine
+    OpenMP threads that wait for each other make them several times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep caches (FID statistics, mapped weights) out of the user's home during tests."""

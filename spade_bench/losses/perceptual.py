@@ -55,15 +55,21 @@ class VGG19Features(nn.Module):
 
     Args:
         weights_path: torchvision's vgg19-dcbb9e9d.pth; None looks in torchvision's cache.
+        random_weights: random init instead of the file: for `spade-bench bench` alone, which
+            measures speed (same network, same cost) where the ImageNet weights are absent.
     """
 
     name = "vgg19"
 
-    def __init__(self, weights_path: Optional[str] = None):
+    def __init__(self, weights_path: Optional[str] = None, *, random_weights: bool = False):
         super().__init__()
         import torchvision
 
         path = Path(weights_path).expanduser() if weights_path else default_vgg19_weights_path()
+        if random_weights:
+            self.name = "vgg19-random-weights"
+            self._set_slices(torchvision.models.vgg19(weights=None).features)
+            return
         if not path.is_file():
             raise WeightsError(
                 f"VGG19 ImageNet weights not found at {path}. The vgg19 perceptual loss (the "
@@ -85,6 +91,9 @@ class VGG19Features(nn.Module):
         features = vgg.features
         for param in features.parameters():
             param.data = param.data.contiguous()
+        self._set_slices(features)
+
+    def _set_slices(self, features: nn.Module) -> None:
         self.slice1 = features[0:2]
         self.slice2 = features[2:7]
         self.slice3 = features[7:12]
@@ -188,10 +197,11 @@ class PerceptualLoss(nn.Module):
     device on the first call; it stays frozen and in eval mode.
     """
 
-    def __init__(self, backbone: str = "effnet-lite0", weights_path: Optional[str] = None):
+    def __init__(self, backbone: str = "effnet-lite0", weights_path: Optional[str] = None, *,
+                 random_weights: bool = False):
         super().__init__()
         if backbone == "vgg19":
-            net: nn.Module = VGG19Features(weights_path)
+            net: nn.Module = VGG19Features(weights_path, random_weights=random_weights)
         elif backbone == "effnet-lite0":
             net = EfficientNetLite0Features()
         else:
