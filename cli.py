@@ -298,7 +298,7 @@ def segmenter_train(
         dataset: str = typer.Option(..., "--dataset", "-d",
                                     help="synthetic, facades, coco-stuff, cityscapes, ade20k or folder."),
         root: Optional[str] = _ROOT, preset: str = _PRESET, set_: Optional[List[str]] = _SET,
-        steps: int = typer.Option(500, "--steps", help="Optimiser steps."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: eval.segmenter_steps)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o",
                                            help="Checkpoint path (default: the cache path `eval` looks in)."),
         batch_size: int = typer.Option(8, "--batch-size"),
@@ -317,6 +317,7 @@ def segmenter_train(
     from eval.segmenter import train_segmenter
 
     cfg = _resolve("spade", preset, dataset, root, None, set_)
+    steps = cfg.eval.segmenter_steps if steps is None else steps
     info = train_segmenter(cfg, out, steps, batch_size=batch_size, lr=lr, arch=arch, device=device, seed=seed)
     typer.echo(f"evaluator: {info['path']}\nsha256: {info['sha256']}\n"
                f"{info['steps']} steps at {info['image_size'][0]}x{info['image_size'][1]} in "

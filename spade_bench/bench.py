@@ -1,0 +1,323 @@
+"""`spade-bench bench`: training and evaluation throughput, memory and FLOPs.
+
+It times the Trainer's own generator and discriminator steps on random inputs of a
+config's shape. Warm-up steps first, then timed steps with a device sync at the ends
+only (CUDA events split G from D without syncing in between). Two modes:
+
+- eager-fp32: what the original code does (fp32 with cuDNN TF32, cudnn.benchmark);
+- fast: bf16 autocast (fp32 master weights), channels_last, torch.compile, fused
+  gamma/beta SPADE convolution, fused Adam. The architecture and losses are identical.
+
+Speed and memory targets live here, in recorded output, never in timed tests.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from spade_bench.config import RunConfig, apply_overrides, resolve
+from spade_bench.errors import ConfigError
+
+# Dense bf16 tensor-core peaks (TFLOP/s), for the achieved share of peak.
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+
+CONFIGS = ("ade20k", "cityscapes", "smoke")
+MODES = ("eager-fp32", "fast")
+
+MODE_OVERRIDES = {
+    "eager-fp32": {"train.amp": False, "train.channels_last": False, "train.compile": False,
+                   "generator.fused_modulation": False, "optim.fused": False, "train.cudnn_benchmark": True},
+    "fast": {"train.amp": True, "train.channels_last": True, "train.compile": True,
+             "generator.fused_modulation": True, "optim.fused": True, "train.cudnn_benchmark": True},
+}
+
+
+def bench_config(name: str, variant: str = "spade", batch: Optional[int] = None,
+                 overrides: Optional[list[str]] = None) -> RunConfig:
+    """The run config a benchmark uses: REFERENCE section 8 shapes, perceptual loss on."""
+    if name not in CONFIGS:
+        raise ConfigError(f"unknown bench config {name!r}; choose one of {', '.join(CONFIGS)}")
+    if name == "smoke":
+        cfg = resolve(variant, preset="smoke", overrides=overrides)
+    else:
+        # The dataset is never read: the benchmark feeds random tensors of its shape.
+        cfg = resolve(variant, dataset=name, root="(random tensors)", overrides=overrides)
+        cfg = apply_overrides(cfg, {"loss.perceptual": "vgg19"})
+    if batch is not None:
+        cfg = apply_overrides(cfg, {"train.batch_size": batch})
+    return cfg
+
+
+def peak_tflops(device: torch.device) -> Optional[float]:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in BF16_PEAK_TFLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+def _random_batch(cfg: RunConfig, batch: int, device: torch.device, generator: torch.Generator):
+    from spade_bench.data import semantic_input
+
+    h, w = cfg.data.image_size
+    classes = cfg.data.label_nc + int(cfg.data.contain_dontcare)
+    label = torch.randint(0, classes, (batch, h, w), generator=generator).to(device)
+    instance = torch.randint(0, 8, (batch, h, w), generator=generator).to(device) if cfg.data.use_instance else None
+    image = (torch.rand(batch, 3, h, w, generator=generator) * 2 - 1).to(device)
+    return semantic_input(label, instance, cfg.data), image
+
+
+def build_bench_trainer(cfg: RunConfig, device: torch.device):
+    """A data-free Trainer; VGG19 gets random weights when no weights file exists (speed only)."""
+    from spade_bench.errors import WeightsError
+    from spade_bench.trainer import Trainer
+
+    try:
+        return Trainer(cfg, Path("."), device=device, progress=False, with_data=False), False
+    except WeightsError:
+        from spade_bench.losses import PerceptualLoss
+
+        plain = replace(cfg, loss=replace(cfg.loss, perceptual="none"))
+        trainer = Trainer(plain, Path("."), device=device, progress=False, with_data=False)
+        # Same network and cost as the real loss; only the (unavailable) ImageNet weights differ.
+        module = PerceptualLoss("vgg19", random_weights=True).to(device)
+        trainer.generator_losses["perceptual"] = (module, cfg.loss.lambda_perceptual)
+        return trainer, True
+
+
+def run_mode(cfg: RunConfig, mode: str, device: torch.device, steps: int, warmup: int,
+             count_flops: bool = True) -> dict[str, Any]:
+    """Time `steps` full G+D iterations of one mode after `warmup` iterations."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    cfg = apply_overrides(cfg, MODE_OVERRIDES[mode])
+    if device.type != "cuda":
+        # On a CPU the fast mode keeps its fp32 levers only: CPUs without bf16 units emulate
+        # autocast slowly, and compiling costs more than a short run gains. The bf16 numerics
+        # are checked on the CPU by compare_numerics instead.
+        cfg = apply_overrides(cfg, {"train.compile": False})
+    cfg = apply_overrides(cfg, {"train.device": str(device)})
+    torch.manual_seed(0)
+    trainer, random_vgg = build_bench_trainer(cfg, device)
+    batch = cfg.train.batch_size
+    gen = torch.Generator().manual_seed(0)
+    segmap, image = _random_batch(cfg, batch, device, gen)
+    if trainer.channels_last:
+        segmap = segmap.contiguous(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
+
+    flops_per_image = None
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            trainer.generator_step(segmap, image)
+            trainer.discriminator_step(segmap, image)
+        flops_per_image = counter.get_total_flops() / batch
+
+    for _ in range(warmup):
+        trainer.generator_step(segmap, image)
+        trainer.discriminator_step(segmap, image)
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        marks = [torch.cuda.Event(enable_timing=True) for _ in range(2 * steps + 1)]
+        marks[0].record()
+    cpu_marks = [time.perf_counter()]
+    start = time.perf_counter()
+    for i in range(steps):
+        trainer.generator_step(segmap, image)
+        if on_cuda:
+            marks[2 * i + 1].record()
+        else:
+            cpu_marks.append(time.perf_counter())
+        trainer.discriminator_step(segmap, image)
+        if on_cuda:
+            marks[2 * i + 2].record()
+        else:
+            cpu_marks.append(time.perf_counter())
+    if on_cuda:
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    if on_cuda:
+        g_ms = sum(marks[2 * i].elapsed_time(marks[2 * i + 1]) for i in range(steps)) / steps
+        d_ms = sum(marks[2 * i + 1].elapsed_time(marks[2 * i + 2]) for i in range(steps)) / steps
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    else:
+        g_ms = sum(cpu_marks[2 * i + 1] - cpu_marks[2 * i] for i in range(steps)) / steps * 1e3
+        d_ms = sum(cpu_marks[2 * i + 2] - cpu_marks[2 * i + 1] for i in range(steps)) / steps * 1e3
+        from spade_bench.trainer import peak_memory_gib
+        peak = peak_memory_gib(device)
+    images_per_s = batch * steps / elapsed
+    achieved = flops_per_image * images_per_s / 1e12 if flops_per_image else None
+    peak_tf = peak_tflops(device)
+    from spade_bench.nn import count_parameters
+    from spade_bench.trainer import unwrap
+    return {
+        "mode": mode, "images_per_s": images_per_s, "ms_per_step": elapsed / steps * 1e3,
+        "ms_generator_step": g_ms, "ms_discriminator_step": d_ms, "peak_memory_gib": peak,
+        "peak_memory_kind": "cuda max_memory_allocated" if on_cuda else "process max RSS",
+        "gflop_per_image": flops_per_image / 1e9 if flops_per_image else None,
+        "achieved_tflops": achieved, "bf16_peak_tflops": peak_tf,
+        "share_of_bf16_peak": achieved / peak_tf if achieved and peak_tf else None,
+        "generator_params": count_parameters(unwrap(trainer.generator)),
+        "discriminator_params": count_parameters(unwrap(trainer.discriminator)),
+        "amp_bf16": trainer.use_amp, "channels_last": trainer.channels_last, "compile": cfg.train.compile,
+        "fused_modulation": cfg.generator.fused_modulation, "perceptual": cfg.loss.perceptual,
+        "perceptual_random_weights": random_vgg,
+    }
+
+
+def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> dict[str, Any]:
+    """Fast path (bf16 autocast, channels_last, fused SPADE conv) vs eager fp32 on the same
+    weights and batch: the generator's output and every generator loss term.
+
+    Runs on any device (CPU autocast included), so CI checks the fast path's numerics.
+    """
+    from spade_bench.trainer import autocast
+
+    def forward(mode: str):
+        mcfg = apply_overrides(cfg, {**MODE_OVERRIDES[mode], "train.compile": False,
+                                     "train.batch_size": batch, "train.device": str(device)})
+        torch.manual_seed(0)
+        trainer, _ = build_bench_trainer(mcfg, device)
+        trainer.use_amp = mode == "fast"
+        fast = mode == "fast"
+        segmap, image = _random_batch(mcfg, batch, device, torch.Generator().manual_seed(1))
+        if fast:
+            segmap = segmap.contiguous(memory_format=torch.channels_last)
+            image = image.contiguous(memory_format=torch.channels_last)
+        from spade_bench.trainer import unwrap
+        # Train mode, as in a training step: an untrained network in eval mode (batch norm on
+        # its initial running statistics) saturates every pixel at +-1, which hides the numerics.
+        generator, disc = unwrap(trainer.generator).train(), unwrap(trainer.discriminator).train()
+        from spade_bench.discriminators import discriminate
+        with torch.no_grad(), autocast(device, fast):
+            fake = generator(segmap)
+            pred_fake, pred_real = discriminate(disc, segmap, fake, image)
+            losses = {}
+            for name, (module, weight) in trainer.generator_losses.items():
+                if name == "gan":
+                    losses[name] = float(module(pred_fake, True, for_discriminator=False)) * weight
+                elif name == "feat":
+                    losses[name] = float(module(pred_fake, pred_real)) * weight
+                elif name == "perceptual":
+                    losses[name] = float(module(fake, image)) * weight
+        return fake.float().cpu(), losses
+
+    eager_out, eager_losses = forward("eager-fp32")
+    fast_out, fast_losses = forward("fast")
+    return {
+        "output_max_abs_diff": float((eager_out - fast_out).abs().max()),
+        "output_mean_abs_diff": float((eager_out - fast_out).abs().mean()),
+        "output_scale": float(eager_out.abs().mean()),
+        "loss_rel_diff": {k: abs(fast_losses[k] - v) / max(abs(v), 1e-8) for k, v in eager_losses.items()},
+        "eager_losses": eager_losses, "fast_losses": fast_losses,
+    }
+
+
+def bench_eval(cfg: RunConfig, device: torch.device, images: int = 64) -> dict[str, Any]:
+    """Evaluation path throughput: generate + FID Inception features + segmentation."""
+    from eval.fid import FeatureExtractor
+    from eval.segmenter import build_segmentation_network
+    from spade_bench.generators import build_generator
+
+    torch.manual_seed(0)
+    generator = build_generator(cfg).to(device).eval()
+    extractor = FeatureExtractor(cfg.eval.fid_protocol, device=device)
+    segmenter = build_segmentation_network(cfg.data.label_nc + int(cfg.data.contain_dontcare)).to(device).eval()
+    batch = min(cfg.eval.batch_size, images)
+    gen = torch.Generator().manual_seed(0)
+    segmap, _ = _random_batch(cfg, batch, device, gen)
+
+    def one_batch():
+        with torch.no_grad():
+            fake = generator(segmap)
+            # Scored as the harness scores them: quantised to uint8, as the PNGs are.
+            extractor(((fake.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+            segmenter(fake)
+
+    one_batch()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    n_batches = max(1, images // batch)
+    for _ in range(n_batches):
+        one_batch()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    return {"images": n_batches * batch, "images_per_s": n_batches * batch / elapsed,
+            "batch": batch, "fid_protocol": cfg.eval.fid_protocol}
+
+
+def run_bench(config: str, *, variant: str = "spade", batch: Optional[int] = None, steps: int = 20,
+              warmup: int = 3, modes: tuple[str, ...] = MODES, device: str = "auto",
+              overrides: Optional[list[str]] = None, out: Optional[Path] = None,
+              eval_images: int = 64) -> dict[str, Any]:
+    """Benchmark the given modes in one process and write the JSON record."""
+    from spade_bench.distributed import resolve_device
+    from spade_bench.trainer import environment_record, hardware_name
+    from spade_bench.distributed import DistInfo
+
+    dev = resolve_device(device)
+    cfg = bench_config(config, variant, batch, overrides)
+    result: dict[str, Any] = {
+        "config": config, "variant": variant, "batch": cfg.train.batch_size, "steps": steps, "warmup": warmup,
+        "image_size": list(cfg.data.image_size), "semantic_channels": cfg.data.semantic_channels,
+        "device": str(dev), "hardware": hardware_name(dev), "env": environment_record(dev, DistInfo()),
+        "modes": {},
+    }
+    for mode in modes:
+        result["modes"][mode] = run_mode(cfg, mode, dev, steps, warmup)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    if "eager-fp32" in result["modes"] and "fast" in result["modes"]:
+        e, f = result["modes"]["eager-fp32"], result["modes"]["fast"]
+        result["speedup"] = f["images_per_s"] / e["images_per_s"]
+        result["memory_ratio"] = f["peak_memory_gib"] / e["peak_memory_gib"] if e["peak_memory_gib"] else None
+    result["numerics"] = compare_numerics(cfg, dev)
+    result["eval"] = bench_eval(cfg, dev, images=eval_images)
+    if out is not None:
+        from spade_bench.io import atomic_write_json
+        atomic_write_json(out, result)
+    return result
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    lines = [f"bench {result['config']} ({result['variant']}), batch {result['batch']}, "
+             f"{result['image_size'][1]}x{result['image_size'][0]}, {result['hardware']}"]
+    for mode, r in result["modes"].items():
+        gf = f"{r['gflop_per_image']:.1f} GFLOP/img" if r["gflop_per_image"] else ""
+        tf = ""
+        if r["achieved_tflops"]:
+            tf = (f", {r['achieved_tflops']:.1f} TFLOP/s" if r["achieved_tflops"] >= 0.1
+                  else f", {1e3 * r['achieved_tflops']:.1f} GFLOP/s")
+        share = f" ({100 * r['share_of_bf16_peak']:.0f}% of bf16 peak)" if r["share_of_bf16_peak"] else ""
+        lines.append(f"  {mode:<10} {r['images_per_s']:8.2f} img/s  G {r['ms_generator_step']:.1f} ms  "
+                     f"D {r['ms_discriminator_step']:.1f} ms  peak {r['peak_memory_gib']:.2f} GiB  {gf}{tf}{share}")
+    if "speedup" in result:
+        lines.append(f"  fast / eager-fp32: {result['speedup']:.2f}x images/s")
+    lines.append(f"  params: G {next(iter(result['modes'].values()))['generator_params']:,}  "
+                 f"D {next(iter(result['modes'].values()))['discriminator_params']:,}")
+    num = result.get("numerics")
+    if num:
+        worst = max(num["loss_rel_diff"].values()) if num["loss_rel_diff"] else 0.0
+        lines.append(f"  fast vs eager numerics (same weights): output max |diff| {num['output_max_abs_diff']:.3g}, "
+                     f"worst loss rel. diff {worst:.3g}")
+    if result["device"].startswith("cpu"):
+        lines.append("  (on CPU the fast mode runs fp32: bf16 autocast and compile are GPU levers)")
+    lines.append(f"  eval path (generate + FID features + segment): {result['eval']['images_per_s']:.1f} img/s")
+    return "\n".join(lines)
+
+
+def dumps(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2, default=str)
