@@ -94,7 +94,7 @@ def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
         "dataset": cfg.data.dataset, "config_hash": config_hash(cfg),
         "generator_params": count_parameters(generator), "discriminator_params": discriminator_params,
         "perceptual": perceptual, "steps": cfg.train.steps, "ema": cfg.train.ema,
-        "hardware": summary.get("device") or env.get("device"),
+        "hardware": summary.get("hardware") or env.get("gpu") or summary.get("device") or env.get("device"),
         "train_images_per_s": summary.get("images_per_s"),
         "train_peak_memory_gib": summary.get("peak_memory_gib"),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -123,6 +124,7 @@ def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
     seg_override = [f"eval.segmenter={seg_path}"]
 
     result = AblationResult(out=out, report_dir=None)
+    seen_warnings: set[str] = set()
     pairs = list(configs)
     steps_total = sum(cfg.train.steps for cfg in configs.values())
     bar = tqdm(total=steps_total + len(pairs), unit="step", dynamic_ncols=True, desc="ablate")
@@ -149,7 +151,16 @@ def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
                 else:
                     bar.update(cfg.train.steps)
                 bar.set_description(f"ablate {variant} s{seed} (eval)")
-                evaluate_run(run_dir, metric="all", overrides=seg_override, device=device, progress=False)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    evaluate_run(run_dir, metric="all", overrides=seg_override, device=device, progress=False)
+                # Each distinct evaluator warning once, above the bar (all are in metrics.json).
+                for w in caught:
+                    text = str(w.message)
+                    key = text.split(" from ")[0] if "FID from" in text else text
+                    if key not in seen_warnings:
+                        seen_warnings.add(key)
+                        bar.write(f"warning: {text}")
                 bar.update(1)
                 result.pairs.append(PairOutcome(variant, seed, run_dir, "finished"))
             except Exception as e:  # noqa: BLE001 - one pair's crash must not end the ablation
