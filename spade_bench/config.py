@@ -171,6 +171,7 @@ class TrainConfig:
         decay_steps: learning rates decay linearly to 0 over the last decay_steps.
         d_steps_per_g: discriminator steps before each generator step.
         amp: bf16 autocast with fp32 master weights (CUDA only; ignored on CPU).
+        amp_cpu: bf16 autocast on a CPU too: slow, for checking bf16 numerics without a GPU.
         deterministic: deterministic algorithms and one thread, for exact resume tests.
     """
 
@@ -181,6 +182,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    amp_cpu: bool = False
     channels_last: bool = True
     cudnn_benchmark: bool = True
     compile: bool = False

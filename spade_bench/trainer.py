@@ -209,7 +209,7 @@ class Trainer:
         self.progress = progress and info.is_main
         tc = cfg.train
         self.on_cuda = self.device.type == "cuda"
-        self.use_amp = tc.amp and self.on_cuda
+        self.use_amp = tc.amp and (self.on_cuda or tc.amp_cpu)
         self.channels_last = tc.channels_last and self.on_cuda
         if tc.batch_size % info.world_size:
             raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the "

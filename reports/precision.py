@@ -1,0 +1,107 @@
+"""Two runs that differ only in numeric precision (fp32 vs bf16), same seed: loss curves
+overlaid, and per loss whether the gap stays within the curves' own step-to-step noise.
+
+    python -m reports.precision RUN_FP32 RUN_BF16 --out reports/precision-smoke
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reports.collect import ReportError
+
+
+def read_losses(run_dir: Path) -> dict[str, np.ndarray]:
+    path = Path(run_dir) / "logs" / "losses.jsonl"
+    if not path.is_file():
+        raise ReportError(f"{run_dir} has no logs/losses.jsonl; pass a run directory that `train` wrote")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ReportError(f"{path} is empty")
+    keys = [k for k in rows[0] if k.startswith(("G/", "D/"))]
+    out = {"step": np.array([r["step"] for r in rows], dtype=float)}
+    for key in keys:
+        out[key] = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+    return out
+
+
+def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tail: float = 0.25) -> dict[str, Any]:
+    """Per loss: means over the last `tail` of training, and the noise of run a there (std).
+
+    A gap is 'within noise' when |mean_b - mean_a| <= std_a: the two precisions end where
+    run a's own fluctuation would put them.
+    """
+    if not np.array_equal(a["step"], b["step"]):
+        raise ReportError("the two runs logged different steps; train both with the same train.steps and log_every")
+    start = int(len(a["step"]) * (1 - tail))
+    result = {}
+    for key in a:
+        if key == "step" or key not in b:
+            continue
+        ta, tb = a[key][start:], b[key][start:]
+        std = float(np.nanstd(ta))
+        gap = float(np.nanmean(tb) - np.nanmean(ta))
+        result[key] = {"mean_a": float(np.nanmean(ta)), "mean_b": float(np.nanmean(tb)), "gap": gap,
+                       "noise_std_a": std, "within_noise": abs(gap) <= std}
+    return result
+
+
+def build(run_a: Path, run_b: Path, out: Path, labels: tuple[str, str] = ("fp32", "bf16")) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a, b = read_losses(run_a), read_losses(run_b)
+    stats = compare(a, b)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(stats)
+    cols = min(3, len(keys))
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        ax.plot(a["step"], a[key], label=labels[0], lw=1.4)
+        ax.plot(b["step"], b[key], label=labels[1], lw=1.1, ls="--")
+        verdict = "within noise" if stats[key]["within_noise"] else "beyond noise"
+        ax.set_title(f"{key} ({verdict})", fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend()
+    fig.tight_layout()
+    png = out / "loss_curves.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+    lines = [f"# {labels[0]} vs {labels[1]}: same seed, same config otherwise", "",
+             f"Runs: `{run_a}` ({labels[0]}) and `{run_b}` ({labels[1]}).", "",
+             f"![loss curves]({png.name})", "",
+             "| loss | mean, last quarter (" + labels[0] + ") | (" + labels[1] + ") | gap | "
+             + labels[0] + " noise (std) | verdict |",
+             "|---|---:|---:|---:|---:|---|"]
+    for key, s in stats.items():
+        lines.append(f"| {key} | {s['mean_a']:.4f} | {s['mean_b']:.4f} | {s['gap']:+.4f} | "
+                     f"{s['noise_std_a']:.4f} | {'within noise' if s['within_noise'] else 'beyond noise'} |")
+    lines += ["", "Within noise: the gap between the two runs' last-quarter means is no larger than the "
+              f"standard deviation of the {labels[0]} run's own logged values over that quarter."]
+    (out / "precision.md").write_text("\n".join(lines) + "\n")
+    (out / "precision.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return out / "precision.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--labels", default="fp32,bf16")
+    args = parser.parse_args(argv)
+    print(build(args.run_a, args.run_b, args.out, tuple(args.labels.split(","))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Precision comparison: within-noise verdicts from two runs' loss logs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reports.collect import ReportError
+from reports.precision import build, compare, read_losses
+
+
+def write_log(run, values):
+    (run / "logs").mkdir(parents=True)
+    rows = [{"step": i + 1, "G/total": float(g), "D/total": float(d)} for i, (g, d) in enumerate(values)]
+    (run / "logs" / "losses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_gap_within_and_beyond_noise(tmp_path):
+    rng = np.random.default_rng(0)
+    base = np.stack([5 + rng.normal(0, 0.5, 40), 1 + rng.normal(0, 0.1, 40)], axis=1)
+    shifted = base.copy()
+    shifted[:, 0] += 0.1   # G: well inside its 0.5 noise
+    shifted[:, 1] += 1.0   # D: ten times its 0.1 noise
+    write_log(tmp_path / "a", base)
+    write_log(tmp_path / "b", shifted)
+    stats = compare(read_losses(tmp_path / "a"), read_losses(tmp_path / "b"))
+    assert stats["G/total"]["within_noise"] is True
+    assert stats["D/total"]["within_noise"] is False
+    assert stats["D/total"]["gap"] == pytest.approx(1.0)
+    md = build(tmp_path / "a", tmp_path / "b", tmp_path / "out")
+    assert "beyond noise" in md.read_text() and (tmp_path / "out" / "loss_curves.png").stat().st_size > 0
+
+
+def test_mismatched_steps_and_missing_logs_are_errors(tmp_path):
+    write_log(tmp_path / "a", np.ones((5, 2)))
+    write_log(tmp_path / "b", np.ones((6, 2)))
+    with pytest.raises(ReportError, match="different steps"):
+        compare(read_losses(tmp_path / "a"), read_losses(tmp_path / "b"))
+    with pytest.raises(ReportError, match="losses.jsonl"):
+        read_losses(tmp_path / "missing")
