@@ -1,7 +1,11 @@
 """Two runs that differ only in numeric precision (fp32 vs bf16), same seed: loss curves
-overlaid, and per loss whether the gap stays within the curves' own step-to-step noise.
+overlaid, and per loss whether the gap stays within noise.
 
-    python -m reports.precision RUN_FP32 RUN_BF16 --out reports/precision-smoke
+Noise is the larger of the fp32 run's own step-to-step spread and, when a reference run
+is given (fp32 again, another seed), the seed-to-seed gap: GAN training is chaotic, so any
+perturbation, a seed or a rounding mode, moves the adversarial balance by about that much.
+
+    python -m reports.precision RUN_FP32 RUN_BF16 --reference RUN_FP32_SEED1 --out reports/precision-smoke
 """
 from __future__ import annotations
 
@@ -29,14 +33,16 @@ def read_losses(run_dir: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tail: float = 0.25) -> dict[str, Any]:
-    """Per loss: means over the last `tail` of training, and the noise of run a there (std).
+def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tail: float = 0.25,
+            reference: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Per loss: means over the last `tail` of training, and the noise there.
 
-    A gap is 'within noise' when |mean_b - mean_a| <= std_a: the two precisions end where
-    run a's own fluctuation would put them.
+    noise = max(std of run a's values, |mean_reference - mean_a|); a gap is 'within noise'
+    when |mean_b - mean_a| <= noise.
     """
-    if not np.array_equal(a["step"], b["step"]):
-        raise ReportError("the two runs logged different steps; train both with the same train.steps and log_every")
+    for other in [b] + ([reference] if reference is not None else []):
+        if not np.array_equal(a["step"], other["step"]):
+            raise ReportError("the runs logged different steps; train them with the same train.steps and log_every")
     start = int(len(a["step"]) * (1 - tail))
     result = {}
     for key in a:
@@ -44,19 +50,24 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tail: float = 0.
             continue
         ta, tb = a[key][start:], b[key][start:]
         std = float(np.nanstd(ta))
+        seed_gap = (abs(float(np.nanmean(reference[key][start:]) - np.nanmean(ta)))
+                    if reference is not None and key in reference else None)
+        noise = max(std, seed_gap or 0.0)
         gap = float(np.nanmean(tb) - np.nanmean(ta))
         result[key] = {"mean_a": float(np.nanmean(ta)), "mean_b": float(np.nanmean(tb)), "gap": gap,
-                       "noise_std_a": std, "within_noise": abs(gap) <= std}
+                       "noise_std_a": std, "seed_gap": seed_gap, "noise": noise, "within_noise": abs(gap) <= noise}
     return result
 
 
-def build(run_a: Path, run_b: Path, out: Path, labels: tuple[str, str] = ("fp32", "bf16")) -> Path:
+def build(run_a: Path, run_b: Path, out: Path, labels: tuple[str, str] = ("fp32", "bf16"),
+          reference: Path | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     a, b = read_losses(run_a), read_losses(run_b)
-    stats = compare(a, b)
+    ref = read_losses(reference) if reference is not None else None
+    stats = compare(a, b, reference=ref)
     out.mkdir(parents=True, exist_ok=True)
     keys = list(stats)
     cols = min(3, len(keys))
@@ -65,6 +76,8 @@ def build(run_a: Path, run_b: Path, out: Path, labels: tuple[str, str] = ("fp32"
     for ax, key in zip(axes.flat, keys):
         ax.plot(a["step"], a[key], label=labels[0], lw=1.4)
         ax.plot(b["step"], b[key], label=labels[1], lw=1.1, ls="--")
+        if ref is not None:
+            ax.plot(ref["step"], ref[key], label=f"{labels[0]}, other seed", lw=0.9, alpha=0.6, color="gray")
         verdict = "within noise" if stats[key]["within_noise"] else "beyond noise"
         ax.set_title(f"{key} ({verdict})", fontsize=10)
         ax.set_xlabel("step")
@@ -78,16 +91,20 @@ def build(run_a: Path, run_b: Path, out: Path, labels: tuple[str, str] = ("fp32"
     plt.close(fig)
 
     lines = [f"# {labels[0]} vs {labels[1]}: same seed, same config otherwise", "",
-             f"Runs: `{run_a}` ({labels[0]}) and `{run_b}` ({labels[1]}).", "",
+             f"Runs: `{run_a}` ({labels[0]}) and `{run_b}` ({labels[1]})"
+             + (f"; noise reference `{reference}` ({labels[0]}, another seed)." if reference else "."), "",
              f"![loss curves]({png.name})", "",
              "| loss | mean, last quarter (" + labels[0] + ") | (" + labels[1] + ") | gap | "
-             + labels[0] + " noise (std) | verdict |",
-             "|---|---:|---:|---:|---:|---|"]
+             + labels[0] + " step std | seed-to-seed gap | verdict |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for key, s in stats.items():
+        seed_gap = f"{s['seed_gap']:.4f}" if s["seed_gap"] is not None else "-"
         lines.append(f"| {key} | {s['mean_a']:.4f} | {s['mean_b']:.4f} | {s['gap']:+.4f} | "
-                     f"{s['noise_std_a']:.4f} | {'within noise' if s['within_noise'] else 'beyond noise'} |")
+                     f"{s['noise_std_a']:.4f} | {seed_gap} | {'within noise' if s['within_noise'] else 'beyond noise'} |")
     lines += ["", "Within noise: the gap between the two runs' last-quarter means is no larger than the "
-              f"standard deviation of the {labels[0]} run's own logged values over that quarter."]
+              f"larger of the {labels[0]} run's own step-to-step standard deviation over that quarter and "
+              f"the gap to a {labels[0]} run with another seed (GAN training is chaotic: any perturbation "
+              "moves the adversarial balance about this much)."]
     (out / "precision.md").write_text("\n".join(lines) + "\n")
     (out / "precision.json").write_text(json.dumps(stats, indent=2) + "\n")
     return out / "precision.md"
@@ -99,8 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--labels", default="fp32,bf16")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="a run like RUN_A with another seed: its gap to RUN_A sets the noise level")
     args = parser.parse_args(argv)
-    print(build(args.run_a, args.run_b, args.out, tuple(args.labels.split(","))))
+    print(build(args.run_a, args.run_b, args.out, tuple(args.labels.split(",")), reference=args.reference))
 
 
 if __name__ == "__main__":

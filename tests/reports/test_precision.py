@@ -39,3 +39,14 @@ def test_mismatched_steps_and_missing_logs_are_errors(tmp_path):
         compare(read_losses(tmp_path / "a"), read_losses(tmp_path / "b"))
     with pytest.raises(ReportError, match="losses.jsonl"):
         read_losses(tmp_path / "missing")
+
+
+def test_seed_reference_widens_the_noise(tmp_path):
+    base = np.stack([np.full(20, 5.0), np.full(20, 1.0)], axis=1)
+    write_log(tmp_path / "a", base)
+    write_log(tmp_path / "b", base + [0.0, 0.3])      # D moves by 0.3; its step noise is 0
+    write_log(tmp_path / "ref", base + [0.0, -0.5])   # another seed moves D by 0.5
+    a, b, ref = (read_losses(tmp_path / n) for n in ("a", "b", "ref"))
+    assert compare(a, b)["D/total"]["within_noise"] is False
+    with_ref = compare(a, b, reference=ref)["D/total"]
+    assert with_ref["within_noise"] is True and with_ref["seed_gap"] == pytest.approx(0.5)
