@@ -342,7 +342,9 @@ class Trainer:
         if instance is not None:
             instance = instance.to(self.device, non_blocking=True)
         image = batch["image"].to(self.device, non_blocking=True)
-        segmap = semantic_input(label, instance, self.cfg.data)
+        # No range check here: it would sync the device every step, and each sample was
+        # checked when its file was read.
+        segmap = semantic_input(label, instance, self.cfg.data, check_range=False)
         if self.channels_last:
             segmap = segmap.contiguous(memory_format=torch.channels_last)
             image = image.contiguous(memory_format=torch.channels_last)

@@ -43,13 +43,18 @@ def _as_batch(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def semantic_input(label: torch.Tensor, instance: Optional[torch.Tensor], data_cfg: DataConfig, *,
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Label map [B, H, W] (or [B, 1, H, W]) -> float [B, semantic_channels, H, W] on its device."""
+                   dtype: torch.dtype = torch.float32, check_range: bool = True) -> torch.Tensor:
+    """Label map [B, H, W] (or [B, 1, H, W]) -> float [B, semantic_channels, H, W] on its device.
+
+    check_range costs one device sync per batch. The trainer turns it off: its datasets have
+    already range-checked every label file as it was read (naming the file).
+    """
     label = _as_batch(label, "label").long()
     classes = data_cfg.label_nc + int(data_cfg.contain_dontcare)
-    low, high = (int(v) for v in torch.aminmax(label))        # one device sync per batch
-    if low < 0 or high >= classes:
-        raise DataError(_range_message(low, high, data_cfg))
+    if check_range:
+        low, high = (int(v) for v in torch.aminmax(label))
+        if low < 0 or high >= classes:
+            raise DataError(_range_message(low, high, data_cfg))
     batch, height, width = label.shape
     out = torch.zeros(batch, data_cfg.semantic_channels, height, width, dtype=dtype, device=label.device)
     out[:, :classes].scatter_(1, label[:, None], 1.0)
