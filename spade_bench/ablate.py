@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from spade_bench.config import RunConfig, resolve
+from spade_bench.config import RunConfig, config_hash, resolve
 from spade_bench.errors import ConfigError
 
 CORE_VARIANTS = ("spade", "spade-gamma", "concat", "pix2pixhd")
@@ -54,12 +54,7 @@ def _pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
     except json.JSONDecodeError:
         return False
     return record.get("checkpoint_step") == cfg.train.steps and \
-        record.get("run", {}).get("config_hash") == _hash(cfg)
-
-
-def _hash(cfg: RunConfig) -> str:
-    from spade_bench.config import config_hash
-    return config_hash(cfg)
+        record.get("run", {}).get("config_hash") == config_hash(cfg)
 
 
 def _trained(run_dir: Path, cfg: RunConfig) -> bool:

@@ -1,0 +1,56 @@
+"""Ablation runner: a failed pair is recorded and reported, a re-run skips finished pairs
+and retries the failed one."""
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+import spade_bench.trainer as trainer_module
+from cli import app
+from spade_bench.errors import TrainingError
+
+TINY = ["generator.ngf=8", "generator.spade_hidden=8", "discriminator.ndf=8", "discriminator.n_layers=2",
+        "loss.perceptual=none", "train.batch_size=2", "train.steps=2", "train.decay_steps=1",
+        "train.log_every=1", "train.checkpoint_every=2", "data.synthetic_train_size=8",
+        "data.synthetic_val_size=4", "data.max_val_images=4", "eval.batch_size=4", "eval.kid_subsets=2"]
+
+
+def ablate_args(tmp_path):
+    args = ["ablate", "--preset", "smoke", "--variants", "spade,concat", "--seeds", "0",
+            "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "report"), "--segmenter-steps", "2",
+            "--device", "cpu"]
+    for item in TINY:
+        args += ["--set", item]
+    return args
+
+
+def test_failed_pair_is_reported_then_rerun_skips_finished_pairs(tmp_path, monkeypatch):
+    real_train_run = trainer_module.train_run
+
+    def concat_crashes(cfg, run_dir, **kwargs):
+        if cfg.variant == "concat":
+            raise TrainingError("non-finite loss G/gan at step 1 (simulated)")
+        return real_train_run(cfg, run_dir, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_run", concat_crashes)
+    first = CliRunner().invoke(app, ablate_args(tmp_path))
+    assert first.exit_code == 1, first.output
+    assert "1/2 pairs finished" in first.output and "failed: concat seed 0" in first.output
+    summary = json.loads((tmp_path / "runs" / "concat-s0" / "train_summary.json").read_text())
+    assert summary["status"] == "failed" and "simulated" in summary["error"]
+    report = (tmp_path / "report" / "ablation.md").read_text()
+    assert "concat" in report and "failed" in report and "simulated" in report
+    spade_ckpt = tmp_path / "runs" / "spade-s0" / "checkpoints" / "latest.pt"
+    spade_metrics = tmp_path / "runs" / "spade-s0" / "eval" / "metrics.json"
+    stamps = (spade_ckpt.stat().st_mtime_ns, spade_metrics.stat().st_mtime_ns)
+
+    monkeypatch.setattr(trainer_module, "train_run", real_train_run)
+    second = CliRunner().invoke(app, ablate_args(tmp_path))
+    assert second.exit_code == 0, second.output
+    assert "2/2 pairs finished" in second.output
+    # The finished pair was skipped: neither its checkpoint nor its metrics were rewritten.
+    assert (spade_ckpt.stat().st_mtime_ns, spade_metrics.stat().st_mtime_ns) == stamps
+    metrics = json.loads((tmp_path / "runs" / "concat-s0" / "eval" / "metrics.json").read_text())
+    assert metrics["checkpoint_step"] == 2 and metrics["run"]["variant"] == "concat"
+    assert "failed" not in json.loads((tmp_path / "runs" / "concat-s0" / "train_summary.json").read_text())["status"]
