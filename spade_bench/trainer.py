@@ -311,6 +311,7 @@ class Trainer:
         self._error: Optional[str] = None
         self._bad_record = torch.full((), -1, dtype=torch.long, device=self.device)
         self._loss_names: list[str] = []
+        self._log_record: Optional[dict[str, float]] = None
         self.images_per_s = float("nan")
         if with_data and resume and ckpt.latest_path(self.run_dir).is_file():
             self._restore(ckpt.load_checkpoint(ckpt.latest_path(self.run_dir), map_location=self.device))
@@ -367,6 +368,7 @@ class Trainer:
         self.data_position = list(state["data_position"])
         self.sampler.set_position(*self.data_position)
         self._prior_wall_time = float(state.get("wall_time_s", 0.0))
+        self._log_record = state.get("log_record")
         rng = state["rng"][self.info.rank] if self.info.rank < len(state["rng"]) else state["rng"][0]
         ckpt.set_rng_state(rng)
 
@@ -518,6 +520,7 @@ class Trainer:
             "rng": rng_all,
             "config": to_dict(self.cfg),
             "config_hash": config_hash(self.cfg),
+            "log_record": self._log_record,
         }
 
     def _weights_finite(self) -> bool:
@@ -543,7 +546,7 @@ class Trainer:
         """Label colours | generated | real for a fixed validation batch (no training side effects)."""
         from torchvision.utils import save_image
 
-        from spade_bench.data import colorize, dataset_palette, semantic_input
+        from spade_bench.data import colorize_labels, semantic_input
 
         n = min(4, len(self.val_set))
         items = [self.val_set[i] for i in range(n)]
@@ -563,8 +566,7 @@ class Trainer:
         gen.train(was_training)
         if enc is not None:
             enc.train()
-        colours = colorize(label, self.cfg.data.label_nc + int(self.cfg.data.contain_dontcare),
-                           palette=dataset_palette(self.cfg.data)).float().to(self.device) / 255.0
+        colours = colorize_labels(label, self.cfg.data).float().to(self.device) / 255.0
         rows = torch.cat([colours, (fake.float() + 1) / 2, (real + 1) / 2], dim=3).clamp(0, 1)
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -583,7 +585,8 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.json")
             atomic_write_json(self.run_dir / "env.json", environment_record(self.device, self.info))
             self._write_summary("running", start_time)
-        logger = _LossLogger(self.run_dir / "logs", enabled=self.info.is_main, resume_step=self.step)
+        logger = _LossLogger(self.run_dir / "logs", enabled=self.info.is_main, resume_step=self.step,
+                             resume_record=self._log_record)
 
         workers = self.cfg.data.num_workers
         # Its own generator: creating the iterator must not draw from the global RNG, or a
@@ -625,6 +628,8 @@ class Trainer:
                 self.step += 1
                 bar.update(1)
 
+                # The checkpoint comes before anything optional (log, grid), so none of them can lose it.
+                record = None
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     self._raise_if_nonfinite()
                     if self.on_cuda:
@@ -637,17 +642,20 @@ class Trainer:
                     record = {"step": self.step, "time": round(time.time() - start_time, 3), **means,
                               "lr_G": self.optim_G.param_groups[0]["lr"],
                               "lr_D": self.optim_D.param_groups[0]["lr"], "images_per_s": rate}
-                    logger.write(record)
-                    bar.set_postfix({"G": f"{means.get('G/total', float('nan')):.3f}",
-                                     "D": f"{means['D/total']:.3f}", "img/s": f"{rate:.1f}"}, refresh=False)
                     sums, counts, interval_start, interval_images = {}, {}, time.time(), 0
+                self._log_record = record  # saved with the checkpoint: a kill right after it keeps the record
+                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
+                    self.save()
+                    saved_step = self.step
+                if record is not None:
+                    logger.write(record)
+                    bar.set_postfix({"G": f"{record.get('G/total', float('nan')):.3f}",
+                                     "D": f"{record['D/total']:.3f}", "img/s": f"{record['images_per_s']:.1f}"},
+                                    refresh=False)
                     for hook in self.hooks:
                         hook("log", self)
                 if self.info.is_main and (self.step % tc.sample_every == 0 or self.step == tc.steps):
                     self._sample_grid()
-                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
-                    self.save()
-                    saved_step = self.step
                 if self.step < tc.steps and self._stop_requested(stop):
                     path = self.save() if saved_step != self.step else ckpt.step_path(self.run_dir, self.step)
                     status = "interrupted"
@@ -700,7 +708,8 @@ class Trainer:
 class _LossLogger:
     """losses.jsonl + losses.csv + TensorBoard, rank 0 only; a resumed run appends after its step."""
 
-    def __init__(self, folder: Path, *, enabled: bool, resume_step: int):
+    def __init__(self, folder: Path, *, enabled: bool, resume_step: int,
+                 resume_record: Optional[dict[str, Any]] = None):
         self.enabled = enabled
         if not enabled:
             return
@@ -711,6 +720,8 @@ class _LossLogger:
             # Drop records past the checkpoint we resumed from: they will be recomputed.
             kept = [ln for ln in self.jsonl_path.read_text().splitlines()
                     if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            if resume_record and not any(json.loads(ln)["step"] == resume_record["step"] for ln in kept):
+                kept.append(json.dumps(resume_record))  # logged after the checkpoint, then the run died
             self.jsonl_path.write_text("".join(ln + "\n" for ln in kept))
         elif self.jsonl_path.exists():
             self.jsonl_path.unlink()

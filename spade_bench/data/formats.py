@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from spade_bench.config import DataConfig
+from spade_bench.data.palette import dataset_palette, decode_colour_label, with_dont_care_colour
 from spade_bench.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -304,11 +305,10 @@ def load_label_array(path: Path, data_cfg: DataConfig, palette: Optional[np.ndar
     """A label file -> validated class indices, integer [H, W] (index or colour PNG)."""
     raw = read_map(path, "label")
     if raw.ndim == 3:
-        from spade_bench.data.palette import dataset_palette, decode_colour_label
-        palette = dataset_palette(data_cfg) if palette is None else np.asarray(palette, dtype=np.uint8)
-        if data_cfg.contain_dontcare:
-            # `colorize` draws don't-care black; a class that is black itself keeps black.
-            palette = np.concatenate([palette[:data_cfg.label_nc], np.zeros((1, 3), dtype=np.uint8)])
+        if palette is None:
+            palette = dataset_palette(data_cfg)   # with the don't-care colour `colorize_labels` draws
+        elif data_cfg.contain_dontcare:
+            palette = with_dont_care_colour(np.asarray(palette, dtype=np.uint8)[:data_cfg.label_nc])
         index, unknown = decode_colour_label(raw, palette)
         if unknown:
             shown = ", ".join(str(c) for c in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
