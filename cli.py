@@ -5,8 +5,12 @@ Every command turns a `SpadeBenchError` into one line on stderr and a non-zero e
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
+import os
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -65,10 +69,37 @@ _CONFIG = typer.Option(None, "--config", "-c", help="YAML or JSON config file, a
 _SET = typer.Option(None, "--set", "-s", help="Override, e.g. --set generator.ngf=32 (repeatable).")
 
 
-def _resolve(variant, preset, dataset, root, config, overrides):
+_LABEL_NC = typer.Option(None, "--label-nc", help="Number of classes, not counting don't-care (data.label_nc).")
+_DONT_CARE = typer.Option(None, "--dont-care", help="Raw label value meaning unlabelled (data.dont_care_value, "
+                                                    "with data.contain_dontcare=true).")
+
+
+def _data_flags(label_nc: Optional[int], dont_care: Optional[int]) -> list[str]:
+    """--label-nc / --dont-care as the config overrides they stand for (the library validates)."""
+    flags = [f"data.label_nc={label_nc}"] if label_nc is not None else []
+    if dont_care is not None:
+        flags += [f"data.dont_care_value={dont_care}", "data.contain_dontcare=true"]
+    return flags
+
+
+def _resolve(variant, preset, dataset, root, config, overrides, label_nc=None, dont_care=None):
     from spade_bench.config import resolve
     return resolve(variant, preset=preset, dataset=dataset, root=root, config_file=config,
-                   overrides=list(overrides or []))
+                   overrides=_data_flags(label_nc, dont_care) + list(overrides or []))
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show the library's warnings as they happen, one `warning: ...` line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 # ----------------------------------------------------------------------------- variants, config
@@ -174,31 +205,45 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
 @_errors
 def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str] = _DATASET,
           root: Optional[str] = _ROOT, config: Optional[str] = _CONFIG, set_: Optional[List[str]] = _SET,
+          label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<variant>)."),
-          resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/latest.pt."),
+          resume: bool = typer.Option(False, "--resume",
+                                      help="Continue OUT from its newest good checkpoint (an error if it has none)."),
+          resume_from: Optional[int] = typer.Option(None, "--resume-from", metavar="STEP",
+                                                    help="Continue OUT from the checkpoint of this step."),
           ) -> None:
     """Train one variant; the same trainer serves every variant.
 
     Writes OUT/config.json, env.json, checkpoints/, logs/ (JSONL, CSV, TensorBoard),
     samples/ and train_summary.json. Under `torchrun --nproc_per_node N` it runs DDP.
+    SIGINT/SIGTERM/SIGUSR1 stop it after the current step with a checkpoint (exit 128+signal);
+    --resume continues exactly.
 
     Example: spade-bench train --variant spade --preset smoke --out runs/smoke-spade
     """
     from spade_bench.trainer import load_saved_config, train_run
 
     out = out or Path("runs") / variant
-    if resume and config is None and (out / "config.json").is_file() and not set_ and preset == "default" \
-            and dataset is None and root is None:
-        cfg = load_saved_config(out)  # plain --resume: continue with exactly the saved config
-    else:
-        cfg = _resolve(variant, preset, dataset, root, config, set_)
-    result = train_run(cfg, out, resume=resume)
-    import os
-    if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(
-            f"done: {result.step} steps, {result.images_per_s:.1f} img/s, peak {result.peak_memory_gib:.2f} GiB. "
-            f"Run in {out}: config.json, checkpoints/latest.pt, samples/step_{result.step:07d}.png, "
-            f"logs/losses.csv (TensorBoard: tensorboard --logdir {out / 'logs' / 'tb'})")
+    resume = resume or resume_from is not None
+    plain = (config is None and not set_ and preset == "default" and dataset is None and root is None
+             and label_nc is None and dont_care is None)
+    with _warnings_as_lines():
+        if resume and plain:
+            cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
+        else:
+            cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
+        result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if result.already_finished:
+        rate = "" if math.isnan(result.images_per_s) else f" at {result.images_per_s:.1f} img/s"
+        typer.echo(f"nothing to do: {out} already finished its {result.step} steps{rate}; "
+                   f"raise train.steps (--set train.steps=N) to train longer")
+        return
+    typer.echo(
+        f"done: {result.step} steps, {result.images_per_s:.1f} img/s, peak {result.peak_memory_gib:.2f} GiB. "
+        f"Run in {out}: config.json, checkpoints/latest.pt, samples/step_{result.step:07d}.png, "
+        f"logs/losses.csv (TensorBoard: tensorboard --logdir {out / 'logs' / 'tb'})")
 
 
 # ----------------------------------------------------------------------------- eval, synth, segmenter

@@ -173,6 +173,8 @@ class TrainConfig:
         amp: bf16 autocast with fp32 master weights (CUDA only; ignored on CPU).
         amp_cpu: bf16 autocast on a CPU too: slow, for checking bf16 numerics without a GPU.
         deterministic: deterministic algorithms and one thread, for exact resume tests.
+        threads: torch intra-op threads; 0 means this process's share of the cores it may use
+            (CPU affinity and cgroup quota, split among torchrun's processes on the machine).
     """
 
     steps: int = 10000
@@ -193,6 +195,7 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -492,7 +495,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 NON_EXPERIMENT_KEYS = frozenset({
     "data.root", "data.num_workers", "train.device", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.cudnn_benchmark",
-    "train.channels_last", "optim.fused",
+    "train.channels_last", "optim.fused", "train.threads",
 }) | {f"eval.{f.name}" for f in fields(EvalConfig)}
 
 
