@@ -137,7 +137,7 @@ def show_config(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optiona
 
 @data_app.command("synth")
 @_errors
-def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Folder for images/ and labels/."),
+def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Dataset folder; pairs go to OUT/SPLIT/images and OUT/SPLIT/labels."),
                n: int = typer.Option(..., "--n", "-n", help="Number of pairs."),
                size: int = typer.Option(256, "--size", help="Side of the square images, in pixels."),
                seed: int = typer.Option(0, "--seed", help="Scene seed; 0 gives the benchmark's own scenes."),
@@ -146,18 +146,14 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Folder for ima
                overwrite: bool = typer.Option(False, "--overwrite", help="Replace pairs already in --out.")) -> None:
     """Write procedural outdoor scenes as paired folders that the `folder` format reads.
 
-    Example: spade-bench data synth --out /tmp/scenes --n 16 --size 256
+    Example: spade-bench data synth --out /tmp/scenes --n 16 --size 256 && spade-bench data synth --out /tmp/scenes --n 4 --size 256 --split val
     """
-    from spade_bench.data.synthetic import SPLIT_STREAMS, write_scenes
-    from spade_bench.errors import DataError
-    if split not in SPLIT_STREAMS:
-        raise DataError(f"--split must be one of {', '.join(SPLIT_STREAMS)}, got {split!r}")
-    if size < 8:
-        raise DataError(f"--size must be at least 8, got {size}")
-    written = write_scenes(out, n, size=size, seed=seed, split=split, image_format=image_format,
+    from spade_bench.data.synthetic import write_scenes
+    written = write_scenes(out / split, n, size=size, seed=seed, split=split, image_format=image_format,
                            overwrite=overwrite)
-    typer.echo(f"wrote {written} pairs to {out}/images and {out}/labels "
-               f"(check: spade-bench data check --dataset folder --root {out} --label-nc 10)")
+    other = "val" if split == "train" else "train"
+    typer.echo(f"wrote {written} pairs to {out / split}/images and {out / split}/labels; the folder format also "
+               f"needs {out / other}/ (--split {other}), then: spade-bench data check --dataset folder --root {out}")
 
 
 @data_app.command("check")
@@ -165,35 +161,23 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Folder for ima
 def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
                                            help="synthetic, facades, coco-stuff, cityscapes, ade20k or folder."),
                root: Optional[str] = typer.Option(None, "--root", help="Dataset folder."),
-               label_nc: Optional[int] = typer.Option(None, "--label-nc",
-                                                      help="Number of classes (default: the dataset's)."),
-               dont_care: Optional[int] = typer.Option(None, "--dont-care",
-                                                       help="Raw label value meaning unlabelled."),
+               label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
                use_instance: Optional[bool] = typer.Option(
-                   None, "--instances/--no-instances", help="Check instance maps (default: the dataset's).")) -> None:
+                   None, "--instances/--no-instances", help="Check instance maps (default: the dataset's)."),
+               set_: Optional[List[str]] = _SET) -> None:
     """Validate every image/label pair of both splits and print counts, sizes and a class histogram.
 
-    Exits non-zero, listing each bad file with its reason, on any problem.
+    For a `folder` dataset it infers the number of classes and a likely don't-care value from
+    the label values and prints the `train` command that fits. Exits non-zero, listing each
+    bad file with its reason, on any problem.
 
-    Example: spade-bench data check --dataset facades --root ../shared/datasets/cmp_facades
+    Example: spade-bench data check --dataset folder --root data/street
     """
-    from dataclasses import replace
-
-    from spade_bench.config import RunConfig, with_dataset
     from spade_bench.data import check_dataset
-    from spade_bench.errors import ConfigError, DataError
-    data_cfg = with_dataset(RunConfig(), dataset, root).data
-    if dataset != "synthetic" and not root:
-        raise ConfigError(f"dataset {dataset!r} needs --root PATH (the dataset folder)")
-    if label_nc is not None:
-        if label_nc < 1:
-            raise ConfigError(f"--label-nc must be at least 1, got {label_nc}")
-        data_cfg = replace(data_cfg, label_nc=label_nc)
-    if dont_care is not None:
-        data_cfg = replace(data_cfg, dont_care_value=dont_care, contain_dontcare=True)
-    if use_instance is not None:
-        data_cfg = replace(data_cfg, use_instance=use_instance)
-    report = check_dataset(data_cfg, progress=True)
+    from spade_bench.errors import DataError
+    extra = [f"data.use_instance={str(use_instance).lower()}"] if use_instance is not None else []
+    cfg = _resolve("spade", "default", dataset, root, None, extra + list(set_ or []), label_nc, dont_care)
+    report = check_dataset(cfg.data, progress=True)
     typer.echo(report.summary())
     if not report.ok:
         raise DataError(f"{len(report.problems)} problem(s) in {report.root or dataset}; each bad file is listed above")
@@ -270,6 +254,7 @@ def eval_command(
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         set_: Optional[List[str]] = typer.Option(None, "--set", "-s",
                                                  help="Protocol override, e.g. --set eval.fid_protocol=tf."),
+        label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
 ) -> None:
     """Score a run (generate, FID/KID, mIoU/accuracy, metrics.json), or two image folders.
 
@@ -289,6 +274,11 @@ def eval_command(
         warnings.simplefilter("always")
         if run is not None:
             from eval.harness import evaluate_run
+            from spade_bench.checkpoint import check_run_label_flags
+            from spade_bench.io import check_output_folder
+
+            check_run_label_flags(run, _data_flags(label_nc, dont_care))
+            check_output_folder(Path(run) / "eval", what="evaluation folder RUN/eval")
 
             result = evaluate_run(run, metric=metric, checkpoint=checkpoint, device=device,
                                   overrides=list(set_ or []))
@@ -328,16 +318,28 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
           seed: int = typer.Option(0, "--seed", help="Seed of z (VAE) or of any sampling in the generator."),
           checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, or a step number."),
           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+          label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
           ) -> None:
     """Render one label map with a trained run, optionally in the style of a photo.
+
+    The label map is resized (nearest) to the run's training size; the note says so.
 
     Example: spade-bench synth --run runs/facades-vae --label label.png --style photo.jpg --out out.png
     """
     from eval.synth import synthesize
+    from spade_bench.checkpoint import check_run_label_flags
+    from spade_bench.io import check_output_folder
 
+    check_run_label_flags(run, _data_flags(label_nc, dont_care))
+    check_output_folder(Path(out).parent, what="output folder of --out")
     info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device)
+    note = ""
+    if list(info.get("label_size", info["size"])) != list(info["size"]):
+        lh, lw = info["label_size"]
+        note = (f"; the {lw}x{lh} label map was resized (nearest) to the run's training size "
+                f"{info['size'][1]}x{info['size'][0]}, WxH")
     typer.echo(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}, step {info['step']}, seed {info['seed']}"
-               f"{', style ' + info['style'] if info['style'] else ''})")
+               f"{', style ' + info['style'] if info['style'] else ''}){note}")
 
 
 @segmenter_app.command("train")
@@ -423,6 +425,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
            device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
            segmenter_steps: Optional[int] = typer.Option(None, "--segmenter-steps",
                                                          help="Steps for the evaluator if it must be trained."),
+           label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
            ) -> None:
     """Train and score every variant x seed, then write the ablation report.
 
@@ -440,7 +443,8 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
         raise typer.BadParameter(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
     names = tuple(v.strip() for v in variants_.split(",") if v.strip())
     result = run_ablation(dataset=dataset, root=root, variants=names, seeds=seed_list, preset=preset,
-                          out=out, report_out=report_out, overrides=list(set_ or []), device=device,
+                          out=out, report_out=report_out, overrides=_data_flags(label_nc, dont_care) + list(set_ or []),
+                          device=device,
                           segmenter_steps=segmenter_steps, echo=typer.echo)
     done = sum(p.status != "failed" for p in result.pairs)
     typer.echo(f"ablation: {done}/{len(result.pairs)} pairs finished; runs in {result.out}; "

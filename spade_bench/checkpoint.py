@@ -31,7 +31,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from spade_bench.config import experiment_diff, from_dict, load_config_file
+from spade_bench.config import apply_overrides, experiment_diff, from_dict, load_config_file
 from spade_bench.encoders import build_encoder
 from spade_bench.errors import CheckpointError
 from spade_bench.generators import build_generator
@@ -297,6 +297,20 @@ def saved_run_config(run_dir: str | Path):
                               f"pass the folder `train --out` wrote")
     path, state, _ = find_resume_checkpoint(run_dir)
     return from_dict(state["config"]), path
+
+
+def check_run_label_flags(run_dir: str | Path, overrides: list[str]) -> None:
+    """`--label-nc` / `--dont-care` on eval and synth: they must match what the run was trained
+    with (the generator's input channels are fixed); a CheckpointError names both otherwise."""
+    if not overrides:
+        return
+    cfg, source = saved_run_config(run_dir)
+    asked = apply_overrides(cfg, overrides)
+    if asked.data != cfg.data:
+        raise CheckpointError(
+            f"{run_dir} was trained with data.label_nc={cfg.data.label_nc}, data.dont_care_value="
+            f"{cfg.data.dont_care_value} (see {source}); its generator cannot take other label values. "
+            f"Drop --label-nc/--dont-care, or train a run with them (spade-bench train --label-nc N --dont-care V)")
 
 
 def load_generator(run_dir: str | Path, checkpoint: str = "latest", device: str | torch.device = "cpu",

@@ -40,6 +40,7 @@ import spade_bench
 from spade_bench import checkpoint as ckpt
 from spade_bench.config import RunConfig, config_hash, experiment_diff, save_config, to_dict
 from spade_bench.data import build_dataset, colorize_labels, semantic_input
+from spade_bench.data.loader import size_note
 from spade_bench.discriminators import build_discriminator, discriminate
 from spade_bench.distributed import (DistInfo, all_reduce_max, cleanup, init_distributed, prepare_batchnorm,
                                      resolve_threads, unwrap, wrap_for_training)
@@ -374,6 +375,9 @@ class Trainer:
             self.train_set = build_dataset(cfg.data, "train")
             self.sampler = ResumableBatchSampler(len(self.train_set), self.local_batch, tc.seed, info)
             self.val_set = build_dataset(cfg.data, "val")
+            note = size_note(self.train_set, cfg.data)
+            if note and info.is_main:
+                warnings.warn(note, stacklevel=2)
 
         self.step = 0
         self.data_position = [0, 0]  # (epoch, batch) of the next batch to train on
