@@ -246,7 +246,7 @@ def find_resume_checkpoint(run_dir: Path, step: Optional[int] = None
         target = latest.resolve()
         m = _STEP_RE.match(target.name)
         newest_step = int(m.group(1)) if m else None
-        candidates.append(latest)
+        candidates.append(target if target.is_file() else latest)   # reports name the step file
     candidates += [p for s, p in reversed(available)
                    if (newest_step is None or s <= newest_step) and p.resolve() != latest.resolve()]
     skipped: list[str] = []

@@ -78,7 +78,7 @@ def available_cores() -> int:
         cores = os.cpu_count() or 1
     for path, parse in (("/sys/fs/cgroup/cpu.max", _cgroup2_quota), ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", None)):
         try:
-            text = open(path).read()
+            text = _read(path)
         except OSError:
             continue
         if parse is not None:
@@ -86,7 +86,7 @@ def available_cores() -> int:
         else:  # cgroup v1: quota and period in two files; -1 means no limit
             try:
                 q = int(text.strip())
-                period = int(open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read().strip())
+                period = int(_read("/sys/fs/cgroup/cpu/cpu.cfs_period_us").strip())
                 quota = q / period if q > 0 and period > 0 else None
             except (OSError, ValueError):
                 quota = None
@@ -94,6 +94,11 @@ def available_cores() -> int:
             cores = min(cores, max(1, math.ceil(quota)))
         break
     return max(1, cores)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def _cgroup2_quota(text: str):

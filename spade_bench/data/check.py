@@ -50,6 +50,7 @@ class CheckReport:
     names: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     raw_values: Counter = field(default_factory=Counter)
+    label_sizes: Counter = field(default_factory=Counter)
     instance_files: int = 0
     use_instance: bool = False
     suggested: Optional[str] = None
@@ -201,6 +202,7 @@ def _scan_raw_values(report: CheckReport, pair: formats.Pair) -> None:
         raw = formats.read_map(pair.label)
     except DataError:
         return  # load_pair reports it
+    report.label_sizes[(int(raw.shape[1]), int(raw.shape[0]))] += 1
     if raw.ndim == 2:
         values, counts = np.unique(raw, return_counts=True)
         report.raw_values.update(dict(zip(values.tolist(), counts.tolist())))
@@ -246,8 +248,9 @@ def _suggest(report: CheckReport, data_cfg: DataConfig, scan_cfg: DataConfig, ro
     sets = []
     if scan_cfg.val_fraction is not None and data_cfg.val_fraction is None:
         sets.append(f"data.val_fraction={scan_cfg.val_fraction:g}")
-    if report.sizes:
-        (width, height), _ = report.sizes.most_common(1)[0]
+    sizes = report.sizes or report.label_sizes
+    if sizes:
+        (width, height), _ = sizes.most_common(1)[0]
         aspect = round(width / height, 3)
         if abs(aspect - data_cfg.aspect_ratio) > 0.01:
             sets.append(f"data.aspect_ratio={aspect:g}")
