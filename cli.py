@@ -16,7 +16,9 @@ from typing import List, Optional
 
 import typer
 
-from spade_bench.errors import SpadeBenchError, TrainingInterrupted
+from spade_bench.config import RunConfig, config_hash, resolve, to_json
+from spade_bench.errors import DataError, EvalError, SpadeBenchError, TrainingInterrupted
+from spade_bench.io import check_output_folder
 
 app = typer.Typer(
     add_completion=False,
@@ -83,7 +85,6 @@ def _data_flags(label_nc: Optional[int], dont_care: Optional[int]) -> list[str]:
 
 
 def _resolve(variant, preset, dataset, root, config, overrides, label_nc=None, dont_care=None):
-    from spade_bench.config import resolve
     return resolve(variant, preset=preset, dataset=dataset, root=root, config_file=config,
                    overrides=_data_flags(label_nc, dont_care) + list(overrides or []))
 
@@ -127,7 +128,6 @@ def show_config(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optiona
 
     Example: spade-bench config --variant concat --preset smoke --set generator.ngf=8
     """
-    from spade_bench.config import config_hash, to_json
     cfg = _resolve(variant, preset, dataset, root, config, set_)
     typer.echo(to_json(cfg))
     typer.echo(f"# config hash {config_hash(cfg)}", err=True)
@@ -148,7 +148,7 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Dataset folder
 
     Example: spade-bench data synth --out /tmp/scenes --n 16 --size 256 && spade-bench data synth --out /tmp/scenes --n 4 --size 256 --split val
     """
-    from spade_bench.data.synthetic import write_scenes
+    from spade_bench.data.synthetic import write_scenes  # lazy (torch): keeps `--help` fast
     written = write_scenes(out / split, n, size=size, seed=seed, split=split, image_format=image_format,
                            overwrite=overwrite)
     other = "val" if split == "train" else "train"
@@ -173,8 +173,7 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
 
     Example: spade-bench data check --dataset folder --root data/street
     """
-    from spade_bench.data import check_dataset
-    from spade_bench.errors import DataError
+    from spade_bench.data import check_dataset  # lazy (torch): keeps `--help` fast
     extra = [f"data.use_instance={str(use_instance).lower()}"] if use_instance is not None else []
     cfg = _resolve("spade", "default", dataset, root, None, extra + list(set_ or []), label_nc, dont_care)
     report = check_dataset(cfg.data, progress=True)
@@ -205,7 +204,7 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
 
     Example: spade-bench train --variant spade --preset smoke --out runs/smoke-spade
     """
-    from spade_bench.trainer import load_saved_config, train_run
+    from spade_bench.trainer import load_saved_config, train_run  # lazy (torch): keeps `--help` fast
 
     out = out or Path("runs") / variant
     resume = resume or resume_from is not None
@@ -264,18 +263,14 @@ def eval_command(
     Examples: spade-bench eval --run runs/smoke-spade --device cpu
               spade-bench eval --real photos/ --fake generated/ --metric kid
     """
-    import warnings
-
-    from spade_bench.errors import EvalError
 
     if run is not None and (real is not None or fake is not None):
         raise EvalError("use either --run RUN_DIR or --real DIR --fake DIR, not both")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if run is not None:
-            from eval.harness import evaluate_run
-            from spade_bench.checkpoint import check_run_label_flags
-            from spade_bench.io import check_output_folder
+            from eval.harness import evaluate_run  # lazy (torch): keeps `--help` fast
+            from spade_bench.checkpoint import check_run_label_flags  # lazy (torch)
 
             check_run_label_flags(run, _data_flags(label_nc, dont_care))
             check_output_folder(Path(run) / "eval", what="evaluation folder RUN/eval")
@@ -294,13 +289,11 @@ def eval_command(
             return
         if real is None or fake is None:
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")
-        from eval.folders import compare_folders
-        from spade_bench.config import RunConfig, apply_overrides
-        from eval.segmenter import resolve_device
+        from eval.folders import compare_folders  # lazy (torch): keeps `--help` fast
+        from eval.harness import apply_eval_overrides  # lazy (torch): the library checks the keys
+        from eval.segmenter import resolve_device  # lazy (torch)
 
-        if any(not item.strip().startswith("eval.") for item in (set_ or [])):
-            raise EvalError("with --real/--fake, --set takes only eval.* keys (e.g. eval.fid_protocol=tf)")
-        protocol = apply_overrides(RunConfig(), list(set_ or [])).eval
+        protocol = apply_eval_overrides(RunConfig(), list(set_ or [])).eval
         result = compare_folders(real, fake, metric=metric, protocol=protocol.fid_protocol,
                                  device=resolve_device(device), batch_size=protocol.batch_size,
                                  kid_subsets=protocol.kid_subsets, kid_subset_size=protocol.kid_subset_size,
@@ -326,9 +319,8 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
 
     Example: spade-bench synth --run runs/facades-vae --label label.png --style photo.jpg --out out.png
     """
-    from eval.synth import synthesize
-    from spade_bench.checkpoint import check_run_label_flags
-    from spade_bench.io import check_output_folder
+    from eval.synth import synthesize  # lazy (torch): keeps `--help` fast
+    from spade_bench.checkpoint import check_run_label_flags  # lazy (torch)
 
     check_run_label_flags(run, _data_flags(label_nc, dont_care))
     check_output_folder(Path(out).parent, what="output folder of --out")

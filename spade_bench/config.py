@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 from spade_bench.errors import ConfigError
+from spade_bench.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -421,7 +422,7 @@ def load_config_file(path: str | Path, base: Optional[RunConfig] = None) -> RunC
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
+            import yaml  # function-local: only YAML config files need it
             data = yaml.safe_load(text) or {}
         else:
             data = json.loads(text)
@@ -482,7 +483,6 @@ def to_json(cfg: RunConfig) -> str:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    from spade_bench.io import atomic_write_text
     atomic_write_text(Path(path), to_json(cfg) + "\n")
 
 
@@ -530,7 +530,7 @@ def resolve(variant: str = "spade", *, preset: str = "default", dataset: Optiona
             root: Optional[str] = None, config_file: Optional[str] = None,
             overrides: Optional[list[str]] = None) -> RunConfig:
     """Resolve a full RunConfig in the documented order."""
-    from spade_bench.registry import get_variant
+    from spade_bench.registry import get_variant  # function-local: variants import this module
 
     cfg = apply_preset(RunConfig(), preset)
     ds = dataset or cfg.data.dataset

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import errno
-import json
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import torch
 from spade_bench import checkpoint as ckpt
 from spade_bench.config import resolve
 from spade_bench.errors import CheckpointError, ConfigError, StorageError
-from spade_bench.trainer import Trainer, load_saved_config, train_run
+from spade_bench.trainer import Trainer, load_saved_config
 
 TINY = [
     "generator.ngf=8", "generator.spade_hidden=16", "discriminator.ndf=8", "discriminator.n_layers=2",
