@@ -180,8 +180,9 @@ class TrainConfig:
         amp: bf16 autocast with fp32 master weights (CUDA only; ignored on CPU).
         amp_cpu: bf16 autocast on a CPU too: slow, for checking bf16 numerics without a GPU.
         deterministic: deterministic algorithms and one thread, for exact resume tests.
-        threads: torch intra-op threads; 0 means this process's share of the cores it may use
-            (CPU affinity and cgroup quota, split among torchrun's processes on the machine).
+        threads: torch intra-op threads; 0 means OMP_NUM_THREADS when set, else this process's
+            share of the cores it may use (CPU affinity and cgroup quota, split among torchrun's
+            processes on the machine).
     """
 
     steps: int = 10000

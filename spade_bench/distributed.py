@@ -113,10 +113,13 @@ def _cgroup2_quota(text: str):
 
 def resolve_threads(threads: int, info: DistInfo = DistInfo()) -> int:
     """train.threads -> the torch intra-op thread count: the setting itself when > 0; with 0,
-    this process's share of the cores it may use (split among the processes torchrun started
-    on this machine, LOCAL_WORLD_SIZE)."""
+    OMP_NUM_THREADS when the environment sets it, else this process's share of the cores it
+    may use (split among the processes torchrun started on this machine, LOCAL_WORLD_SIZE)."""
     if threads > 0:
         return threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.is_distributed else 1) or 1)
     return max(1, available_cores() // max(1, local_procs))
 

@@ -175,6 +175,15 @@ def current_rss_gib() -> float:
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader worker_init_fn: a Ctrl-C or a scheduler's SIGTERM reaches the whole process
+    group; workers ignore it, so the main process can finish its step and shut them down."""
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, signal.SIG_IGN)
+
+
 class StopSignals:
     """Catch SIGINT, SIGTERM and SIGUSR1 while training, so the loop can stop cleanly.
 
@@ -204,7 +213,7 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)  # None: set outside Python
         self._previous.clear()
 
 
@@ -677,7 +686,7 @@ class Trainer:
         # resumed run would diverge from a straight one.
         loader = DataLoader(SeededSamples(self.train_set), batch_sampler=self.sampler, num_workers=workers,
                             pin_memory=self.on_cuda, persistent_workers=workers > 0,
-                            prefetch_factor=4 if workers > 0 else None,
+                            prefetch_factor=4 if workers > 0 else None, worker_init_fn=ignore_stop_signals,
                             generator=torch.Generator().manual_seed(tc.seed))
         bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc=f"train {self.cfg.variant}")

@@ -144,6 +144,9 @@ def test_threads_setting(monkeypatch):
     assert resolve_threads(3) == 3
     cores = available_cores()
     assert 1 <= cores <= (torch.multiprocessing.cpu_count() or cores)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert resolve_threads(0) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert resolve_threads(0, DistInfo(rank=1, world_size=2)) == max(1, cores // 2)
     with pytest.raises(ConfigError, match="train.threads"):
