@@ -289,6 +289,8 @@ def eval_command(
             return
         if real is None or fake is None:
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")
+        if label_nc is not None or dont_care is not None:
+            raise EvalError("--label-nc/--dont-care apply to --run (its label maps); image folders have no labels")
         from eval.folders import compare_folders  # lazy (torch): keeps `--help` fast
         from eval.harness import apply_eval_overrides  # lazy (torch): the library checks the keys
         from eval.segmenter import resolve_device  # lazy (torch)
