@@ -198,6 +198,11 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - a corrupt file becomes one clear message
+        if "weights_only" in str(e) and "numpy" in str(e):
+            raise CheckpointError(
+                f"checkpoint {path} is in the older format (numpy RNG state, not loadable with weights_only); "
+                f"if you trust the file, convert it once: python -c \"from spade_bench.checkpoint import "
+                f"upgrade_checkpoint; upgrade_checkpoint('{path}')\"") from None
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
             f"it is truncated or corrupt; an older one may remain in {path.parent}") from None
@@ -210,6 +215,29 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     if map_location not in (None, "cpu") and torch.device(map_location).type != "cpu":
         state = _move(state, map_location)
     return state
+
+
+def upgrade_checkpoint(path: str | Path) -> Path:
+    """Rewrite a checkpoint of the older format (numpy RNG state, no checksum) in the current one.
+
+    It unpickles the file (weights_only=False), so use it only on files you trust.
+    """
+    path = Path(path)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for rng in state.get("rng", []):
+        if isinstance(rng.get("numpy"), tuple):
+            kind, keys, pos, has_gauss, cached = rng["numpy"]
+            rng["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+                            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+        if isinstance(rng.get("python"), tuple):
+            version, py_state, gauss = rng["python"]
+            rng["python"] = {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64),
+                             "gauss": gauss}
+    state["data_position"] = tuple(int(v) for v in state.get("data_position", (0, 0)))
+    state = _to_cpu(state)
+    state[CHECKSUM_KEY] = content_checksum(state)
+    atomic_write(path, lambda f: torch.save(state, f))
+    return path
 
 
 def _move(obj: Any, device: Any) -> Any:

@@ -157,3 +157,21 @@ def test_cityscapes_smoke_keeps_its_aspect_ratio():
     with pytest.warns(UserWarning, match=r"crop_size 64 -> 128 .*aspect ratio 2"):
         cfg = resolve("spade", preset="smoke", dataset="cityscapes", root="/data/cityscapes")
     assert cfg.data.image_size == (64, 128)
+
+
+def test_older_format_is_named_and_can_be_upgraded(tmp_path):
+    import random
+
+    import numpy as np
+
+    old = {"step": 3, "generator": {"w": torch.ones(2)}, "data_position": (0, 3),
+           "rng": [{"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}]}
+    path = tmp_path / "step_0000003.pt"
+    torch.save(old, path)
+    with pytest.raises(CheckpointError, match="older format .*upgrade_checkpoint"):
+        ckpt.load_checkpoint(path)
+    ckpt.upgrade_checkpoint(path)
+    state = ckpt.load_checkpoint(path)
+    ckpt.set_rng_state(state["rng"][0])
+    assert np.array_equal(np.random.get_state()[1], old["rng"][0]["numpy"][1])
+    assert random.getstate() == old["rng"][0]["python"]
