@@ -1,2 +1,2 @@
-"""Ablation variants of SPADE, one small file each; importing this package registers them."""
-from baselines import concat, gamma_only, instancenorm, kernel1, pix2pixhd, vae  # noqa: F401
+"""Variants of SPADE, one small file each. spade_bench.registry imports every module here
+(a package scan, no list to keep); each module registers its variants with @register_variant."""

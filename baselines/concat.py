@@ -7,7 +7,7 @@ from simply seeing the segmap at every scale.
 """
 from dataclasses import replace
 
-from spade_bench.registry import register_variant
+from spade_bench.variants import register_variant
 
 
 @register_variant("concat")

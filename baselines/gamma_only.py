@@ -6,7 +6,7 @@ is identical to `spade`, so the two differ exactly where gamma enters.
 """
 from dataclasses import replace
 
-from spade_bench.registry import register_variant
+from spade_bench.variants import register_variant
 
 
 @register_variant("spade-gamma")

@@ -5,7 +5,7 @@ independent of the batch, at the price of normalising away per-image global tone
 """
 from dataclasses import replace
 
-from spade_bench.registry import register_variant
+from spade_bench.variants import register_variant
 
 
 @register_variant("spade-instancenorm")

@@ -5,7 +5,7 @@ neighbourhood, so boundaries carry no context.
 """
 from dataclasses import replace
 
-from spade_bench.registry import register_variant
+from spade_bench.variants import register_variant
 
 
 @register_variant("spade-k1")

@@ -7,7 +7,7 @@ SPADE repo crashes with this generator and instance norm (issue #58); ours does 
 """
 from dataclasses import replace
 
-from spade_bench.registry import register_variant
+from spade_bench.variants import register_variant
 
 
 @register_variant("pix2pixhd")

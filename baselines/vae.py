@@ -5,7 +5,7 @@ from encoding the real photo, so at test time a style image sets the look.
 """
 from dataclasses import replace
 
-from spade_bench.registry import register_variant
+from spade_bench.variants import register_variant
 
 
 @register_variant("spade-vae")

@@ -22,6 +22,21 @@ from typing import Any, Literal, Mapping, Optional
 
 from spade_bench.errors import ConfigError
 from spade_bench.io import atomic_write_text
+from spade_bench.generators import COND_NORMS, GENERATORS, UPSAMPLING_LAYERS, check_generator_config
+from spade_bench.losses import GAN_MODES, PERCEPTUAL_BACKBONES
+from spade_bench.nn.norms import LAYER_NORMS, NORMS
+from spade_bench.nn.spade import MODULATIONS
+from spade_bench.registry import get_variant
+
+# Vocabularies: each is read from the one table that defines it, never copied here.
+GeneratorArch = Literal[tuple(GENERATORS)]
+CondNormName = Literal[tuple(COND_NORMS)]
+UpsamplingLayers = Literal[tuple(UPSAMPLING_LAYERS)]
+NormName = Literal[tuple(NORMS)]
+LayerNormName = Literal[LAYER_NORMS]
+Modulation = Literal[MODULATIONS]
+GanMode = Literal[GAN_MODES]
+Perceptual = Literal[(*PERCEPTUAL_BACKBONES, "none")]
 
 
 @dataclass(frozen=True)
@@ -79,9 +94,14 @@ class GeneratorConfig:
     """Generator architecture.
 
     Args:
-        arch: spade (SPADE decoder), concat (same decoder, segmap concatenated to each
-            block's input instead of modulating a norm) or pix2pixhd (global generator).
-        param_free_norm: the normalisation inside SPADE, always without affine.
+        arch: a layout of `generators.GENERATORS`: spade (SPADE's decoder), concat (same
+            decoder, segmap concatenated to each block's input instead of modulating a
+            norm) or pix2pixhd (global generator).
+        cond_norm: the conditioning layer of arch=spade's blocks, from
+            `generators.COND_NORMS`: spade (the original), clade (per-class gamma and beta)
+            or none (the parameter-free norm alone).
+        param_free_norm: the normalisation inside the conditioning layer, always without
+            affine (an `nn.norms.NORMS` entry).
         modulation: one_plus_gamma (original code) or gamma (the paper's equation).
         spade_hidden / spade_kernel: width and kernel of SPADE's shared MLP.
         use_vae: take z from the style encoder instead of the downsampled segmap.
@@ -89,11 +109,12 @@ class GeneratorConfig:
             same result, fewer kernel launches).
     """
 
-    arch: Literal["spade", "concat", "pix2pixhd"] = "spade"
+    arch: GeneratorArch = "spade"
+    cond_norm: CondNormName = "spade"
     ngf: int = 64
-    num_upsampling_layers: Literal["normal", "more", "most"] = "normal"
-    param_free_norm: Literal["syncbatch", "batch", "instance"] = "syncbatch"
-    modulation: Literal["one_plus_gamma", "gamma"] = "one_plus_gamma"
+    num_upsampling_layers: UpsamplingLayers = "normal"
+    param_free_norm: NormName = "syncbatch"
+    modulation: Modulation = "one_plus_gamma"
     spade_hidden: int = 128
     spade_kernel: int = 3
     spectral_norm: bool = True
@@ -102,7 +123,7 @@ class GeneratorConfig:
     fused_modulation: bool = False
     pix2pixhd_downsamples: int = 4
     pix2pixhd_blocks: int = 9
-    pix2pixhd_norm: Literal["instance", "batch"] = "instance"
+    pix2pixhd_norm: NormName = "instance"
 
 
 @dataclass(frozen=True)
@@ -119,7 +140,7 @@ class DiscriminatorConfig:
     num_D: int = 2
     n_layers: int = 4
     ndf: int = 64
-    norm: Literal["instance", "batch", "none"] = "instance"
+    norm: LayerNormName = "instance"
     spectral_norm: bool = True
 
 
@@ -134,9 +155,9 @@ class LossConfig:
             $TORCH_HOME/hub/checkpoints/.
     """
 
-    gan_mode: Literal["hinge", "ls", "original"] = "hinge"
+    gan_mode: GanMode = "hinge"
     lambda_feat: float = 10.0
-    perceptual: Literal["vgg19", "effnet-lite0", "none"] = "effnet-lite0"
+    perceptual: Perceptual = "effnet-lite0"
     lambda_perceptual: float = 10.0
     vgg_weights: Optional[str] = None
     lambda_kld: float = 0.05
@@ -144,16 +165,20 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Adam with the two time-scale update rule (TTUR) as in the original code.
+    """Adam for G (and E) and D, with the two time-scale update rule (TTUR).
 
-    With ttur: lr_G = lr/2, lr_D = lr*2, betas (0.0, 0.9).
-    Without: lr for both, betas (beta1, beta2).
+    ttur sets the learning rates only: lr_G = lr/2, lr_D = lr*2 (without: lr for both).
+    The betas are always (beta1, beta2); the defaults (0.0, 0.9) are what the original code
+    uses with TTUR. The original silently replaces its --beta1/--beta2 by (0, 0.9) when
+    TTUR is on, and the paper states beta2 = 0.999 (SPADE issue #50); here nothing
+    overrides them. To repeat the original's no-TTUR run set ttur=false, beta1=0.5,
+    beta2=0.999.
     """
 
     lr: float = 2e-4
     ttur: bool = True
-    beta1: float = 0.5
-    beta2: float = 0.999
+    beta1: float = 0.0
+    beta2: float = 0.9
     fused: bool = True
 
     @property
@@ -166,7 +191,7 @@ class OptimConfig:
 
     @property
     def betas(self) -> tuple[float, float]:
-        return (0.0, 0.9) if self.ttur else (self.beta1, self.beta2)
+        return (self.beta1, self.beta2)
 
 
 @dataclass(frozen=True)
@@ -531,8 +556,6 @@ def resolve(variant: str = "spade", *, preset: str = "default", dataset: Optiona
             root: Optional[str] = None, config_file: Optional[str] = None,
             overrides: Optional[list[str]] = None) -> RunConfig:
     """Resolve a full RunConfig in the documented order."""
-    from spade_bench.registry import get_variant  # function-local: variants import this module
-
     cfg = apply_preset(RunConfig(), preset)
     ds = dataset or cfg.data.dataset
     cfg = with_dataset(cfg, ds, root)
@@ -543,7 +566,7 @@ def resolve(variant: str = "spade", *, preset: str = "default", dataset: Optiona
                      ("load_size", "crop_size", "preprocess", "num_workers", "max_val_images",
                       "synthetic_train_size", "synthetic_val_size")}
         cfg = apply_overrides(cfg, size_keys)
-    cfg = replace(get_variant(variant).apply(cfg), variant=variant)
+    cfg = replace(get_variant(variant).fn(cfg), variant=variant)
     if config_file:
         cfg = load_config_file(config_file, base=cfg)
     if overrides:
@@ -563,9 +586,9 @@ def fit_preset_size(cfg: RunConfig) -> RunConfig:
     smoke preset's 64 px) grows to the smallest size that keeps the aspect ratio, with a warning
     that says so. Sizes the user set are never changed (`validate` names the fix instead)."""
     d, g = cfg.data, cfg.generator
-    if g.arch == "pix2pixhd" or cfg.preset not in PRESETS or "data.crop_size" not in PRESETS[cfg.preset]:
+    if not GENERATORS[g.arch].upsampled or cfg.preset not in PRESETS or "data.crop_size" not in PRESETS[cfg.preset]:
         return cfg
-    n = {"normal": 5, "more": 6, "most": 7}[g.num_upsampling_layers]
+    n = UPSAMPLING_LAYERS[g.num_upsampling_layers]
     if d.crop_size != PRESETS[cfg.preset]["data.crop_size"] or _divisible_size(d.crop_size, d.aspect_ratio, n):
         return cfg
     crop = next((c for c in range(d.crop_size, 16 * d.crop_size + 1, 2 ** n)
@@ -606,8 +629,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"data.load_size ({d.load_size}) is smaller than data.crop_size ({d.crop_size}); "
             f"set data.load_size >= data.crop_size")
-    if g.arch != "pix2pixhd":
-        n = {"normal": 5, "more": 6, "most": 7}[g.num_upsampling_layers]
+    check_generator_config(g)
+    if GENERATORS[g.arch].upsampled:
+        n = UPSAMPLING_LAYERS[g.num_upsampling_layers]
         if not _divisible_size(d.crop_size, d.aspect_ratio, n):
             height, width = d.image_size
             raise ConfigError(
@@ -626,5 +650,3 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)} (--set train.{key}=N)")
     if t.threads < 0:
         raise ConfigError(f"train.threads must be >= 0 (0: this process's share of the cores), got {t.threads}")
-    if g.use_vae and g.arch != "spade":
-        raise ConfigError("generator.use_vae needs generator.arch=spade")

@@ -58,10 +58,16 @@ class ConvEncoder(nn.Module):
         return self.fc_mu(x), self.fc_var(x)
 
 
-def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
-    """z = mu + eps * exp(0.5 * logvar), eps ~ N(0, I)."""
-    std = torch.exp(0.5 * logvar)
-    return mu + torch.randn_like(std) * std
+def reparameterize(mu: Tensor, logvar: Tensor, noise: Optional[Tensor] = None) -> Tensor:
+    """z = mu + eps * exp(0.5 * logvar): the one place this is written.
+
+    Args:
+        mu, logvar: the encoder's output.
+        noise: eps, e.g. drawn from a per-image seed for reproducible evaluation; None draws
+            eps ~ N(0, I) from the global generator (`randn_like(mu)`, as the trainer always has).
+    """
+    eps = torch.randn_like(mu) if noise is None else noise
+    return mu + eps * torch.exp(0.5 * logvar)
 
 
 def build_encoder(cfg) -> Optional[nn.Module]:

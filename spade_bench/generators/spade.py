@@ -1,4 +1,4 @@
-"""SPADE's decoder-only generator and its "decoder w/ Concat" ablation (REFERENCE section 2).
+"""SPADE's decoder-only generator layout, and its blocks (REFERENCE section 2).
 
 Both start from a 16*ngf feature map at 1/2^n of the output size (n = 5, 6 or 7 for
 num_upsampling_layers normal, more or most), made either from the nearest-downsampled
@@ -8,11 +8,15 @@ nearest x2 upsampling between them follow, then LeakyReLU(0.2), conv3x3 -> 3 and
     head_0 (16ngf) up G_middle_0 [up] G_middle_1 up up_0 (8ngf) up up_1 (4ngf) up up_2 (2ngf)
     up up_3 (ngf) [up up_4 (ngf/2)]
 
-The only difference between the two classes is the block: SPADEResnetBlock or
-ConcatResnetBlock.
+The layout is blind to its block (`make_block(fin, fout)`), and the usual block,
+`CondResnetBlock`, is blind to its conditioning layer (`cond_norm`, see nn/norms.py):
+`build_generator` passes SPADE, CLADE, ... layers by name. `SPADEGenerator` (SPADE layers
+from SPADE's settings) and `ConcatGenerator` (the paper's "decoder w/ Concat") are the
+same layout with a fixed block.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Optional
 
 import torch
@@ -20,11 +24,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spade_bench.errors import ConfigError
-from spade_bench.nn.blocks import ConcatResnetBlock, SPADEResnetBlock
-from spade_bench.nn.spade import SegmapCache, norm_factory, param_free_norm, resize_segmap
+from spade_bench.nn.blocks import ConcatResnetBlock, CondResnetBlock
+from spade_bench.nn.norms import CondNormFactory, SegmapCache, norm_factory, param_free_norm, resize_segmap
+from spade_bench.nn.spade import make_spade
 
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 BlockFactory = Callable[[int, int], nn.Module]
+
+
+def conditioned_blocks(cond_norm: CondNormFactory, *, spectral_norm: bool = True) -> BlockFactory:
+    """`make_block(fin, fout)` for `CondResnetBlock`s around the conditioning layer `cond_norm`."""
+    return partial(CondResnetBlock, cond_norm=cond_norm, spectral_norm=spectral_norm)
 
 
 class ResnetDecoderGenerator(nn.Module):
@@ -111,7 +121,10 @@ class ResnetDecoderGenerator(nn.Module):
 
 
 class SPADEGenerator(ResnetDecoderGenerator):
-    """The SPADE generator: every residual block is modulated by the segmap.
+    """The SPADE generator: every residual block is modulated by SPADE layers.
+
+    `build_generator` builds the same network (same state dict) as a `ResnetDecoderGenerator`
+    from the config; this class takes SPADE's settings directly.
 
     Args:
         label_channels: segmap channels.
@@ -131,13 +144,9 @@ class SPADEGenerator(ResnetDecoderGenerator):
                  modulation: str = "one_plus_gamma", spade_hidden: int = 128, spade_kernel: int = 3,
                  spectral_norm: bool = True, use_vae: bool = False, z_dim: int = 256,
                  fused_modulation: bool = False):
-        norm_layer = param_free_norm(norm)
-
-        def make_block(fin: int, fout: int) -> nn.Module:
-            return SPADEResnetBlock(fin, fout, label_channels, norm=norm_layer, hidden=spade_hidden,
-                                    kernel_size=spade_kernel, modulation=modulation,
-                                    fused_modulation=fused_modulation, spectral_norm=spectral_norm)
-
+        spade = make_spade(label_channels, norm=param_free_norm(norm), hidden=spade_hidden,
+                           kernel_size=spade_kernel, modulation=modulation, fused=fused_modulation)
+        make_block = conditioned_blocks(spade, spectral_norm=spectral_norm)
         super().__init__(label_channels, image_size=image_size, make_block=make_block, ngf=ngf,
                          num_upsampling_layers=num_upsampling_layers, use_vae=use_vae, z_dim=z_dim)
 

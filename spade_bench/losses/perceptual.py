@@ -63,7 +63,7 @@ class VGG19Features(nn.Module):
 
     def __init__(self, weights_path: Optional[str] = None, *, random_weights: bool = False):
         super().__init__()
-        import torchvision
+        import torchvision  # function-local: heavy, and only the vgg19 backbone needs it
 
         path = Path(weights_path).expanduser() if weights_path else default_vgg19_weights_path()
         if random_weights:

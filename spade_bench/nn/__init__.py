@@ -1,11 +1,15 @@
-"""Building blocks shared by the networks: SPADE, norm factories, residual blocks, init."""
+"""Building blocks shared by the networks: the NORMS table, conditioning layers (SPADE,
+CLADE), residual blocks, init."""
 from __future__ import annotations
 
 from torch import nn
 
-from spade_bench.nn.blocks import ConcatResnetBlock, ResnetBlock, SPADEResnetBlock, conv_norm, spectral
+from spade_bench.nn.blocks import (ConcatResnetBlock, CondResnetBlock, ResnetBlock, SPADEResnetBlock, conv_norm,
+                                   spectral)
+from spade_bench.nn.clade import CLADE, make_clade
 from spade_bench.nn.init import init_weights
-from spade_bench.nn.spade import SPADE, norm_factory, param_free_norm, resize_segmap
+from spade_bench.nn.norms import NORMS, Unconditioned, norm_factory, param_free_norm, resize_segmap
+from spade_bench.nn.spade import SPADE, make_spade
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
@@ -18,6 +22,7 @@ def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 __all__ = [
-    "SPADE", "SPADEResnetBlock", "ConcatResnetBlock", "ResnetBlock", "conv_norm", "spectral",
+    "SPADE", "make_spade", "CLADE", "make_clade", "Unconditioned", "NORMS", "CondResnetBlock",
+    "SPADEResnetBlock", "ConcatResnetBlock", "ResnetBlock", "conv_norm", "spectral",
     "init_weights", "norm_factory", "param_free_norm", "resize_segmap", "count_parameters",
 ]

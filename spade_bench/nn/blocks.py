@@ -1,6 +1,9 @@
 """Residual blocks of the generators, and the conv + norm helper that D and E share.
 
-- `SPADEResnetBlock`: the original SPADE block (REFERENCE section 2).
+- `CondResnetBlock`: the original SPADE block (REFERENCE section 2) around any
+  conditioning layer, injected as `cond_norm` (contract in nn/norms.py); the block never
+  sees the layer's settings.
+- `SPADEResnetBlock`: `CondResnetBlock` with SPADE layers, built from SPADE's settings.
 - `ConcatResnetBlock`: the same block shape, but the segmap is concatenated to the block
   input and the norms keep learned affine parameters (the paper's "decoder w/ Concat").
 - `ResnetBlock`: pix2pixHD's reflection-padded residual block.
@@ -18,9 +21,9 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from spade_bench.errors import ConfigError
-from spade_bench.nn.spade import SPADE, NormFactory, SegmapCache, norm_factory, resize_segmap
-
-LAYER_NORM_KINDS = ("instance", "batch", "syncbatch", "none")
+from spade_bench.nn.norms import (LAYER_NORMS, CondNormFactory, NormFactory, SegmapCache, extra_channels,
+                                  norm_factory, resize_segmap)
+from spade_bench.nn.spade import make_spade
 
 
 def spectral(module: nn.Module, enabled: bool = True) -> nn.Module:
@@ -36,11 +39,11 @@ def conv_norm(conv: nn.Module, *, norm: str, spectral_norm: bool) -> nn.Module:
 
     Args:
         conv: a Conv2d or ConvTranspose2d.
-        norm: instance, batch, syncbatch or none.
+        norm: a NORMS entry (instance, batch, syncbatch) or none.
         spectral_norm: wrap the conv's weight in spectral normalisation.
     """
-    if norm not in LAYER_NORM_KINDS:
-        raise ConfigError(f"unknown norm {norm!r}; use one of {', '.join(LAYER_NORM_KINDS)}")
+    if norm not in LAYER_NORMS:
+        raise ConfigError(f"unknown norm {norm!r}; use one of {', '.join(LAYER_NORMS)}")
     conv = spectral(conv, spectral_norm)
     if norm == "none":
         return conv
@@ -50,8 +53,46 @@ def conv_norm(conv: nn.Module, *, norm: str, spectral_norm: bool) -> nn.Module:
     return nn.Sequential(conv, layer)
 
 
-class SPADEResnetBlock(nn.Module):
-    """SPADE -> LReLU -> conv3x3 -> SPADE -> LReLU -> conv3x3, plus a (learned) shortcut.
+class CondResnetBlock(nn.Module):
+    """cond -> LReLU -> conv3x3 -> cond -> LReLU -> conv3x3, plus a (learned) shortcut.
+
+    SPADE's residual block (REFERENCE section 2) with the conditioning layer injected.
+
+    Args:
+        fin, fout: input and output channels; the middle width is min(fin, fout).
+        cond_norm: `make(channels) -> module(x, segmap, cache)` (nn/norms.py), e.g.
+            `make_spade(...)` or `make_clade(...)`.
+        spectral_norm: spectral norm on conv_0, conv_1 and conv_s, as the original.
+    """
+
+    def __init__(self, fin: int, fout: int, *, cond_norm: CondNormFactory, spectral_norm: bool = True):
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        fmiddle = min(fin, fout)
+        extra = extra_channels(cond_norm)
+        # Registration order (conv_0, conv_1, norm_0, norm_1, conv_s, norm_s) is the original's:
+        # it fixes the parameter order that optimiser states and random draws follow.
+        self.conv_0 = spectral(nn.Conv2d(fin + extra, fmiddle, 3, padding=1), spectral_norm)
+        self.conv_1 = spectral(nn.Conv2d(fmiddle + extra, fout, 3, padding=1), spectral_norm)
+        self.norm_0 = cond_norm(fin)
+        self.norm_1 = cond_norm(fmiddle)
+        if self.learned_shortcut:
+            self.conv_s = spectral(nn.Conv2d(fin + extra, fout, 1, bias=False), spectral_norm)
+            self.norm_s = cond_norm(fin)
+
+    def forward(self, x: Tensor, segmap: Tensor, cache: Optional[SegmapCache] = None) -> Tensor:
+        if self.learned_shortcut:
+            # No activation on the shortcut, as in the original.
+            x_s = self.conv_s(self.norm_s(x, segmap, cache))
+        else:
+            x_s = x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap, cache), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap, cache), 0.2))
+        return x_s + dx
+
+
+class SPADEResnetBlock(CondResnetBlock):
+    """`CondResnetBlock` with SPADE layers (the original SPADE block).
 
     Args:
         fin, fout: input and output channels; the middle width is min(fin, fout).
@@ -64,28 +105,9 @@ class SPADEResnetBlock(nn.Module):
     def __init__(self, fin: int, fout: int, label_channels: int, *, norm: NormFactory,
                  hidden: int = 128, kernel_size: int = 3, modulation: str = "one_plus_gamma",
                  fused_modulation: bool = False, spectral_norm: bool = True):
-        super().__init__()
-        self.learned_shortcut = fin != fout
-        fmiddle = min(fin, fout)
-        spade = dict(norm=norm, hidden=hidden, kernel_size=kernel_size, modulation=modulation,
-                     fused=fused_modulation)
-        self.conv_0 = spectral(nn.Conv2d(fin, fmiddle, 3, padding=1), spectral_norm)
-        self.conv_1 = spectral(nn.Conv2d(fmiddle, fout, 3, padding=1), spectral_norm)
-        self.norm_0 = SPADE(fin, label_channels, **spade)
-        self.norm_1 = SPADE(fmiddle, label_channels, **spade)
-        if self.learned_shortcut:
-            self.conv_s = spectral(nn.Conv2d(fin, fout, 1, bias=False), spectral_norm)
-            self.norm_s = SPADE(fin, label_channels, **spade)
-
-    def forward(self, x: Tensor, segmap: Tensor, cache: Optional[SegmapCache] = None) -> Tensor:
-        if self.learned_shortcut:
-            # No activation on the shortcut, as in the original.
-            x_s = self.conv_s(self.norm_s(x, segmap, cache))
-        else:
-            x_s = x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap, cache), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap, cache), 0.2))
-        return x_s + dx
+        cond_norm = make_spade(label_channels, norm=norm, hidden=hidden, kernel_size=kernel_size,
+                               modulation=modulation, fused=fused_modulation)
+        super().__init__(fin, fout, cond_norm=cond_norm, spectral_norm=spectral_norm)
 
 
 class ConcatResnetBlock(nn.Module):
@@ -130,7 +152,7 @@ class ResnetBlock(nn.Module):
 
     Args:
         channels: input and output channels.
-        norm: instance, batch, syncbatch or none (see `conv_norm`).
+        norm: a NORMS entry or none (see `conv_norm`).
         spectral_norm: spectral norm on both convolutions.
         kernel_size: odd kernel size (3 in the original).
     """

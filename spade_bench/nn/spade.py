@@ -1,4 +1,4 @@
-"""The SPADE layer and the normalisation factories it builds on.
+"""The SPADE layer, and `make_spade`, its conditioning-layer factory.
 
 SPADE (REFERENCE section 1) normalises activations without a learned affine transform,
 then modulates them per pixel with gamma and beta predicted from the segmentation map:
@@ -8,63 +8,23 @@ then modulates them per pixel with gamma and beta predicted from the segmentatio
 
 The segmap is resized to each feature resolution with nearest interpolation. A generator
 resizes it once per resolution per forward pass: it passes a fresh `dict` as `cache` down
-to its blocks, keyed by (H, W).
+to its blocks, keyed by (H, W). `make_spade` is SPADE's conditioning-layer factory (the
+contract is in nn/norms.py).
 """
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spade_bench.errors import ConfigError
+from spade_bench.nn.norms import (CondNormFactory, NormFactory, SegmapCache,  # noqa: F401 - re-exported
+                                  norm_factory, param_free_norm, resize_segmap)
 
-NormFactory = Callable[[int], nn.Module]
-SegmapCache = dict[tuple[int, int], Tensor]
-
-NORM_KINDS = ("syncbatch", "batch", "instance")
 MODULATIONS = ("one_plus_gamma", "gamma")
-
-
-def norm_factory(kind: str, *, affine: bool) -> NormFactory:
-    """Return `make(channels) -> nn.Module` for a 2-d normalisation layer.
-
-    Args:
-        kind: syncbatch (nn.SyncBatchNorm; outside a process group it runs as plain batch
-            norm, so it works in a single CPU process), batch or instance.
-        affine: learn a per-channel scale and shift. SPADE's own norm never does.
-    """
-    if kind == "syncbatch":
-        return partial(nn.SyncBatchNorm, affine=affine)
-    if kind == "batch":
-        return partial(nn.BatchNorm2d, affine=affine)
-    if kind == "instance":
-        return partial(nn.InstanceNorm2d, affine=affine)
-    raise ConfigError(f"unknown normalisation {kind!r}; use one of {', '.join(NORM_KINDS)}")
-
-
-def param_free_norm(kind: str) -> NormFactory:
-    """The parameter-free normalisation inside SPADE: `norm_factory(kind, affine=False)`."""
-    return norm_factory(kind, affine=False)
-
-
-def resize_segmap(segmap: Tensor, size: tuple[int, int], cache: Optional[SegmapCache] = None) -> Tensor:
-    """`segmap` resized to `size` (H, W) with nearest interpolation, memoised in `cache`.
-
-    The cache belongs to one forward pass of one segmap; the caller makes a new dict each
-    time, so a stale entry can never be reused for a different segmap.
-    """
-    size = (int(size[0]), int(size[1]))
-    if tuple(segmap.shape[-2:]) == size:
-        return segmap
-    if cache is not None and size in cache:
-        return cache[size]
-    resized = F.interpolate(segmap, size=size, mode="nearest")
-    if cache is not None:
-        cache[size] = resized
-    return resized
 
 
 class SPADE(nn.Module):
@@ -115,3 +75,10 @@ class SPADE(nn.Module):
         if self.modulation == "one_plus_gamma":
             return normalized * (1 + gamma) + beta
         return normalized * gamma + beta
+
+
+def make_spade(label_channels: int, *, norm: NormFactory, hidden: int = 128, kernel_size: int = 3,
+               modulation: str = "one_plus_gamma", fused: bool = False) -> CondNormFactory:
+    """`make(channels) -> SPADE(channels, label_channels, ...)`: SPADE as a conditioning layer."""
+    return partial(SPADE, label_channels=label_channels, norm=norm, hidden=hidden, kernel_size=kernel_size,
+                   modulation=modulation, fused=fused)

@@ -11,8 +11,10 @@ from torch import nn
 from spade_bench.config import experiment_diff, resolve
 from spade_bench.discriminators import build_discriminator, discriminate
 from spade_bench.encoders import build_encoder, reparameterize
-from spade_bench.generators import ConcatGenerator, Pix2PixHDGenerator, SPADEGenerator, build_generator
-from spade_bench.losses import GANLoss, build_generator_losses
+from spade_bench.generators import COND_NORMS, GENERATORS, build_generator
+from spade_bench.losses import GANLoss, build_generator_losses, generator_loss_values
+from spade_bench.nn.blocks import CondResnetBlock
+from spade_bench.nn.norms import NORMS
 from spade_bench.nn.spade import SPADE
 from spade_bench.registry import list_variants
 
@@ -28,6 +30,8 @@ EXPECTED_CHANGES = {
     "spade-vae": {"generator.use_vae"},
     "concat": {"generator.arch"},
     "pix2pixhd": {"generator.arch"},  # pix2pixhd_norm=instance is already the default
+    "clade": {"generator.cond_norm"},
+    "spade-paper-adam": {"optim.beta2"},
 }
 
 
@@ -69,10 +73,10 @@ def test_variant_trains_one_step(variant):
     assert fake.shape == (2, 3, 64, 64)
     assert fake.min() >= -1 and fake.max() <= 1
     pred_fake, pred_real = discriminate(discriminator, segmap, fake, real)
-    total = terms["gan"][1] * terms["gan"][0](pred_fake, True, for_discriminator=False)
-    total = total + terms["feat"][1] * terms["feat"][0](pred_fake, pred_real)
-    if "kld" in terms:
-        total = total + terms["kld"][1] * terms["kld"][0](mu, logvar)
+    values = generator_loss_values(terms, pred_fake=pred_fake, pred_real=pred_real, fake=fake, real=real,
+                                   mu=mu, logvar=logvar)
+    assert set(values) == {"gan", "feat"} | ({"kld"} if cfg.generator.use_vae else set())
+    total = sum(values.values())
     assert torch.isfinite(total)
     total.backward()
     assert_all_have_grads(generator, "G")
@@ -109,23 +113,27 @@ def test_variant_changes_only_what_it_says(variant):
 
 @pytest.mark.parametrize("variant", list_variants())
 def test_variant_builds_the_network_it_names(variant):
+    """The layout, conditioning layer and norm are the ones the config names (read from the
+    tables GENERATORS, COND_NORMS and NORMS, not from a copy here)."""
     cfg = tiny_config(variant)
+    g = cfg.generator
     generator = build_generator(cfg)
+    layout = GENERATORS[g.arch]
+    assert type(generator) is type(layout.build(cfg))
+    blocks = [m for m in generator.modules() if isinstance(m, CondResnetBlock)]
+    assert bool(blocks) == layout.conditioned
+    cond_layer = type(COND_NORMS[g.cond_norm](cfg)(8))
+    for block in blocks:
+        for norm in (block.norm_0, block.norm_1):
+            assert type(norm) is cond_layer
+            assert type(norm.param_free_norm) is NORMS[g.param_free_norm]
     spades = [m for m in generator.modules() if isinstance(m, SPADE)]
-    arch = cfg.generator.arch
-    expected_class = {"spade": SPADEGenerator, "concat": ConcatGenerator, "pix2pixhd": Pix2PixHDGenerator}[arch]
-    assert type(generator) is expected_class
-    if arch != "spade":
-        assert not spades
-        return
-    assert spades
+    assert bool(spades) == (layout.conditioned and g.cond_norm == "spade")
     for spade in spades:
-        assert spade.modulation == cfg.generator.modulation
-        assert spade.mlp_gamma.kernel_size == (cfg.generator.spade_kernel,) * 2
-        norm_class = {"instance": nn.InstanceNorm2d, "batch": nn.BatchNorm2d,
-                      "syncbatch": nn.SyncBatchNorm}[cfg.generator.param_free_norm]
-        assert type(spade.param_free_norm) is norm_class
-    assert isinstance(generator.fc, nn.Linear if cfg.generator.use_vae else nn.Conv2d)
+        assert spade.modulation == g.modulation
+        assert spade.mlp_gamma.kernel_size == (g.spade_kernel,) * 2
+    if layout.conditioned:
+        assert isinstance(generator.fc, nn.Linear if g.use_vae else nn.Conv2d)
 
 
 def test_ablations_set_what_their_names_promise():

@@ -44,3 +44,15 @@ def test_reparameterize():
     assert torch.allclose(z.mean(0), torch.tensor([3.0, 3.0]), atol=0.05)
     assert torch.allclose(z.std(0), torch.tensor([0.5, 2.0]), atol=0.05)
     assert torch.equal(reparameterize(mu[:3], torch.full((3, 2), -200.0)), mu[:3])
+
+
+def test_reparameterize_is_the_trainers_and_the_harness_formula():
+    """One reparameterisation: with noise=None it draws as the trainer did, and with given
+    noise (per-image seeds in evaluation) it is mu + noise * exp(logvar / 2) exactly."""
+    mu, logvar = torch.randn(4, 8), torch.randn(4, 8)
+    torch.manual_seed(1)
+    trainer_z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    torch.manual_seed(1)
+    assert torch.equal(reparameterize(mu, logvar), trainer_z)
+    noise = torch.randn(4, 8)
+    assert torch.equal(reparameterize(mu, logvar, noise), mu + noise * torch.exp(0.5 * logvar))
