@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from eval.cache import cache_dir, root_hash, sha256_file, state_dict_sha256
 from eval.segmentation_metrics import ConfusionMatrixMetric
+from spade_bench.distributed import resolve_device
 from spade_bench.errors import EvalError, WeightsError
 from spade_bench.io import atomic_write
 
@@ -318,15 +319,6 @@ def segmenter_train_command(cfg) -> str:
     return " ".join(parts)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvalError("--device cuda was asked for but CUDA is not available; use --device cpu or auto")
-    return device
-
-
 # ----------------------------------------------------------------------------- scoring
 
 def module_device(module: nn.Module) -> torch.device:
@@ -461,7 +453,7 @@ def train_segmenter(cfg, out_path: Optional[str | Path] = None, steps: int = 500
     if steps < 1:
         raise EvalError(f"--steps must be >= 1, got {steps}")
     data = cfg.data
-    device = resolve_device(device)
+    device = resolve_device(str(device))
     out_path = Path(out_path) if out_path else default_segmenter_path(data)
     torch.manual_seed(seed)
     train_set = build_dataset(data, "train")
