@@ -195,3 +195,46 @@ def test_two_preprocessings_do_not_share_real_statistics(folder_root, make_run, 
     stored = evaluate_run(_folder_run(make_run, folder_root, "none", "data.preprocess=none"), metric="fid",
                           device="cpu", progress=False)
     assert fixed["files"]["real_stats"] != stored["files"]["real_stats"]
+
+
+class IgnoresLabels(nn.Module):
+    """The same image whatever the label map (the degenerate case)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("image", torch.linspace(-0.8, 0.8, 3 * 64 * 64).reshape(1, 3, 64, 64))
+
+    def forward(self, segmap, z=None):
+        return self.image.expand(segmap.shape[0], -1, -1, -1)
+
+
+class FollowsLabels(nn.Module):
+    """A fixed colour per class: the output is a function of the label map."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("palette", torch.rand(channels, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+
+    def forward(self, segmap, z=None):
+        return torch.einsum("bchw,cd->bdhw", segmap, self.palette)
+
+
+@pytest.mark.parametrize("generator, degenerate", [("ignores", True), ("follows", False)])
+def test_label_dependence_flags_a_generator_that_ignores_its_input(tmp_path, make_run, monkeypatch, stub_inception,
+                                                                   generator, degenerate):
+    import spade_bench.checkpoint as checkpoint
+    from spade_bench.config import load_config_file
+
+    cfg, run = make_run()
+    network = IgnoresLabels() if generator == "ignores" else FollowsLabels(cfg.data.semantic_channels)
+    monkeypatch.setattr(checkpoint, "load_generator",
+                        lambda run_dir, *a, **k: (load_config_file(run / "config.json"), network, None, 7))
+    result = evaluate_run(run, metric="fid", device="cpu", progress=False)
+    dependence = json.loads((run / "eval" / "metrics.json").read_text())["label_dependence"]
+    assert dependence == result["label_dependence"]
+    assert set(dependence) == {"uniform_distinctness", "label_spread", "degenerate", "rule"}
+    assert dependence["degenerate"] is degenerate and "label_spread <" in dependence["rule"]
+    if degenerate:
+        assert dependence["uniform_distinctness"] == 0.0 and dependence["label_spread"] == 0.0
+    else:
+        assert dependence["uniform_distinctness"] > 0.1 and dependence["label_spread"] > 0.01
