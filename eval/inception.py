@@ -121,6 +121,7 @@ def map_fid_helper_state_dict(torchscript_state: dict[str, Tensor]) -> dict[str,
 
 def build_fid_inception_structure() -> nn.Module:
     """pytorch-fid's `fid_inception_v3()` architecture, without its weight download."""
+    # Imported here: torchvision and pytorch-fid are needed only when the network is built.
     import torchvision
     from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
 
