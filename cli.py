@@ -263,7 +263,7 @@ def eval_command(
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")
         from eval.folders import compare_folders, parse_size
         from spade_bench.config import RunConfig, apply_overrides
-        from spade_bench.distributed import resolve_device
+        from eval.segmenter import resolve_device
 
         if any(not item.strip().startswith("eval.") for item in (set_ or [])):
             raise EvalError("with --real/--fake, --set takes only eval.* keys (e.g. eval.fid_protocol=tf)")
