@@ -254,6 +254,9 @@ def eval_command(
         set_: Optional[List[str]] = typer.Option(None, "--set", "-s",
                                                  help="Protocol override, e.g. --set eval.fid_protocol=tf."),
         label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
+        resize_to: Optional[str] = typer.Option(None, "--resize-to",
+                                                help="With --real/--fake: resize both folders to HxW (bicubic); "
+                                                     "folders of different sizes are refused without it."),
 ) -> None:
     """Score a run (generate, FID/KID, mIoU/accuracy, metrics.json), or two image folders.
 
@@ -266,6 +269,9 @@ def eval_command(
 
     if run is not None and (real is not None or fake is not None):
         raise EvalError("use either --run RUN_DIR or --real DIR --fake DIR, not both")
+    if run is not None and resize_to is not None:
+        raise EvalError("--resize-to applies to --real/--fake folders; a run is scored at eval.eval_size "
+                        "(--set eval.eval_size=N)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if run is not None:
@@ -291,15 +297,15 @@ def eval_command(
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")
         if label_nc is not None or dont_care is not None:
             raise EvalError("--label-nc/--dont-care apply to --run (its label maps); image folders have no labels")
-        from eval.folders import compare_folders  # lazy (torch): keeps `--help` fast
+        from eval.folders import compare_folders, parse_size  # lazy (torch): keeps `--help` fast
         from eval.harness import apply_eval_overrides  # lazy (torch): the library checks the keys
-        from eval.segmenter import resolve_device  # lazy (torch)
+        from spade_bench.distributed import resolve_device  # lazy (torch)
 
         protocol = apply_eval_overrides(RunConfig(), list(set_ or [])).eval
         result = compare_folders(real, fake, metric=metric, protocol=protocol.fid_protocol,
                                  device=resolve_device(device), batch_size=protocol.batch_size,
                                  kid_subsets=protocol.kid_subsets, kid_subset_size=protocol.kid_subset_size,
-                                 seed=protocol.seed)
+                                 seed=protocol.seed, resize_to=parse_size(resize_to) if resize_to else None)
         _echo_warnings(caught)
     typer.echo(json.dumps(result, indent=2, default=str))
 
