@@ -15,10 +15,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from spade_bench.errors import ConfigError
 from spade_bench.nn.spade import SPADE, NormFactory, SegmapCache, norm_factory, resize_segmap
+from spade_bench.nn.spectral import spectral_norm as _spectral_norm
 
 LAYER_NORM_KINDS = ("instance", "batch", "syncbatch", "none")
 
