@@ -1,5 +1,5 @@
 """Where evaluation caches live (mapped Inception weights, real-image statistics, evaluators),
-and the hashes that key them.
+and the hashes that key them or name what was loaded.
 
 The cache folder is `$SPADE_BENCH_CACHE`, or `~/.cache/spade-bench` when that is unset.
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
+
+import torch
 
 
 def cache_dir() -> Path:
@@ -25,6 +27,23 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Canonical hex sha256 of a network's weights: for each tensor, in sorted key order, its
+    name, dtype, shape and raw bytes (contiguous, on the CPU).
+
+    A file hash changes with whatever else a checkpoint stores (timings, the device) and with
+    the serialiser; this one depends only on the weights, so the same training gives the same
+    hash.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        # Raw bytes through a uint8 view: numpy has no bfloat16, a byte view works for every dtype.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 

@@ -183,20 +183,35 @@ def fid_bias_warning(num_images: int) -> Optional[str]:
             f"FIDs only at equal image counts and trust KID (--metric kid) for small sets")
 
 
+def kid_subset_size(requested: int, num_real: int, num_fake: int) -> int:
+    """The KID subset size: `requested` when it is below both set sizes, else half the smaller set.
+
+    A subset as large as the set is the set itself: every subset is then the same, and the
+    std over subsets is ~1e-16 however uncertain the estimate is. Subsets must be a true
+    sample of the set for their spread to mean anything.
+    """
+    smaller = min(int(num_real), int(num_fake))
+    size = int(requested) if int(requested) < smaller else smaller // 2
+    if size < 2:
+        raise EvalError(f"KID needs subsets of at least 2 images drawn from larger sets; got {num_real} real and "
+                        f"{num_fake} generated images (eval.kid_subset_size={requested}); evaluate at least "
+                        f"4 images (eval.num_images)")
+    return size
+
+
 def kid_from_features(real_features: np.ndarray, fake_features: np.ndarray, *, subsets: int = 100,
                       subset_size: int = 1000, seed: int = 0) -> tuple[float, float, int]:
     """torchmetrics' KernelInceptionDistance on precomputed features.
 
     The metric's feature module is the identity, so the computation (cubic polynomial kernel
-    MMD over random subsets) is torchmetrics' own. The subset size shrinks to the smaller
-    set when that has fewer images than `subset_size`. Returns (mean, std, subset size used).
+    MMD over random subsets) is torchmetrics' own. The subset size is `kid_subset_size`: below
+    both set sizes, so the std over subsets measures how the estimate varies with the images.
+    Returns (mean, std, subset size used).
     """
+    # Imported here: torchmetrics' image package is slow to import and only KID needs it.
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    n_real, n_fake = len(real_features), len(fake_features)
-    size = min(int(subset_size), n_real, n_fake)
-    if size < 2:
-        raise EvalError(f"KID needs at least 2 real and 2 generated images, got {n_real} and {n_fake}")
+    size = kid_subset_size(subset_size, len(real_features), len(fake_features))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "will save all extracted features"
         metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=int(subsets), subset_size=size)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from eval.fid import (FeatureExtractor, cached_real_statistics, fid_bias_warning, fid_from_features,
                       kid_from_features, real_stats_path)
 from eval.images import eval_hw, load_image, resize_labels, resize_uint8, save_png, to_uint8, from_uint8
-from eval.protocol import PER_IMAGE_SEED, build_protocol, per_image_seed
+from eval.protocol import PER_IMAGE_SEED, build_protocol, code_state, per_image_seed
 from eval.segmenter import (Segmenter, default_segmenter_path, load_segmenter, resolve_device,
                             segmenter_train_command, summarise)
 from eval.segmentation_metrics import ConfusionMatrixMetric
@@ -97,6 +97,8 @@ def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
         "hardware": summary.get("hardware") or env.get("gpu") or summary.get("device") or env.get("device"),
         "train_images_per_s": summary.get("images_per_s"),
         "train_peak_memory_gib": summary.get("peak_memory_gib"),
+        # Where the weights came from (an NVlabs import writes it); null for our own training.
+        "provenance": _read_json(run_dir / "provenance.json") or None,
     }
 
 
@@ -313,11 +315,14 @@ def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = 
         kid_subset_size=kid_subset_used,
         segmenter_input=segmenter.describe_input() if segmenter is not None else None,
         checkpoint_step=step,
+        # Protocol switches for released weights (issue 12); recorded with today's only values.
+        label_mapping=None, segmenter_input_size="generation", real_set="val",
         timings={**timings, "generated_images": generated,
                  "images_per_s": (count / work) if work > 0 else None},
     )
     result = {
         "schema": SCHEMA_VERSION,
+        "code": code_state(),
         "run": _run_section(run_dir, cfg, generator),
         "checkpoint_step": step,
         "metrics": metrics,

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from eval.cache import cache_dir, root_hash, sha256_file
+from eval.cache import cache_dir, root_hash, sha256_file, state_dict_sha256
 from eval.segmentation_metrics import ConfusionMatrixMetric
 from spade_bench.errors import EvalError, WeightsError
 from spade_bench.io import atomic_write
@@ -84,7 +84,9 @@ class Segmenter(nn.Module):
 
     Args:
         name: what the protocol record calls it.
-        sha256: hash of its checkpoint file.
+        sha256: its identity: the canonical hash of the weights for ours
+            (eval.cache.state_dict_sha256, the same for the same training), the file hash for a
+            user's TorchScript file.
         num_classes: our class count K.
     """
 
@@ -264,14 +266,20 @@ def load_segmenter(path: str | Path, num_classes: int, device: str | torch.devic
     if not isinstance(state, dict) or state.get("format") != SEGMENTER_FORMAT:
         raise EvalError(f"{path} is not a spade-bench segmenter checkpoint; for a TorchScript "
                         f"segmenter put its JSON sidecar at {sidecar}")
+    weights_sha = state_dict_sha256(state["state_dict"])
+    if state.get("weights_sha256", weights_sha) != weights_sha:
+        raise EvalError(f"segmenter checkpoint {path}: its weights do not match the sha256 recorded in it when "
+                        f"it was trained ({state['weights_sha256'][:12]}..., now {weights_sha[:12]}...); the file "
+                        f"was modified: train it again with `spade-bench segmenter train` (or delete it)")
     if state["num_classes"] != num_classes:
         raise EvalError(f"segmenter {path} predicts {state['num_classes']} classes but this dataset has "
                         f"{num_classes}; train one for this dataset with `spade-bench segmenter train`")
     network = build_segmentation_network(state["num_classes"], state["arch"], imagenet_encoder=False)
     network.load_state_dict(state["state_dict"], strict=True)
     name = f"{state['arch']}-efficientnet_lite0 ({state['dataset']} {state['image_size'][0]}x{state['image_size'][1]}, {state['steps']} steps)"
-    segmenter = DefaultSegmenter(network, tuple(state["image_size"]), name, sha, state["num_classes"])
+    segmenter = DefaultSegmenter(network, tuple(state["image_size"]), name, weights_sha, state["num_classes"])
     segmenter.info = {k: v for k, v in state.items() if k != "state_dict"}
+    segmenter.info["file_sha256"] = sha
     segmenter.info["kind"] = "default"
     return segmenter.to(device).eval()
 
@@ -508,16 +516,20 @@ def train_segmenter(cfg, out_path: Optional[str | Path] = None, steps: int = 500
         "train_images": len(train_set), "device": str(device),
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
     }
-    # Scored before saving, so the stored ceiling is the saved network's own (hash not known yet).
-    segmenter = DefaultSegmenter(network, tuple(data.image_size), f"{arch}-efficientnet_lite0", "", data.label_nc)
+    # The evaluator's identity: stable across identical trainings, unlike the file's bytes
+    # (which hold the training time).
+    state["weights_sha256"] = state_dict_sha256(state["state_dict"])
+    # Scored before saving, so the stored ceiling is the saved network's own.
+    segmenter = DefaultSegmenter(network, tuple(data.image_size), f"{arch}-efficientnet_lite0",
+                                 state["weights_sha256"], data.label_nc)
     num_val = data.max_val_images
     real = evaluate_on_real(segmenter, data, num_images=num_val, batch_size=batch_size)
     state["real_val"] = real
     atomic_write(out_path, lambda f: torch.save(state, f))
-    sha = sha256_file(out_path)
-    atomic_write(hash_path(out_path), lambda f: f.write(f"{sha}  {out_path.name}\n"), mode="w")
+    file_sha = sha256_file(out_path)
+    atomic_write(hash_path(out_path), lambda f: f.write(f"{file_sha}  {out_path.name}\n"), mode="w")
     return {
-        "path": str(out_path), "sha256": sha, "arch": arch, "steps": steps, "batch_size": batch_size,
+        "path": str(out_path), "sha256": state["weights_sha256"], "file_sha256": file_sha, "arch": arch, "steps": steps, "batch_size": batch_size,
         "image_size": list(data.image_size), "dataset": data.dataset, "train_time_s": train_time,
         "train_images": len(train_set), "device": str(device),
         "real_val_miou": real["miou"], "real_val_pixel_accuracy": real["pixel_accuracy"],

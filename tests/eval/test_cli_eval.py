@@ -30,7 +30,9 @@ def test_folders_fid_and_kid(tmp_path, stub_inception):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["metrics"]["fid"] > 0 and payload["metrics"]["kid"] is not None
-    assert payload["protocol"]["fid_protocol"] == "pytorch-fid" and payload["protocol"]["kid_subset_size"] == 5
+    # The default subset size (1000) exceeds the 5 generated images: subsets of half of them.
+    assert payload["protocol"]["fid_protocol"] == "pytorch-fid" and payload["protocol"]["kid_subset_size"] == 2
+    assert payload["protocol"]["kid_subsets"] == 5 and payload["metrics"]["kid_std"] > 0
     # Fewer images than the 2048 feature dimensions: FID is biased, KID is the one to trust.
     assert "biased" in result.stderr and "KID" in result.stderr
 

@@ -103,17 +103,37 @@ def _numpy_kid(real, fake):
     return ((k_rr.sum() - np.trace(k_rr)) + (k_ff.sum() - np.trace(k_ff))) / (m * (m - 1)) - 2 * k_rf.mean()
 
 
-def test_kid_is_torchmetrics_computation_and_matches_numpy():
+def _numpy_kid_over_subsets(real, fake, subsets, subset_size, seed):
+    """Mean and std of the NumPy MMD over the subsets torchmetrics draws: per subset, a
+    permutation of the real then of the generated indices, from torch's RNG seeded once."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = []
+    for _ in range(subsets):
+        real_index = torch.randperm(len(real), generator=generator)[:subset_size].numpy()
+        fake_index = torch.randperm(len(fake), generator=generator)[:subset_size].numpy()
+        scores.append(_numpy_kid(real[real_index], fake[fake_index]))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def test_kid_std_comes_from_true_subsets_and_matches_numpy():
     rng = np.random.default_rng(1)
     real = rng.normal(size=(15, 16))
     fake = rng.normal(loc=0.5, size=(15, 16))
-    # subset_size 1000 shrinks to the 15 available: every subset is the whole set.
-    kid, kid_std, used = kid_from_features(real, fake, subsets=5, subset_size=1000)
-    assert used == 15
-    assert kid == pytest.approx(_numpy_kid(real, fake), rel=1e-6)
-    assert kid_std == pytest.approx(0.0, abs=1e-9)
-    same_distribution, _, _ = kid_from_features(real, rng.normal(size=(15, 16)), subsets=5, subset_size=1000)
+    # subset_size 1000 is more than the 15 images: subsets of half the set, never the whole set.
+    kid, kid_std, used = kid_from_features(real, fake, subsets=5, subset_size=1000, seed=3)
+    assert used == 7
+    reference_mean, reference_std = _numpy_kid_over_subsets(real, fake, 5, 7, seed=3)
+    assert kid == pytest.approx(reference_mean, rel=1e-6)
+    assert kid_std == pytest.approx(reference_std, rel=1e-6)
+    assert kid_std > 0.05 * abs(kid)  # a real spread, not the ~1e-16 of identical subsets
+    # A requested size below the set size is kept; the whole-set estimate is the NumPy one.
+    kid, kid_std, used = kid_from_features(real, fake, subsets=4, subset_size=12, seed=0)
+    assert used == 12
+    assert (kid, kid_std) == pytest.approx(_numpy_kid_over_subsets(real, fake, 4, 12, seed=0), rel=1e-6)
+    same_distribution, _, _ = kid_from_features(real, rng.normal(size=(15, 16)), subsets=20, subset_size=1000)
     assert abs(same_distribution) < kid / 3
+    with pytest.raises(Exception, match="at least 4 images"):
+        kid_from_features(real[:3], fake[:3], subsets=2, subset_size=1000)
 
 
 def test_kid_subsets_are_seeded_and_leave_global_rng_alone():

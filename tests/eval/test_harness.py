@@ -18,7 +18,7 @@ from spade_bench.errors import ConfigError, EvalError
 
 RUN_KEYS = {"dir", "variant", "seed", "preset", "dataset", "config_hash", "generator_params",
             "discriminator_params", "perceptual", "steps", "ema", "hardware", "train_images_per_s",
-            "train_peak_memory_gib"}
+            "train_peak_memory_gib", "provenance"}
 PROTOCOL_KEYS = {"metric_versions", "num_images", "generation_size", "eval_size", "image_resize", "label_resize",
                  "fid_protocol", "fid_extractor_sha256", "segmenter", "segmenter_sha256", "seeds", "wall_time_s"}
 

@@ -125,7 +125,7 @@ def test_train_segmenter_saves_hash_and_real_val_ceiling(tiny_evaluator):
     from eval.segmenter import evaluate_on_real
 
     cfg, out, info = tiny_evaluator
-    assert info["path"] == str(out) and info["sha256"] == sha256_file(out)
+    assert info["path"] == str(out) and info["file_sha256"] == sha256_file(out)
     assert info["steps"] == 4 and info["image_size"] == [64, 64] and info["num_val_images"] == 6
     assert 0.0 <= info["real_val_miou"] <= 100.0 and 0.0 <= info["real_val_pixel_accuracy"] <= 100.0
     segmenter = load_segmenter(out, num_classes=cfg.data.label_nc)
@@ -147,7 +147,7 @@ def test_changed_checkpoint_is_detected_by_its_recorded_hash(tiny_evaluator, tmp
     _, out, info = tiny_evaluator
     from eval.segmenter import hash_path
 
-    assert hash_path(out).read_text().split()[0] == info["sha256"]
+    assert hash_path(out).read_text().split()[0] == info["file_sha256"]
     copy = tmp_path / "copy.pt"
     copy.write_bytes(out.read_bytes() + b"\0")
     hash_path(copy).write_text(hash_path(out).read_text())
@@ -177,3 +177,33 @@ def test_cached_training_set_crops_and_flips_like_the_pipeline():
         seen_flip |= flip
     assert seen_flip  # seeded draws: a flip occurs within these six samples
     assert CachedTrainingSet.fits(cfg.data, 10) and not CachedTrainingSet.fits(cfg.data, 10 ** 7)
+
+
+def test_identity_is_the_weights_hash_not_the_file_bytes(tiny_evaluator, tmp_path):
+    from eval.cache import sha256_file, state_dict_sha256
+
+    _, out, info = tiny_evaluator
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    assert info["sha256"] == state["weights_sha256"] == state_dict_sha256(state["state_dict"])
+    # Re-saved with another training time: other file bytes, the same evaluator.
+    state["train_time_s"] += 1.0
+    copy = tmp_path / "same_weights.pt"
+    torch.save(state, copy)
+    assert sha256_file(copy) != info["file_sha256"]
+    assert load_segmenter(copy, num_classes=10).sha256 == info["sha256"]
+
+
+def test_modified_weights_are_refused_naming_the_file_and_the_fix(tiny_evaluator, tmp_path):
+    from eval.cache import sha256_file
+    from eval.segmenter import hash_path
+
+    _, out, info = tiny_evaluator
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    key = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][key] = state["state_dict"][key] + 0.5
+    tampered = tmp_path / "tampered.pt"
+    torch.save(state, tampered)
+    # Even with a file-hash sidecar that matches the new bytes, the weights give it away.
+    hash_path(tampered).write_text(f"{sha256_file(tampered)}  tampered.pt\n")
+    with pytest.raises(EvalError, match=r"tampered\.pt.*do not match the sha256.*segmenter train"):
+        load_segmenter(tampered, num_classes=10)
