@@ -177,3 +177,45 @@ def test_key_maps_are_inverse():
     ours = from_nvlabs_keys(theirs)
     assert "up_0.conv_0.parametrizations.weight.0._u" in ours and "fc.weight" in ours
     assert list(to_nvlabs_keys(ours)) == list(theirs)
+
+
+def _trained_here(cfg, run):
+    """A run directory of `cfg` at step 0, written as the trainer writes one."""
+    from spade_bench.config import save_config
+    from spade_bench.trainer import Trainer
+
+    Trainer(cfg, run, device=torch.device("cpu"), progress=False, with_data=False).save()
+    save_config(cfg, run / "config.json")
+    return run
+
+
+def test_pix2pixhd_run_exports_in_the_originals_layout_and_round_trips(tmp_path):
+    from spade_bench.config import resolve
+
+    cfg = resolve("pix2pixhd", preset="smoke", overrides=[
+        "generator.ngf=4", "generator.pix2pixhd_blocks=1", "generator.pix2pixhd_downsamples=2",
+        "discriminator.ndf=4", "loss.perceptual=none"])
+    run = _trained_here(cfg, tmp_path / "run")
+    import_nvlabs_export = CliRunner().invoke(app, ["export-nvlabs", str(run), "--out", str(tmp_path / "x")])
+    assert import_nvlabs_export.exit_code == 0, import_nvlabs_export.output
+    options = read_options(tmp_path / "x" / "opt.txt")
+    assert (options["netG"], options["norm_G"], options["resnet_n_downsample"]) == ("pix2pixhd", "spectralinstance", "2")
+    exported = torch.load(tmp_path / "x" / "latest_net_G.pth", weights_only=True)
+    assert not any("parametrizations" in k for k in exported) and any(k.endswith("weight_orig") for k in exported)
+    import_nvlabs(tmp_path / "x", tmp_path / "again", dataset="synthetic",
+                  overrides=["data.load_size=64", "data.num_workers=0"])
+    first, second = load_checkpoint(latest_path(run)), load_checkpoint(latest_path(tmp_path / "again"))
+    for net in ("generator", "discriminator"):
+        assert sorted(first[net]) == sorted(second[net])
+        assert all(torch.equal(first[net][k], second[net][k]) for k in first[net])
+
+
+def test_export_refuses_what_the_original_cannot_build(tmp_path):
+    from spade_bench.config import resolve
+
+    cfg = resolve("concat", preset="smoke", overrides=["generator.ngf=4", "discriminator.ndf=4",
+                                                        "loss.perceptual=none"])
+    run = _trained_here(cfg, tmp_path / "run")
+    result = CliRunner().invoke(app, ["export-nvlabs", str(run), "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "generator.arch=concat" in result.output
+    assert not (tmp_path / "x").exists()
