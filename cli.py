@@ -221,6 +221,9 @@ def eval_command(
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         set_: Optional[List[str]] = typer.Option(None, "--set", "-s",
                                                  help="Protocol override, e.g. --set eval.fid_protocol=tf."),
+        resize_to: Optional[str] = typer.Option(None, "--resize-to",
+                                                help="With --real/--fake: resize both folders to HxW (bicubic); "
+                                                     "folders of different sizes are refused without it."),
 ) -> None:
     """Score a run (generate, FID/KID, mIoU/accuracy, metrics.json), or two image folders.
 
@@ -236,6 +239,9 @@ def eval_command(
 
     if run is not None and (real is not None or fake is not None):
         raise EvalError("use either --run RUN_DIR or --real DIR --fake DIR, not both")
+    if run is not None and resize_to is not None:
+        raise EvalError("--resize-to applies to --real/--fake folders; a run is scored at eval.eval_size "
+                        "(--set eval.eval_size=N)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if run is not None:
@@ -255,9 +261,9 @@ def eval_command(
             return
         if real is None or fake is None:
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")
-        from eval.folders import compare_folders
+        from eval.folders import compare_folders, parse_size
         from spade_bench.config import RunConfig, apply_overrides
-        from eval.segmenter import resolve_device
+        from spade_bench.distributed import resolve_device
 
         if any(not item.strip().startswith("eval.") for item in (set_ or [])):
             raise EvalError("with --real/--fake, --set takes only eval.* keys (e.g. eval.fid_protocol=tf)")
@@ -265,7 +271,7 @@ def eval_command(
         result = compare_folders(real, fake, metric=metric, protocol=protocol.fid_protocol,
                                  device=resolve_device(device), batch_size=protocol.batch_size,
                                  kid_subsets=protocol.kid_subsets, kid_subset_size=protocol.kid_subset_size,
-                                 seed=protocol.seed)
+                                 seed=protocol.seed, resize_to=parse_size(resize_to) if resize_to else None)
         _echo_warnings(caught)
     typer.echo(json.dumps(result, indent=2, default=str))
 

@@ -9,14 +9,17 @@ result:
 - `tf` (TF, torch-fidelity, NVIDIA): TF1-style bilinear resize to 299x299 on the 0..255
   values, then (x - 128) / 128.
 
-Real-image statistics are cached per (dataset, split, size, protocol, dataset-root hash,
-image count, resize mode, extractor hash) so that every variant of an ablation reuses them.
+Real-image statistics are cached under a key of everything they depend on (`real_stats_key`:
+the image files with their sizes and mtimes, the split, every data/preprocessing field, the
+scoring size, the FID protocol and the extractor hash), so that every variant of an ablation
+reuses them and nothing else does.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -26,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from eval.cache import cache_dir, root_hash
+from eval.cache import cache_dir, short_hash
 from eval.inception import FID_FEATURE_DIM, INCEPTION_INPUT_SIZE, load_fid_inception
+from spade_bench.data import PairedDataset, SyntheticDataset
 from spade_bench.errors import EvalError
 from spade_bench.io import atomic_write
 
@@ -237,11 +241,42 @@ class RealStatistics:
     meta: dict
 
 
-def real_stats_path(*, dataset: str, split: str, size_hw: tuple[int, int], protocol: str,
-                    root: Optional[str], num_images: int, image_resize: str,
-                    extractor_sha256: str) -> Path:
-    name = (f"{dataset}_{split}_{size_hw[0]}x{size_hw[1]}_{protocol}_root-{root_hash(root)}"
-            f"_n{num_images}_{image_resize}_inc-{extractor_sha256[:8]}.npz")
+def dataset_fingerprint(dataset, indices: Iterable[int]) -> str:
+    """sha256 of what the images at `indices` are: for files, each image's absolute path, size
+    and modification time (an in-place edit changes it); for the procedural scenes, their seed
+    (the scenes themselves follow from the seed, split, index and data config)."""
+    digest = hashlib.sha256()
+    indices = [int(i) for i in indices]
+    digest.update(json.dumps(indices).encode())
+    if isinstance(dataset, SyntheticDataset):
+        digest.update(f"synthetic seed {dataset.seed} split {dataset.split}".encode())
+    elif isinstance(dataset, PairedDataset):
+        for i in indices:
+            path = Path(dataset.pairs[i].image).resolve()
+            stat = path.stat()
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    else:
+        raise TypeError(f"no fingerprint for a {type(dataset).__name__}; expected a spade_bench.data dataset")
+    return digest.hexdigest()
+
+
+def real_stats_key(data_cfg, split: str, dataset, indices: Iterable[int], size_hw: tuple[int, int],
+                   extractor: "FeatureExtractor") -> dict:
+    """Everything real-image statistics depend on: the image files (paths, sizes, mtimes), the
+    split, every data/preprocessing field, the scoring size, the FID protocol and the extractor."""
+    indices = [int(i) for i in indices]
+    data = {k: v for k, v in asdict(data_cfg).items() if k not in ("num_workers", "max_val_images")}
+    data["root"] = str(Path(data_cfg.root).expanduser().resolve()) if data_cfg.root else None
+    return {"dataset": data_cfg.dataset, "split": split, "size_hw": [int(v) for v in size_hw],
+            "protocol": extractor.protocol, "extractor_sha256": extractor.weights_sha256,
+            "num_images": len(indices), "images": dataset_fingerprint(dataset, indices), "data": data}
+
+
+def real_stats_path(key: dict) -> Path:
+    """Cache file of the statistics for a `real_stats_key`: a readable prefix and the key's hash."""
+    height, width = key["size_hw"]
+    name = (f"{key['dataset']}_{key['split']}_{height}x{width}_{key['protocol']}_n{key['num_images']}"
+            f"_{short_hash(json.dumps(key, sort_keys=True), 16)}.npz")
     return cache_dir() / "fid_stats" / name
 
 

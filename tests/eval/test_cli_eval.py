@@ -149,3 +149,20 @@ def test_segmenter_train_command(tmp_path):
                                  "--set", "data.synthetic_train_size=4", "--set", "data.max_val_images=2"])
     assert result.exit_code == 0, result.output
     assert out.is_file() and "real val (2 images): mIoU" in result.stdout and "sha256:" in result.stdout
+
+
+def test_folders_of_different_sizes_are_refused_unless_resized(tmp_path, stub_inception):
+    real = _write_images(tmp_path / "real", 4, size=(32, 32))
+    fake = _write_images(tmp_path / "fake", 4, size=(16, 16), seed=1)
+    refused = runner.invoke(app, ["eval", "--real", str(real), "--fake", str(fake), "--metric", "fid",
+                                  "--device", "cpu"])
+    assert refused.exit_code != 0
+    assert "32x32" in refused.stderr and "16x16" in refused.stderr and "--resize-to 16x16" in refused.stderr
+    resized = runner.invoke(app, ["eval", "--real", str(real), "--fake", str(fake), "--metric", "fid",
+                                  "--device", "cpu", "--resize-to", "16x16"])
+    assert resized.exit_code == 0, resized.output
+    payload = json.loads(resized.stdout)
+    assert payload["protocol"]["eval_size"] == [[16, 16], [16, 16]]
+    assert "16x16 (--resize-to)" in payload["protocol"]["image_resize"] and payload["metrics"]["fid"] > 0
+    bad = runner.invoke(app, ["eval", "--real", str(real), "--fake", str(fake), "--resize-to", "16"])
+    assert bad.exit_code != 0 and "HEIGHTxWIDTH" in bad.stderr

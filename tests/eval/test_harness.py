@@ -7,6 +7,7 @@ tiny TorchScript net with a sidecar, so the file runs in seconds.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -147,3 +148,93 @@ def test_vae_with_encoder_samples_the_posterior_of_the_real_photo(tmp_path, make
     for i in range(4):
         assert (tmp_path / "a/eval/images" / f"{i:05d}.png").read_bytes() == \
             (tmp_path / "b/eval/images" / f"{i:05d}.png").read_bytes()
+
+
+@pytest.fixture
+def folder_root(tmp_path):
+    """A tiny `folder` dataset: ROOT/{train,val}/{images,labels}, three 80x80 pairs each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            (tmp_path / "data" / split / sub).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / split / "images" / f"{i}.png")
+            label = np.zeros((80, 80), np.uint8)
+            label[40:] = i + 1
+            Image.fromarray(label).save(tmp_path / "data" / split / "labels" / f"{i}.png")
+    return tmp_path / "data"
+
+
+def _folder_run(make_run, root, name, *extra):
+    return make_run(name, extra=["data.dataset=folder", f"data.root={root}", "data.max_val_images=3", *extra])[1]
+
+
+def test_editing_a_val_photo_in_place_changes_fid(folder_root, make_run, stub_inception):
+    from PIL import Image
+
+    run = _folder_run(make_run, folder_root, "a")
+    first = evaluate_run(run, metric="fid", device="cpu", progress=False)
+    photo = folder_root / "val" / "images" / "1.png"
+    Image.fromarray(np.full((80, 80, 3), 200, np.uint8)).save(photo)  # same name, same place
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        second = evaluate_run(run, metric="fid", device="cpu", progress=False)
+    assert second["metrics"]["fid"] != first["metrics"]["fid"]
+    assert second["files"]["real_stats"] != first["files"]["real_stats"]
+    assert any("validation files" in str(w.message) for w in caught)  # the stored images were redone
+    # The stored real image is the edited photo, not the old one.
+    assert (torch.from_numpy(np.asarray(Image.open(run / "eval" / "real" / "00001.png"))) == 200).all()
+
+
+def test_two_preprocessings_do_not_share_real_statistics(folder_root, make_run, stub_inception):
+    fixed = evaluate_run(_folder_run(make_run, folder_root, "fixed", "data.preprocess=fixed"), metric="fid",
+                         device="cpu", progress=False)
+    stored = evaluate_run(_folder_run(make_run, folder_root, "none", "data.preprocess=none"), metric="fid",
+                          device="cpu", progress=False)
+    assert fixed["files"]["real_stats"] != stored["files"]["real_stats"]
+
+
+class IgnoresLabels(nn.Module):
+    """The same image whatever the label map (the degenerate case)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("image", torch.linspace(-0.8, 0.8, 3 * 64 * 64).reshape(1, 3, 64, 64))
+
+    def forward(self, segmap, z=None):
+        return self.image.expand(segmap.shape[0], -1, -1, -1)
+
+
+class FollowsLabels(nn.Module):
+    """A fixed colour per class: the output is a function of the label map."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("palette", torch.rand(channels, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+
+    def forward(self, segmap, z=None):
+        return torch.einsum("bchw,cd->bdhw", segmap, self.palette)
+
+
+@pytest.mark.parametrize("generator, degenerate", [("ignores", True), ("follows", False)])
+def test_label_dependence_flags_a_generator_that_ignores_its_input(tmp_path, make_run, monkeypatch, stub_inception,
+                                                                   generator, degenerate):
+    import spade_bench.checkpoint as checkpoint
+    from spade_bench.config import load_config_file
+
+    cfg, run = make_run()
+    network = IgnoresLabels() if generator == "ignores" else FollowsLabels(cfg.data.semantic_channels)
+    monkeypatch.setattr(checkpoint, "load_generator",
+                        lambda run_dir, *a, **k: (load_config_file(run / "config.json"), network, None, 7))
+    result = evaluate_run(run, metric="fid", device="cpu", progress=False)
+    dependence = json.loads((run / "eval" / "metrics.json").read_text())["label_dependence"]
+    assert dependence == result["label_dependence"]
+    assert set(dependence) == {"uniform_distinctness", "label_spread", "degenerate", "rule"}
+    assert dependence["degenerate"] is degenerate and "label_spread <" in dependence["rule"]
+    if degenerate:
+        assert dependence["uniform_distinctness"] == 0.0 and dependence["label_spread"] == 0.0
+    else:
+        assert dependence["uniform_distinctness"] > 0.1 and dependence["label_spread"] > 0.01

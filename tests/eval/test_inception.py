@@ -54,3 +54,19 @@ def test_mapped_weights_cached_once_with_sha256():
     mtime = path.stat().st_mtime_ns
     assert ensure_mapped_weights() == (path, sha)
     assert path.stat().st_mtime_ns == mtime  # not rewritten
+
+
+def test_modified_weights_file_is_refused_naming_the_file_and_the_fix(tmp_path, monkeypatch):
+    import shutil
+
+    path, sha = ensure_mapped_weights()  # the session cache's mapped copy
+    cache = tmp_path / "cache"
+    (cache / "weights").mkdir(parents=True)
+    copy = cache / "weights" / path.name
+    shutil.copy(path.with_suffix(".json"), copy.with_suffix(".json"))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["Mixed_7c.branch_pool.bn.bias"] = state["Mixed_7c.branch_pool.bn.bias"] + 0.01
+    torch.save(state, copy)  # modified in place; the recorded hash is the old one
+    monkeypatch.setenv("SPADE_BENCH_CACHE", str(cache))
+    with pytest.raises(WeightsError, match=rf"{copy.name} do not match the sha256.*delete it"):
+        load_fid_inception("cpu")
