@@ -67,3 +67,70 @@ def test_protocol_keys_are_config_keys_outside_the_experiment_hash():
     assert config_hash(changed) == config_hash(base)
     with pytest.raises(ConfigError):
         apply_overrides(base, ["eval.real_set=train"])
+
+
+# ----------------------------------------------------------------------------- wired into evaluate_run
+
+class SizeProbe(torch.nn.Module):
+    """19 logits; class 0 (road) wins where the input is 32 wide, class 1 (sidewalk) elsewhere."""
+
+    def forward(self, x):
+        at_32 = torch.full_like(x[:, :1], 1.0 if x.shape[-1] == 32 else -1.0)
+        return torch.cat([at_32, -at_32, torch.zeros_like(x[:, :1]).repeat(1, 17, 1, 1) - 5], dim=1)
+
+
+def _probe(tmp_path, input_size):
+    import json
+    path = tmp_path / "probe.pt"
+    torch.jit.script(SizeProbe()).save(str(path))
+    path.with_suffix(".json").write_text(json.dumps({"name": "probe", "input_size": input_size, "output": "logits"}))
+    return f"eval.segmenter={path}"
+
+
+def test_cityscapes_mapping_and_segmenter_input_size_in_evaluate_run(tmp_path, make_run, stub_inception):
+    """A 19-class segmenter scored through the 35 -> 19 mapping: only road (id 7) and sidewalk
+    (id 8) pixels count, at the segmenter's native width (32: all road) or the generation width
+    (64: all sidewalk)."""
+    from eval.harness import evaluate_run
+    from spade_bench.data import build_dataset
+
+    cfg, run = make_run(extra=["data.label_nc=35"])
+    labels = torch.stack([build_dataset(cfg.data, "val", augment=False)[i]["label"] for i in range(4)])
+    road, sidewalk = int((labels == 7).sum()), int((labels == 8).sum())
+    assert road and sidewalk  # the synthetic scenes have both
+    segmenter = _probe(tmp_path, [32, 32])
+    common = [segmenter, "eval.label_mapping=cityscapes-35-to-19"]
+    native = evaluate_run(run, metric="miou", device="cpu", overrides=common, progress=False)
+    assert native["metrics"]["pixel_accuracy"] == pytest.approx(100 * road / (road + sidewalk))
+    assert native["protocol"]["label_mapping"] == "cityscapes-35-to-19"
+    assert native["protocol"]["segmenter_input_size"] == "native"
+    assert set(native["per_class_iou"]) == set(CITYSCAPES_19_CLASSES)
+    generation = evaluate_run(run, metric="miou", device="cpu", progress=False,
+                              overrides=common + ["eval.segmenter_input_size=generation"])
+    assert generation["metrics"]["pixel_accuracy"] == pytest.approx(100 * sidewalk / (road + sidewalk))
+    assert generation["protocol"]["segmenter_input_size"] == "generation"
+
+
+def test_real_set_test_compares_against_the_test_photos(tmp_path, make_run, stub_inception):
+    from eval.harness import evaluate_run
+    from spade_bench.errors import EvalError
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for split in ("train", "val", "test"):
+        for sub in ("images", "labels"):
+            (root / split / sub).mkdir(parents=True)
+        for i in range(3):
+            shade = 40 if split != "test" else 220  # test photos look nothing like val
+            Image.fromarray(np.clip(rng.normal(shade, 10, (64, 64, 3)), 0, 255).astype(np.uint8)).save(
+                root / split / "images" / f"{i}.png")
+            Image.fromarray(np.zeros((64, 64), np.uint8)).save(root / split / "labels" / f"{i}.png")
+    _, run = make_run(extra=["data.dataset=folder", f"data.root={root}", "data.max_val_images=3"])
+    val = evaluate_run(run, metric="fid", device="cpu", progress=False)
+    test = evaluate_run(run, metric="fid", device="cpu", overrides=["eval.real_set=test"], progress=False)
+    assert (val["protocol"]["real_set"], test["protocol"]["real_set"]) == ("val", "test")
+    assert "_test_" in Path(test["files"]["real_stats"]).name and "_val_" in Path(val["files"]["real_stats"]).name
+    assert test["metrics"]["fid"] != val["metrics"]["fid"]
+    _, synthetic = make_run("synthetic")
+    with pytest.raises(EvalError, match="eval.real_set=val"):
+        evaluate_run(synthetic, metric="fid", device="cpu", overrides=["eval.real_set=test"], progress=False)
