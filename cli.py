@@ -472,6 +472,9 @@ def import_nvlabs_command(
     nets = ", ".join(f"{role} {how}" for role, how in provenance["networks"].items())
     typer.echo(f"imported {checkpoint_dir} ({nets}) into {out}: config.json, checkpoints/latest.pt (step 0), "
                f"provenance.json")
+    if root is None and dataset != "synthetic":
+        typer.echo("note: no --root given, so `eval --run` has no real images to score against; import again "
+                   "with --dataset NAME --root PATH to evaluate it")
 
 
 @app.command("export-nvlabs")

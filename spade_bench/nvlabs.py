@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import pickle
 import re
 import time
@@ -431,16 +430,5 @@ def export_nvlabs(run_dir: str | Path, out: str | Path, *, checkpoint: str = "la
     return written
 
 
-def read_provenance(run_dir: str | Path) -> Optional[dict[str, Any]]:
-    """RUN/provenance.json, or None for a run trained here."""
-    path = Path(run_dir) / PROVENANCE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); re-import the run") from None
-
-
 __all__ = ["read_options", "config_from_options", "options_from_config", "format_options", "from_nvlabs_keys",
-           "to_nvlabs_keys", "import_nvlabs", "export_nvlabs", "read_provenance", "NETWORK_FILES", "PROVENANCE"]
+           "to_nvlabs_keys", "import_nvlabs", "export_nvlabs", "NETWORK_FILES", "PROVENANCE"]

@@ -1,6 +1,7 @@
 """The Cityscapes 35 -> 19 trainId mapping, on label files written with known ids."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from eval.harness import evaluate_run
 from eval.label_maps import CITYSCAPES_19_CLASSES, IGNORE, get_label_mapping
-from spade_bench.config import RunConfig, apply_overrides, with_dataset
+from spade_bench.config import RunConfig, apply_overrides, config_hash, with_dataset
+from spade_bench.data import build_dataset
 from spade_bench.data.formats import load_label_array
-from spade_bench.errors import ConfigError
+from spade_bench.errors import ConfigError, EvalError
 
 # (Cityscapes label id, name, trainId) from cityscapesScripts' labels.py, written out here
 # independently of the table under test.
@@ -58,7 +61,6 @@ def test_unknown_mapping_and_wrong_label_count_are_errors():
 
 
 def test_protocol_keys_are_config_keys_outside_the_experiment_hash():
-    from spade_bench.config import config_hash
     base = RunConfig()
     changed = apply_overrides(base, ["eval.label_mapping=cityscapes-35-to-19", "eval.segmenter_input_size=generation",
                                      "eval.real_set=test"])
@@ -80,7 +82,6 @@ class SizeProbe(torch.nn.Module):
 
 
 def _probe(tmp_path, input_size):
-    import json
     path = tmp_path / "probe.pt"
     torch.jit.script(SizeProbe()).save(str(path))
     path.with_suffix(".json").write_text(json.dumps({"name": "probe", "input_size": input_size, "output": "logits"}))
@@ -91,9 +92,6 @@ def test_cityscapes_mapping_and_segmenter_input_size_in_evaluate_run(tmp_path, m
     """A 19-class segmenter scored through the 35 -> 19 mapping: only road (id 7) and sidewalk
     (id 8) pixels count, at the segmenter's native width (32: all road) or the generation width
     (64: all sidewalk)."""
-    from eval.harness import evaluate_run
-    from spade_bench.data import build_dataset
-
     cfg, run = make_run(extra=["data.label_nc=35"])
     labels = torch.stack([build_dataset(cfg.data, "val", augment=False)[i]["label"] for i in range(4)])
     road, sidewalk = int((labels == 7).sum()), int((labels == 8).sum())
@@ -112,9 +110,6 @@ def test_cityscapes_mapping_and_segmenter_input_size_in_evaluate_run(tmp_path, m
 
 
 def test_real_set_test_compares_against_the_test_photos(tmp_path, make_run, stub_inception):
-    from eval.harness import evaluate_run
-    from spade_bench.errors import EvalError
-
     rng = np.random.default_rng(0)
     root = tmp_path / "data"
     for split in ("train", "val", "test"):

@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from cli import app
 from spade_bench.checkpoint import latest_path, load_checkpoint, load_generator
-from spade_bench.config import load_config_file
+from spade_bench.config import load_config_file, resolve, save_config
 from spade_bench.data import semantic_input
 from spade_bench.data.formats import load_instance_array, load_label_array
 from spade_bench.discriminators import build_discriminator
 from spade_bench.errors import ConfigError
 from spade_bench.nvlabs import (NETWORK_FILES, config_from_options, from_nvlabs_keys, import_nvlabs,
                                 read_options, to_nvlabs_keys)
-from spade_bench.trainer import load_saved_config, train_run
+from spade_bench.trainer import Trainer, load_saved_config, train_run
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "nvlabs-spade"
 TOL = 1e-6
@@ -181,23 +181,18 @@ def test_key_maps_are_inverse():
 
 def _trained_here(cfg, run):
     """A run directory of `cfg` at step 0, written as the trainer writes one."""
-    from spade_bench.config import save_config
-    from spade_bench.trainer import Trainer
-
     Trainer(cfg, run, device=torch.device("cpu"), progress=False, with_data=False).save()
     save_config(cfg, run / "config.json")
     return run
 
 
 def test_pix2pixhd_run_exports_in_the_originals_layout_and_round_trips(tmp_path):
-    from spade_bench.config import resolve
-
     cfg = resolve("pix2pixhd", preset="smoke", overrides=[
         "generator.ngf=4", "generator.pix2pixhd_blocks=1", "generator.pix2pixhd_downsamples=2",
         "discriminator.ndf=4", "loss.perceptual=none"])
     run = _trained_here(cfg, tmp_path / "run")
-    import_nvlabs_export = CliRunner().invoke(app, ["export-nvlabs", str(run), "--out", str(tmp_path / "x")])
-    assert import_nvlabs_export.exit_code == 0, import_nvlabs_export.output
+    exported = CliRunner().invoke(app, ["export-nvlabs", str(run), "--out", str(tmp_path / "x")])
+    assert exported.exit_code == 0, exported.output
     options = read_options(tmp_path / "x" / "opt.txt")
     assert (options["netG"], options["norm_G"], options["resnet_n_downsample"]) == ("pix2pixhd", "spectralinstance", "2")
     exported = torch.load(tmp_path / "x" / "latest_net_G.pth", weights_only=True)
@@ -211,8 +206,6 @@ def test_pix2pixhd_run_exports_in_the_originals_layout_and_round_trips(tmp_path)
 
 
 def test_export_refuses_what_the_original_cannot_build(tmp_path):
-    from spade_bench.config import resolve
-
     cfg = resolve("concat", preset="smoke", overrides=["generator.ngf=4", "discriminator.ndf=4",
                                                         "loss.perceptual=none"])
     run = _trained_here(cfg, tmp_path / "run")
