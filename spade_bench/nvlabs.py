@@ -272,7 +272,7 @@ def options_from_config(cfg: RunConfig, name: str) -> dict[str, Any]:
 
 def format_options(opts: dict[str, Any]) -> str:
     """opt.txt text in the original's layout (`save_options`)."""
-    return "".join(f"{k:>25}: {str(v):<30}\n" for k, v in sorted(opts.items(), key=lambda kv: kv[0].lower()))
+    return "".join(f"{k:>25}: {str(v):<30}\n" for k, v in sorted(opts.items()))
 
 
 # ============================================================================= state dicts
