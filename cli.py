@@ -492,5 +492,55 @@ def bench(variant: str = _VARIANT,
     typer.echo(f"wrote {out}")
 
 
+# ----------------------------------------------------------------------------- NVlabs checkpoints
+
+@app.command("import-nvlabs")
+@_errors
+def import_nvlabs_command(
+        checkpoint_dir: Path = typer.Argument(..., metavar="CHECKPOINT_DIR",
+                                              help="NVlabs folder with opt.txt and latest_net_G.pth (D, E optional)."),
+        out: Path = typer.Option(..., "--out", "-o", help="New run directory."),
+        dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
+                                              help="Dataset to score and fine-tune on (default: from opt.txt's "
+                                                   "dataset_mode)."),
+        root: Optional[str] = _ROOT, set_: Optional[List[str]] = _SET,
+) -> None:
+    """Turn an NVlabs SPADE checkpoint folder into a run that eval, synth, report and train --resume accept.
+
+    Reads opt.txt (never opt.pkl), maps the options to a config, loads the weights strictly
+    and records RUN/provenance.json (source folder, sha256 of each file).
+
+    Example: spade-bench import-nvlabs checkpoints/cityscapes_pretrained --out runs/nvlabs-cityscapes
+             --dataset cityscapes --root /data/cityscapes
+    """
+    from spade_bench.nvlabs import import_nvlabs  # lazy, as every command: keeps --help fast
+
+    provenance = import_nvlabs(checkpoint_dir, out, dataset=dataset, root=root, overrides=list(set_ or []))
+    nets = ", ".join(f"{role} {how}" for role, how in provenance["networks"].items())
+    typer.echo(f"imported {checkpoint_dir} ({nets}) into {out}: config.json, checkpoints/latest.pt (step 0), "
+               f"provenance.json")
+    if root is None and dataset != "synthetic":
+        typer.echo("note: no --root given, so `eval --run` has no real images to score against; import again "
+                   "with --dataset NAME --root PATH to evaluate it")
+
+
+@app.command("export-nvlabs")
+@_errors
+def export_nvlabs_command(
+        run: Path = typer.Argument(..., metavar="RUN_DIR", help="Run directory (config.json, checkpoints/)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for opt.txt, opt.pkl and latest_net_*.pth."),
+        checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, or a step number."),
+) -> None:
+    """Write a run as an NVlabs checkpoint folder that the original code's test.py loads.
+
+    Example: spade-bench export-nvlabs runs/facades-spade --out SPADE/checkpoints/facades-spade
+    """
+    from spade_bench.nvlabs import export_nvlabs  # lazy, as every command: keeps --help fast
+
+    written = export_nvlabs(run, out, checkpoint=checkpoint)
+    typer.echo(f"wrote {', '.join(sorted(written))} to {out}; in the original code: python test.py "
+               f"--name {out.name} --checkpoints_dir {out.parent} --load_from_opt_file")
+
+
 if __name__ == "__main__":
     app()

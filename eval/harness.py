@@ -34,11 +34,15 @@ import spade_bench.checkpoint as checkpoints
 from eval.fid import (FeatureExtractor, cached_real_statistics, dataset_fingerprint, fid_bias_warning,
                       fid_from_features, kid_from_features, real_stats_key, real_stats_path)
 from eval.images import eval_hw, from_uint8, load_image, resize_labels, resize_uint8, save_png, to_uint8
+from eval.label_maps import IGNORE, LabelMapping, get_label_mapping
 from eval.protocol import PER_IMAGE_SEED, build_protocol, code_state, per_image_seed
 from eval.segmentation_metrics import ConfusionMatrixMetric
-from eval.segmenter import Segmenter, default_segmenter_path, load_segmenter, segmenter_train_command, summarise
+from eval.segmenter import (Segmenter, default_segmenter_path, load_segmenter, segmenter_train_command, sidecar_path,
+                            summarise)
 from spade_bench.config import apply_overrides, config_hash
-from spade_bench.data import build_dataset, class_names, colorize, semantic_input
+from spade_bench.data import PairedDataset, build_dataset, class_names, colorize, semantic_input
+from spade_bench.data import formats
+from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
 from spade_bench.data.palette import dataset_palette
 from spade_bench.discriminators import build_discriminator
 from spade_bench.distributed import resolve_device
@@ -83,7 +87,12 @@ def num_eval_images(cfg, available: int) -> int:
 
 
 def find_segmenter(cfg, device) -> Segmenter:
-    """The evaluator the protocol names: eval.segmenter, or the dataset default in the cache."""
+    """The evaluator the protocol names: eval.segmenter, or the dataset default in the cache.
+
+    With eval.label_mapping, a user's TorchScript segmenter predicts the mapped classes (e.g. the
+    19 Cityscapes trainIds) and `predicts_mapped` is True; ours predicts the dataset's ids,
+    mapped after prediction. eval.segmenter_input_size sets `native_size`.
+    """
     path = Path(cfg.eval.segmenter).expanduser() if cfg.eval.segmenter else default_segmenter_path(cfg.data)
     if not path.is_file():
         if cfg.eval.segmenter:
@@ -92,7 +101,12 @@ def find_segmenter(cfg, device) -> Segmenter:
         raise EvalError(f"no segmentation evaluator for {cfg.data.dataset} at "
                         f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]} (looked for {path}); train it with: "
                         f"{segmenter_train_command(cfg)}   or pass --set eval.segmenter=PATH")
-    return load_segmenter(path, cfg.data.label_nc, device)
+    mapping = get_label_mapping(cfg.eval.label_mapping, cfg.data.label_nc)
+    mapped = mapping is not None and sidecar_path(path).is_file()
+    segmenter = load_segmenter(path, mapping.num_classes if mapped else cfg.data.label_nc, device)
+    segmenter.predicts_mapped = mapped
+    segmenter.native_size = cfg.eval.segmenter_input_size == "native"
+    return segmenter
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -241,18 +255,33 @@ class _Scores:
     fake_metric: Optional[ConfusionMatrixMetric] = None
     real_metric: Optional[ConfusionMatrixMetric] = None
     need_real_features: bool = False
+    mapping: Optional[LabelMapping] = None
+    real_set: Any = None  # the real photos FID/KID compare against (eval.real_set)
 
     def __post_init__(self):
         data = self.ev.cfg.data
+        self.real_set = self.ev.val_set if self.ev.cfg.eval.real_set == "val" else _test_photos(data)
         if self.extractor is not None:
-            self.stats_meta = real_stats_key(data, "val", self.ev.val_set, range(self.ev.count), self.ev.scoring_hw,
-                                             self.extractor)
+            self.stats_meta = real_stats_key(data, self.ev.cfg.eval.real_set, self.real_set,
+                                             _real_indices(self.ev, self.real_set), self.ev.scoring_hw, self.extractor)
             self.stats_path = real_stats_path(self.stats_meta)
-        self.need_real_features = self.extractor is not None and not self.stats_path.is_file()
+        # Real features come with the validation batches; test photos are read on their own.
+        self.need_real_features = (self.extractor is not None and not self.stats_path.is_file()
+                                   and self.real_set is self.ev.val_set)
         if self.segmenter is not None:
-            ignore_index = data.label_nc if data.contain_dontcare else None
-            self.fake_metric = ConfusionMatrixMetric(data.label_nc, ignore_index, per_image_counts=True)
-            self.real_metric = ConfusionMatrixMetric(data.label_nc, ignore_index)
+            self.mapping = get_label_mapping(self.ev.cfg.eval.label_mapping, data.label_nc)
+            if self.mapping is not None:
+                num_classes, ignore_index = self.mapping.num_classes, IGNORE
+            else:
+                num_classes, ignore_index = data.label_nc, data.label_nc if data.contain_dontcare else None
+            self.fake_metric = ConfusionMatrixMetric(num_classes, ignore_index, per_image_counts=True)
+            self.real_metric = ConfusionMatrixMetric(num_classes, ignore_index)
+
+    def _predict(self, images: torch.Tensor) -> torch.Tensor:
+        labels = self.segmenter.predict(from_uint8(images).to(self.ev.device)).cpu()
+        if self.mapping is not None and not getattr(self.segmenter, "predicts_mapped", False):
+            labels = self.mapping.apply(labels)
+        return labels
 
     def update(self, fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor, timings: dict[str, float]) -> None:
         if self.extractor is not None:
@@ -263,9 +292,10 @@ class _Scores:
             timings["fid_s"] += time.perf_counter() - t0
         if self.segmenter is not None:
             t0 = time.perf_counter()
-            device = self.ev.device
-            self.fake_metric.update(self.segmenter.predict(from_uint8(fake).to(device)).cpu(), labels)
-            self.real_metric.update(self.segmenter.predict(from_uint8(real).to(device)).cpu(), labels)
+            if self.mapping is not None:
+                labels = self.mapping.apply(labels)
+            self.fake_metric.update(self._predict(fake), labels)
+            self.real_metric.update(self._predict(real), labels)
             timings["segment_s"] += time.perf_counter() - t0
 
     def finish(self, progress: bool) -> dict[str, Any]:
@@ -281,8 +311,9 @@ class _Scores:
             fake_array = np.concatenate(self.fake_features).astype(np.float32)
             atomic_write(ev.out / "fake_features.npy", lambda f: np.save(f, fake_array))
             files["fake_features"] = "fake_features.npy"
-            real_stats = cached_real_statistics(self.stats_path, lambda: np.concatenate(self.real_features),
-                                                self.stats_meta)
+            compute = (lambda: np.concatenate(self.real_features)) if self.real_set is ev.val_set else \
+                (lambda: _real_features(ev, self.extractor, self.real_set))
+            real_stats = cached_real_statistics(self.stats_path, compute, self.stats_meta)
             files["real_stats"] = str(self.stats_path.resolve())
             if self.want_fid:
                 metrics["fid"] = fid_from_features(fake_array, real_stats.features)
@@ -296,7 +327,7 @@ class _Scores:
                     real_stats.features, fake_array, subsets=cfg.eval.kid_subsets,
                     subset_size=cfg.eval.kid_subset_size, seed=cfg.eval.seed)
         if self.segmenter is not None:
-            names = list(class_names(cfg.data))
+            names = list(self.mapping.class_names) if self.mapping is not None else list(class_names(cfg.data))
             fake_summary = summarise(self.fake_metric, names)
             real_summary = summarise(self.real_metric, names)
             metrics["miou"], metrics["pixel_accuracy"] = fake_summary["miou"], fake_summary["pixel_accuracy"]
@@ -308,6 +339,48 @@ class _Scores:
             files["per_image_counts"] = "per_image_counts.npz"
         return {"metrics": metrics, "references": references, "files": files, "warnings": messages,
                 "per_class_iou": per_class_iou, "kid_subset_size": kid_subset_used}
+
+
+class _TestPhotos(PairedDataset):
+    """A dataset's test photos, prepared as its validation photos are (labels are not read)."""
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.pairs[index].image
+        image = formats.read_image(path)
+        params = transform_params(self.data_cfg, (image.height, image.width), False)
+        return {"image": image_to_tensor(transform_image(image, params, self.data_cfg.image_resize)),
+                "path": str(path), "index": index}
+
+
+def _test_photos(data) -> _TestPhotos:
+    """eval.real_set=test: the test photos of cityscapes (leftImg8bit/test), coco-stuff (test_img)
+    or folder (ROOT/test/images)."""
+    layouts = {"cityscapes": ("leftImg8bit", "test"), "coco-stuff": ("test_img",), "folder": ("test", "images")}
+    if data.dataset not in layouts:
+        raise EvalError(f"eval.real_set=test: spade-bench knows no test photos for {data.dataset} "
+                        f"(it does for {', '.join(layouts)}); use eval.real_set=val")
+    folders = {data.dataset: formats.dataset_root(data).joinpath(*layouts[data.dataset])}
+    photos = sorted(p for p in folders[data.dataset].rglob("*") if p.suffix.lower() in formats.IMAGE_SUFFIXES)
+    if len(photos) < 2:
+        raise EvalError(f"eval.real_set=test: {folders[data.dataset]} holds {len(photos)} photos, FID/KID need "
+                        f"at least 2; put the test photos there or use eval.real_set=val")
+    return _TestPhotos(data, "test", [formats.Pair(p.stem, p, None) for p in photos], augment=False)
+
+
+def _real_indices(ev: _Evaluation, real_set) -> list[int]:
+    """Which real photos: the evaluated validation ones, or as many test photos evenly spaced."""
+    if real_set is ev.val_set:
+        return list(range(ev.count))
+    n = min(ev.count, len(real_set))
+    return np.linspace(0, len(real_set) - 1, n).round().astype(int).tolist()
+
+
+def _real_features(ev: _Evaluation, extractor: FeatureExtractor, real_set) -> np.ndarray:
+    indices = _real_indices(ev, real_set)
+    loader = DataLoader(Subset(real_set, indices), batch_size=ev.cfg.eval.batch_size, shuffle=False,
+                        num_workers=ev.cfg.data.num_workers)
+    batches = (resize_uint8(to_uint8(s["image"]), ev.scoring_hw, ev.cfg.data.image_resize) for s in loader)
+    return extractor.extract(batches, total=len(indices), desc="FID features (real test)")
 
 
 def _fid_train_vs_val(ev: _Evaluation, extractor: FeatureExtractor, val_stats, progress: bool) -> Optional[float]:
@@ -443,8 +516,9 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         kid_subset_size=scored["kid_subset_size"],
         segmenter_input=segmenter.describe_input() if segmenter is not None else None,
         checkpoint_step=ev.step,
-        # Protocol switches for released weights (issue 12); recorded with today's only values.
-        label_mapping=None, segmenter_input_size="generation", real_set="val",
+        # Protocol switches for released weights (README, "Released weights").
+        label_mapping=cfg.eval.label_mapping, segmenter_input_size=cfg.eval.segmenter_input_size,
+        real_set=cfg.eval.real_set,
         timings={**timings, "generated_images": generated,
                  "images_per_s": (ev.count / work) if work > 0 else None},
     )

@@ -101,6 +101,9 @@ class Segmenter(nn.Module):
         super().__init__()
         self.name, self.sha256, self.num_classes = name, sha256, num_classes
         self.info: dict[str, Any] = {}
+        # eval.segmenter_input_size: native resizes images to the segmenter's own input size;
+        # False feeds them at the size they come in (the generation size).
+        self.native_size = True
 
     def predict(self, images: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -136,7 +139,7 @@ class DefaultSegmenter(Segmenter):
     def logits(self, images: Tensor) -> Tensor:
         out_hw = tuple(images.shape[-2:])
         x = images
-        if out_hw != self.train_hw:
+        if self.native_size and out_hw != self.train_hw:
             x = F.interpolate(x, size=self.train_hw, mode="bilinear", align_corners=False, antialias=True)
         x, (height, width) = _pad_to_multiple(x, SIZE_MULTIPLE)
         logits = self.network(x)[..., :height, :width]
@@ -149,6 +152,8 @@ class DefaultSegmenter(Segmenter):
         return self.logits(images).argmax(1)
 
     def describe_input(self) -> str:
+        if not self.native_size:
+            return "[-1, 1], at the evaluation size (eval.segmenter_input_size=generation)"
         return (f"[-1, 1]; resized (bilinear, antialiased) to its training size {self.train_hw[0]}x{self.train_hw[1]} "
                 f"when different, logits resized back to the label size (bilinear)")
 
@@ -183,7 +188,7 @@ class TorchScriptSegmenter(Segmenter):
         self.register_buffer("label_table", table.long())
 
     def describe_input(self) -> str:
-        size = f"{self.input_hw[0]}x{self.input_hw[1]}" if self.input_hw else "the evaluation size"
+        size = f"{self.input_hw[0]}x{self.input_hw[1]}" if self.input_hw and self.native_size else "the evaluation size"
         return (f"[0, 1] normalised with mean {self.mean.flatten().tolist()} std {self.std.flatten().tolist()}, "
                 f"at {size} (bilinear, antialiased); {self.output} resized back to the label size; "
                 f"label_map {'identity' if self.sidecar.get('label_map') is None else 'from the sidecar'}")
@@ -197,7 +202,7 @@ class TorchScriptSegmenter(Segmenter):
     def predict(self, images: Tensor) -> Tensor:
         out_hw = tuple(images.shape[-2:])
         x = (images + 1) / 2
-        if self.input_hw and tuple(x.shape[-2:]) != self.input_hw:
+        if self.native_size and self.input_hw and tuple(x.shape[-2:]) != self.input_hw:
             x = F.interpolate(x, size=self.input_hw, mode="bilinear", align_corners=False, antialias=True)
         x = (x - self.mean) / self.std
         out = self.module(x)

@@ -243,6 +243,14 @@ class EvalConfig:
         segmenter: path to a segmenter checkpoint (ours or a user's TorchScript); empty
             means the run's dataset default under the segmenter cache.
         segmenter_steps: training steps when the default evaluator must be trained.
+        label_mapping: map the label maps' ids to the classes the segmenter is scored on
+            before scoring ("cityscapes-35-to-19": Cityscapes ids to the 19 trainIds, the
+            rest ignored; eval/label_maps.py); unset scores the dataset's own label_nc classes.
+        segmenter_input_size: native (each image resized to the segmenter's own input size:
+            a TorchScript sidecar's input_size, our evaluator's training size) or generation
+            (the segmenter sees the image at the generation size, unresized).
+        real_set: the real images FID/KID compare against: val, or test (the dataset's test
+            images, where its layout has them).
     """
 
     fid_protocol: Literal["pytorch-fid", "tf"] = "pytorch-fid"
@@ -254,6 +262,9 @@ class EvalConfig:
     num_images: Optional[int] = None
     kid_subset_size: int = 1000
     kid_subsets: int = 100
+    label_mapping: Optional[Literal["cityscapes-35-to-19"]] = None
+    segmenter_input_size: Literal["native", "generation"] = "native"
+    real_set: Literal["val", "test"] = "val"
 
 
 @dataclass(frozen=True)

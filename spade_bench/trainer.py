@@ -391,6 +391,7 @@ class Trainer:
         self.step = 0
         self.data_position = [0, 0]  # (epoch, batch) of the next batch to train on
         self._prior_wall_time = 0.0
+        self._start_time = time.time()  # fit() resets it; save() before fit() (import-nvlabs) needs it
         self._error: Optional[str] = None
         self._bad_record = torch.full((), -1, dtype=torch.long, device=self.device)
         self._loss_names: list[str] = []

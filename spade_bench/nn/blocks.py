@@ -18,12 +18,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from spade_bench.errors import ConfigError
 from spade_bench.nn.norms import (LAYER_NORMS, CondNormFactory, NormFactory, SegmapCache, extra_channels,
                                   norm_factory, resize_segmap)
 from spade_bench.nn.spade import make_spade
+from spade_bench.nn.spectral import spectral_norm as _spectral_norm
 
 
 def spectral(module: nn.Module, enabled: bool = True) -> nn.Module:

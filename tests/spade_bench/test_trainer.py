@@ -221,7 +221,10 @@ def test_ddp_gloo_two_ranks_match_single_process(tmp_path):
                 close += int((diff <= 1e-6 + 1e-5 * single[net][key].abs()).sum())
                 total += value.numel()
         # Adam's first steps are ~lr*sign(grad): only gradients within rounding of zero may flip.
-        assert close / total > 0.99, f"{net}: only {close}/{total} weights match the single-process run"
+        # With spectral norm's power iteration in the original's order (v, then u) more of them
+        # do by step 3: 96.7% of G's weights match (over 99% with torch's u-then-v order);
+        # every weight still stays within lr_bound above.
+        assert close / total > 0.95, f"{net}: only {close}/{total} weights match the single-process run"
 
     torchrun(tmp_path / "ddp_bn", 2, "generator.param_free_norm=batch")
     b0 = torch.load(tmp_path / "ddp_bn" / "rank0.pt")
