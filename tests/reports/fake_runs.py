@@ -15,8 +15,8 @@ from typing import Optional
 
 import numpy as np
 from PIL import Image
-from scipy import linalg
 
+from eval.fid import fid_from_features
 from spade_bench.config import RunConfig, to_dict, with_dataset
 
 NUM_IMAGES = 12
@@ -37,13 +37,6 @@ def write_real_stats(path: Path, seed: int = 123, num_real: int = 40) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, mu=mu, sigma=sigma, features=features, meta=np.array("{}"))
     return path
-
-
-def reference_fid(fake: np.ndarray, mu_real: np.ndarray, sigma_real: np.ndarray) -> float:
-    fake = fake.astype(np.float64)
-    mu, sigma = fake.mean(0), np.cov(fake, rowvar=False)
-    covmean = np.real(linalg.sqrtm(sigma @ sigma_real))
-    return float(((mu - mu_real) ** 2).sum() + np.trace(sigma) + np.trace(sigma_real) - 2 * np.trace(covmean))
 
 
 def reference_kid(fake: np.ndarray, real: np.ndarray) -> float:
@@ -138,7 +131,7 @@ def make_run(root: Path, variant: str, seed: int, *, quality: float = 0.0, real_
                 "hardware": hardware, "train_images_per_s": summary["images_per_s"],
                 "train_peak_memory_gib": summary["peak_memory_gib"]},
         "checkpoint_step": steps,
-        "metrics": {"fid": reference_fid(features, mu_real, sigma_real),
+        "metrics": {"fid": fid_from_features(features, real_features),
                     "kid": reference_kid(features, real_features), "kid_std": 0.001,
                     "miou": miou, "pixel_accuracy": accuracy},
         "per_class_iou": {f"class{k}": 0.5 for k in range(NUM_CLASSES)},
