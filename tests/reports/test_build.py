@@ -11,7 +11,7 @@ from PIL import Image
 from fake_runs import make_run
 from reports.bootstrap import BootstrapSettings
 from reports.build import build_report
-from reports.collect import collect_runs
+from reports.collect import ReportError, collect_runs
 from reports.figures import loss_curves, read_losses, sample_grid
 
 FAST = BootstrapSettings(replicates=200, fid_replicates=40)
@@ -27,7 +27,10 @@ def test_report_files_and_failed_pair(ablation_runs, tmp_path):
     assert "pix2pixhd-s2 | pix2pixhd | 2 | failed | TrainingError: non-finite loss at step 100 |" in md
     assert "| pix2pixhd | 2 (+1 failed) |" in md
     assert "**agrees** — SPADE beats concatenating the segmap" in md
-    assert "**agrees** — SPADE beats pix2pixHD" in md
+    # pix2pixhd has 2 evaluated seeds: no verdict, and the report says why.
+    assert "**inconclusive** — SPADE beats pix2pixHD" in md
+    assert "2 / 3 seeds (a verdict needs 3 per variant); 200 training steps, 12 images" in md
+    assert "unlikely to be seed or image luck" not in md
     assert "FID protocol: pytorch-fid" in md and "hardware: cpu (test)" in md
     for name in ("samples", "losses", "metrics"):
         assert f"(figures/synthetic_{name}.png)" in md
@@ -55,24 +58,38 @@ def test_report_files_and_failed_pair(ablation_runs, tmp_path):
             assert image.format == "PNG" and min(image.size) > 300
 
 
-def test_protocol_and_training_mismatches_are_loud(tmp_path, real_stats):
+@pytest.mark.parametrize("key, value", [
+    ("segmenter_sha256", "c" * 64), ("fid_extractor_sha256", "d" * 64), ("fid_protocol", "tf"),
+    ("label_mapping", "cityscapes-35-to-19"), ("eval_size", 128), ("real_set", "test"),
+])
+def test_runs_scored_under_different_protocols_are_refused(tmp_path, real_stats, key, value):
     root = tmp_path / "runs"
     make_run(root, "spade", 0, quality=0.3, real_stats=real_stats)
-    concat = make_run(root, "concat", 0, quality=0.2, real_stats=real_stats,
-                      protocol={"fid_protocol": "tf"}, steps=400, hardware="NVIDIA H100")
+    make_run(root, "spade", 1, quality=0.3, real_stats=real_stats)
+    make_run(root, "concat", 0, quality=0.2, real_stats=real_stats, protocol={key: value})
+    with pytest.raises(ReportError) as error:
+        build_report([root], tmp_path / "out", settings=FAST, figures=False, progress=False)
+    message = str(error.value)
+    assert f"{key}: " in message and "(concat/seed0)" in message
+    assert "(spade/seed0, spade/seed1)" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_hardware_and_code_differences_are_listed(tmp_path, real_stats):
+    root = tmp_path / "runs"
+    make_run(root, "spade", 0, quality=0.3, real_stats=real_stats)
+    concat = make_run(root, "concat", 0, quality=0.2, real_stats=real_stats, steps=400,
+                      hardware="NVIDIA H100", code={"commit": "abc123" + "0" * 34, "dirty": True})
     metrics = json.loads((concat / "eval" / "metrics.json").read_text())
     metrics["warnings"] = ["FID with 12 images is biased upwards"]
     (concat / "eval" / "metrics.json").write_text(json.dumps(metrics))
     result = build_report([root], tmp_path / "out", settings=FAST, figures=False, progress=False)
     md = result["markdown"].read_text()
-    assert "**WARNING — the runs disagree on the evaluation protocol (fid_protocol)" in md
-    assert "NOT comparable" in md
     assert "training settings differ between runs (steps, checkpoint_step)" in md
-    assert "different hardware" in md
-    assert "**FID protocol DIFFERS: tf (concat/seed0); pytorch-fid (spade/seed0)**" in md
+    assert "different hardware" in md and "different code commits" in md
+    assert ("code commits differ (listed, not an error): abc123000000 (dirty) (concat/seed0); "
+            "c0ffee000000 (clean) (spade/seed0)") in md
     assert "- FID with 12 images is biased upwards (1 of 2 runs)" in md
-    summary = json.loads(result["summary"].read_text())
-    assert summary["datasets"]["synthetic"]["protocol_mismatches"] == ["fid_protocol"]
 
 
 def test_datasets_are_reported_separately(tmp_path, real_stats):
