@@ -78,7 +78,10 @@ def _protocol_value(record: RunRecord, key: str) -> Any:
         return metrics.get("checkpoint_step")
     if key in TRAINING_KEYS or key in HARDWARE_KEYS:
         return (metrics.get("run") or {}).get(key)
-    return (metrics.get("protocol") or {}).get(key)
+    protocol = metrics.get("protocol") or {}
+    if key == "label_mapping" and key in protocol and protocol[key] is None:
+        return "none"  # recorded as no mapping, unlike a metrics.json that predates the key
+    return protocol.get(key)
 
 
 def protocol_summary(records: Sequence[RunRecord]) -> dict[str, dict]:

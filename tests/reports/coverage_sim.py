@@ -38,7 +38,7 @@ class Scenario:
     seed_sd: float = 0.25
     noise_sd: float = 0.3
     feature_shift: float = 0.25
-    feature_seed_sd: float = 0.08
+    feature_seed_sd: float = 0.4
     feature_noise_sd: float = 0.7
 
 

@@ -105,12 +105,12 @@ def _simulated_method(replicates: int):
 
 
 def test_intervals_cover_the_truth_at_three_seeds():
-    # Known shift (about +2.4 mIoU) and a real seed-to-seed effect (tests/reports/coverage_sim.py).
+    # Known shift (about +2.7 mIoU) and a real seed-to-seed effect (tests/reports/coverage_sim.py).
     # The earlier hierarchical percentile bootstrap covered 82-84% here at 3 seeds (78% in
     # issue 10's simulation).
     scenario = coverage_sim.Scenario()
     truth = coverage_sim.truth(scenario, 1000, metrics=("miou", "pixel_accuracy", "kid"))
-    assert truth["miou"] == pytest.approx(2.4, abs=0.3)
+    assert truth["miou"] == pytest.approx(2.7, abs=0.3)
     result = coverage_sim.coverage(scenario, _simulated_method(200), seeds=3, repetitions=200,
                                    true=truth)
     for metric in ("miou", "pixel_accuracy", "kid"):
