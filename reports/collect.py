@@ -126,7 +126,8 @@ class RunRecord:
     def to_json(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "variant": self.variant, "seed": self.seed,
                 "dataset": self.dataset, "status": self.status, "error": self.error,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "code": self.code, "released_weights": self.released,
+                "degenerate": self.degenerate}
 
 
 def _finite_or_none(value: Any) -> Optional[float]:

@@ -38,6 +38,7 @@ def test_report_files_and_failed_pair(ablation_runs, tmp_path):
     summary = json.loads(result["summary"].read_text())
     failed = [r for r in summary["runs"] if r["status"] == "failed"]
     assert [(r["variant"], r["seed"]) for r in failed] == [("pix2pixhd", 2)]
+    assert {r["code"] for r in summary["runs"] if r["status"] == "ok"} == {"c0ffee000000 (clean)"}
     section = summary["datasets"]["synthetic"]
     assert section["differences"]["concat"]["miou"]["excludes_zero"] is True
     assert section["protocol_mismatches"] == [] and summary["bootstrap"]["replicates"] == 200
