@@ -362,15 +362,22 @@ def csv_rows(dataset: str, table: pd.DataFrame, references: Mapping[str, dict],
         out = {"dataset": dataset, "row": "variant", "variant": variant, "runs": row["runs"],
                "ok": row["ok"], "failed": row["failed"], "seeds": row["seeds"]}
         for spec in METRICS:
-            for suffix in ("mean", "std", "n", "best"):
+            for suffix in ("mean", "std", "n", "best", "beyond"):
                 out[f"{spec.key}_{suffix}"] = row[f"{spec.key}_{suffix}"]
         for metric in PUBLISHED_METRICS:
             out[f"paper_{metric}"] = row[f"paper_{metric}"]
+        out["released"] = row["released"]
+        for metric in RELEASED_METRICS:
+            out[f"released_{metric}_mean"] = row[f"released_{metric}_mean"]
+        out["degenerate"] = row["degenerate"]
+        for key in ("uniform_distinctness", "label_spread"):
+            out[f"{key}_mean"] = row[f"{key}_mean"]
         for metric in BOOTSTRAP_METRICS:
             interval = intervals.get(variant, {}).get(metric)
             out[f"diff_{metric}"] = interval.point if interval else math.nan
             out[f"diff_{metric}_ci_low"] = interval.low if interval else math.nan
             out[f"diff_{metric}_ci_high"] = interval.high if interval else math.nan
+            out[f"diff_{metric}_method"] = interval.method if interval else ""
         rows.append(out)
     for key in REFERENCE_KEYS:
         value = references.get(key, {}).get("mean")
@@ -378,5 +385,5 @@ def csv_rows(dataset: str, table: pd.DataFrame, references: Mapping[str, dict],
                      {"real_val_miou": "miou_mean", "real_val_pixel_accuracy": "pixel_accuracy_mean",
                       "fid_train_vs_val": "fid_mean"}[key]: math.nan if value is None else value})
     frame = pd.DataFrame(rows)
-    counts = ["runs", "ok", "failed"] + [f"{spec.key}_n" for spec in METRICS]
+    counts = ["runs", "ok", "failed", "released", "degenerate"] + [f"{spec.key}_n" for spec in METRICS]
     return frame.astype({c: "Int64" for c in counts if c in frame})
