@@ -326,7 +326,9 @@ def _warnings(sections: Sequence[DatasetSection]) -> list[str]:
     out = []
     for s in sections:
         where = f"{s.dataset}: " if len(sections) > 1 else ""
-        protocol = protocol_mismatches(s.protocol, "protocol")
+        # The segmenter's path may differ between machines; its sha256 (refused when it
+        # differs) is what identifies it.
+        protocol = [k for k in protocol_mismatches(s.protocol, "protocol") if k != "segmenter"]
         if protocol:
             out.append(f"**WARNING — {where}the runs disagree on the evaluation protocol "
                        f"({', '.join(protocol)}): their scores are NOT comparable.** "
