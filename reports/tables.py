@@ -5,8 +5,11 @@ Main table: one row per variant, each cell the mean +- std over its evaluated se
 mIoU, pixel accuracy and training images/s; lower FID, KID and peak memory. Generator
 parameters are not marked: size is a design choice, not a score. Failed runs count in
 the "seeds" column and never in a mean. Reference rows give the segmenter on real
-photos (the mIoU ceiling) and real training vs validation photos (the FID floor); paper
-columns sit beside ours where the dataset is one of the paper's.
+photos (the mIoU ceiling) and real training vs validation photos (the FID floor); a mean
+beyond them is marked † ("beyond the evaluator's resolution"), and a variant with runs
+flagged degenerate in metrics.json says so beside its name. Paper columns sit beside ours
+where the dataset is one of the paper's; with NVlabs released-weights runs, each metric
+has paper | released weights, re-scored | retrained columns.
 """
 from __future__ import annotations
 
