@@ -371,8 +371,9 @@ def _bootstrap_explanation(result: BootstrapResult) -> str:
             f"does not move the centre). RNG seed {s.seed}. In a known-truth simulation "
             f"(tests/reports/test_bootstrap.py) these intervals cover the true difference at "
             f"least 90% of the time at {MIN_SEEDS_FOR_VERDICT} seeds per variant. "
-            f"* = the interval excludes 0 and rests on at least 2 seeds per side; a verdict "
-            f"on the paper needs {MIN_SEEDS_FOR_VERDICT}.")
+            f"* = the interval excludes 0 with at least {MIN_SEEDS_FOR_VERDICT} seeds per "
+            f"variant, what a verdict on the paper needs; with fewer, no star and no claim "
+            f"that a gap would survive other seeds.")
     if image_only:
         text += (f" Rows marked \"{METHOD_IMAGES_ONLY}\" have fewer than 2 seeds on a side: "
                  f"their interval covers only which validation images were drawn, not which "

@@ -20,7 +20,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from reports.bootstrap import BASELINE, BOOTSTRAP_METRICS, Interval
+from reports.bootstrap import BASELINE, BOOTSTRAP_METRICS, MIN_SEEDS_FOR_VERDICT, Interval
 from reports.collect import RunRecord
 from reports.paper import PUBLISHED, PUBLISHED_METRICS, published
 
@@ -282,14 +282,14 @@ def render_main(table: pd.DataFrame, references: Mapping[str, dict], dataset: st
 
 
 def format_interval(interval: Optional[Interval], spec: MetricSpec, *, latex: bool) -> str:
-    """'-2.1 [-3.0, -1.2]*', the star when the interval excludes 0 (with enough seeds to mean
-    more than image sampling, see reports.paper); an image-only interval never gets one."""
+    """'-2.1 [-3.0, -1.2]*', the star when the interval excludes 0 and both sides have
+    MIN_SEEDS_FOR_VERDICT seeds (fewer make no seed-robustness claim)."""
     if interval is None:
         return "--" if latex else "–"
     d = spec.digits + (1 if spec.key != "kid" else 0)
     values = [interval.point * spec.scale, interval.low * spec.scale, interval.high * spec.scale]
     point, low, high = (f"{v:+.{d}f}" for v in values)
-    star = "*" if interval.excludes_zero and not interval.image_only else ""
+    star = "*" if interval.excludes_zero and interval.min_seeds >= MIN_SEEDS_FOR_VERDICT else ""
     if latex:
         return f"${point}$ [${low}$, ${high}$]" + (r"$^{*}$" if star else "")
     return f"{point} [{low}, {high}]{star}"
@@ -306,7 +306,9 @@ def render_differences(intervals: Mapping[str, Mapping[str, Interval]], *,
         per_metric = intervals[variant]
         any_interval = next(iter(per_metric.values()), None)
         seeds = (f"{any_interval.variant_seeds} / {any_interval.baseline_seeds}"
-                 + (f" ({any_interval.method})" if any_interval.image_only else "")
+                 + (f" ({any_interval.method})" if any_interval.image_only else
+                    f" (fewer than {MIN_SEEDS_FOR_VERDICT}: no verdict)"
+                    if any_interval.min_seeds < MIN_SEEDS_FOR_VERDICT else "")
                  if any_interval else "")
         rows.append([latex_escape(variant) if latex else variant, seeds]
                     + [format_interval(per_metric.get(m), SPECS[m], latex=latex)
