@@ -162,6 +162,8 @@ def seed_and_image_interval(variant_reps: np.ndarray, baseline_reps: np.ndarray,
     n_v, n_b = len(variant_points), len(baseline_points)
     point = float(variant_points.mean() - baseline_points.mean())
     differences = np.asarray(variant_reps).mean(axis=0) - np.asarray(baseline_reps).mean(axis=0)
+    # A resample of a tiny set can hold one distinct image, where KID is undefined (0/0).
+    differences = differences[np.isfinite(differences)]
     image_var = float(np.var(differences, ddof=1)) if len(differences) > 1 else 0.0
     tail = 1 - (1 - confidence) / 2
     if min(n_v, n_b) >= MIN_SEEDS_FOR_SPREAD:
@@ -274,7 +276,8 @@ class KIDReplicator:
         n = weights.sum(axis=1)
         quadratic = np.einsum("bi,bi->b", weights @ self.kernel, weights)
         squared = weights ** 2
-        fake_term = (quadratic - squared @ self.kernel_diag) / (n ** 2 - squared.sum(axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):  # one distinct image: undefined, NaN
+            fake_term = (quadratic - squared @ self.kernel_diag) / (n ** 2 - squared.sum(axis=1))
         return fake_term + self.real_term - 2 * (weights @ self.cross_mean) / n
 
 

@@ -172,3 +172,13 @@ def test_unpaired_runs_and_wrong_metrics_are_reported(tmp_path, real_stats):
     assert any("real statistics" in n for n in result.notes)
     assert set(result.intervals["spade-k1"]) == {"miou", "pixel_accuracy"}
     assert any("spade-k1/seed0: miou recomputed" in c for c in result.consistency)
+
+
+def test_resamples_with_one_distinct_image_are_left_out_not_nan():
+    rng = np.random.default_rng(6)
+    fake, real = rng.normal(size=(2, 4)), rng.normal(size=(5, 4))
+    weights = np.array([[2.0, 0.0], [1.0, 1.0], [0.0, 2.0], [1.0, 1.0]])
+    reps, points = metric_replicates(weights, weights, features=fake, real={"features": real})
+    assert np.isnan(reps["kid"][0]) and np.isfinite(reps["kid"][1])
+    interval = seed_and_image_interval(reps["kid"][None], np.zeros((1, 4)), [points["kid"]], [0.0])
+    assert np.isfinite(interval.low) and interval.replicates == 2
