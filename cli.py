@@ -410,6 +410,24 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
                f"{len(result['figures'])} figures in {out / 'figures'}")
 
 
+@app.command()
+@_errors
+def precision(run_a: Path = typer.Argument(..., metavar="RUN_A", help="Run trained in the first precision (e.g. fp32)."),
+              run_b: Path = typer.Argument(..., metavar="RUN_B", help="The same config and seed in the second (e.g. bf16)."),
+              out: Path = typer.Option(..., "--out", "-o", help="Folder for precision.md, precision.json, loss_curves.png."),
+              reference: Optional[Path] = typer.Option(None, "--reference",
+                                                       help="RUN_A's config with another seed: its gap sets the noise level."),
+              labels: str = typer.Option("fp32,bf16", "--labels", help="Names of RUN_A and RUN_B, comma-separated."),
+              ) -> None:
+    """Loss curves of two runs that differ only in precision, and whether each gap is within noise.
+
+    Example: spade-bench precision runs/fp32 runs/bf16 --reference runs/fp32-seed1 --out reports/precision-smoke
+    """
+    from reports.precision import build  # imported here so `spade-bench --help` does not load matplotlib
+
+    typer.echo(build(run_a, run_b, out, tuple(labels.split(",")), reference=reference))
+
+
 # ----------------------------------------------------------------------------- bench
 
 @app.command()

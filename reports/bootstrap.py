@@ -1,38 +1,64 @@
-"""Hierarchical paired bootstrap: 95% confidence intervals of each variant's difference to spade.
+"""Intervals of each variant's difference to spade: seed spread (t) combined with image resampling.
 
-Each replicate resamples the seeds of each variant (with replacement), and the validation
-images (with replacement). All runs are evaluated on the same validation label maps, so
-one image resample is shared by every run in a replicate: the comparison is paired by
-image index, and the luck of which images make up the validation set is common to both
-sides of a difference, as it is in reality. A variant's value in a replicate is the mean
-over its resampled seeds of the metric recomputed on the resampled images:
+Two things make a difference between two variants uncertain, and the intervals account for
+both:
 
-- mIoU and pixel accuracy from the resampled per-image tp/fp/fn sums (one confusion
-  matrix over the dataset, classes with an empty union left out, as torchmetrics'
-  MulticlassJaccardIndex does);
-- FID from the resampled generated-image features against the cached real statistics;
-- KID (unbiased MMD^2, cubic polynomial kernel) from the resampled generated-image
-  features against all real features; pairs of an image with a copy of itself are left
-  out, so a resample stays an unbiased estimate.
+- **seeds**: GAN training from another seed lands somewhere else. The spread of the
+  per-run scores within a variant (sample variance over its seeds) measures it; its
+  standard error is s_v^2 / n_v + s_b^2 / n_b for the variant and the baseline.
+- **images**: the validation set is one sample of images. Every run is scored on the same
+  label maps, so one with-replacement resample of the images is shared by every run
+  (paired by image index) and the metric is recomputed on it; the variance over B such
+  resamples of (mean over variant seeds - mean over baseline seeds) is the image part:
+  - mIoU and pixel accuracy from the resampled per-image tp/fp/fn sums (one confusion
+    matrix over the dataset, classes with an empty union left out, as torchmetrics'
+    MulticlassJaccardIndex does);
+  - FID from the resampled generated-image features against the cached real statistics;
+  - KID (unbiased MMD^2, cubic polynomial kernel) from the resampled generated-image
+    features against all real features; pairs of an image with a copy of itself are left
+    out, so a resample stays an unbiased estimate.
+
+The interval is point +- t * sqrt(seed part + image part), centred on the point estimate
+(the difference of the seed means on all images), with Welch-Satterthwaite degrees of
+freedom from the seed part (the image part counts as known). Centring matters for FID:
+a resample with duplicate images has fewer distinct images, so its FID is biased upwards
+and a percentile interval sat 1-2 points above the point estimate; here the resamples
+give only the spread. With fewer than MIN_SEEDS_FOR_SPREAD seeds on either side there is
+no seed spread to measure: the interval is the image part alone (normal quantile),
+labelled "image sampling only", and it says nothing about seed-to-seed luck.
+
+Why not resample the seeds as well (a hierarchical percentile bootstrap)? With 3 seeds
+that understates the seed spread by (n - 1) / n and uses a normal-like quantile where a t
+with about 4 degrees of freedom is due: in the known-truth simulation of
+tests/reports/test_bootstrap.py it covered 78-84% at 3 seeds; this interval covers
+above 90% there.
 
 FID replicates avoid a 2048x2048 matrix square root each: with the weighted, centred
 features A = diag(sqrt w) (X - mu_w), tr sqrt(S_fake S_real) is the sum of the square roots
 of the eigenvalues of A S_real A^T / (n - 1), an (unique images) x (unique images)
-symmetric PSD matrix built from the Gram matrix X S_real X^T computed once per run.
+symmetric PSD matrix built from the Gram matrix X S_real X^T computed once per run. This
+is another algorithm for the quantity eval.fid.frechet_distance computes (the tests check
+one against the other on materialised resamples).
 """
 from __future__ import annotations
 
-import zlib
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import linalg
+from scipy import stats
+from tqdm.auto import tqdm
 
 from reports.collect import RunRecord, load_counts, load_fake_features, load_real_stats
 
 BASELINE = "spade"
 BOOTSTRAP_METRICS = ("miou", "pixel_accuracy", "fid", "kid")
+# Seeds per side needed to measure the seed spread at all, and to draw a verdict from it.
+MIN_SEEDS_FOR_SPREAD = 2
+MIN_SEEDS_FOR_VERDICT = 3
+METHOD_SEEDS_AND_IMAGES = "seeds (t) + images"
+METHOD_IMAGES_ONLY = "image sampling only"
 
 
 @dataclass(frozen=True)
@@ -40,12 +66,12 @@ class BootstrapSettings:
     """How the intervals are drawn.
 
     Args:
-        replicates: replicates for mIoU, pixel accuracy and KID.
-        fid_replicates: replicates for FID (the first of the same draws); each costs one
-            eigendecomposition of a (unique images) square matrix, about 50 ms at 500
+        replicates: image resamples for mIoU, pixel accuracy and KID.
+        fid_replicates: image resamples for FID (the first of the same draws); each costs
+            one eigendecomposition of a (unique images) square matrix, about 50 ms at 500
             validation images on one CPU core, so fewer by default (200: ~10 s per run).
         seed: RNG seed; the same inputs and seed give the same intervals.
-        confidence: two-sided percentile interval level.
+        confidence: two-sided interval level.
     """
 
     replicates: int = 1000
@@ -56,7 +82,18 @@ class BootstrapSettings:
 
 @dataclass(frozen=True)
 class Interval:
-    """A difference (variant - baseline) with its percentile bootstrap interval."""
+    """A difference (variant - baseline) with its interval.
+
+    Args:
+        point: mean over the variant's seeds minus mean over the baseline's, on all images.
+        low, high: the interval, centred on `point`.
+        replicates: image resamples behind the image part.
+        variant_seeds, baseline_seeds: runs on each side.
+        method: METHOD_SEEDS_AND_IMAGES, or METHOD_IMAGES_ONLY with fewer than
+            MIN_SEEDS_FOR_SPREAD seeds on a side.
+        seed_se, image_se: the two standard-error parts (seed_se None when not measured).
+        df: degrees of freedom of the t quantile (inf for the normal one).
+    """
 
     point: float
     low: float
@@ -64,15 +101,29 @@ class Interval:
     replicates: int
     variant_seeds: int
     baseline_seeds: int
+    method: str = METHOD_SEEDS_AND_IMAGES
+    seed_se: Optional[float] = None
+    image_se: float = 0.0
+    df: float = math.inf
 
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    @property
+    def image_only(self) -> bool:
+        return self.method == METHOD_IMAGES_ONLY
+
+    @property
+    def min_seeds(self) -> int:
+        return min(self.variant_seeds, self.baseline_seeds)
+
     def to_json(self) -> dict:
         return {"difference": self.point, "ci_low": self.low, "ci_high": self.high,
                 "replicates": self.replicates, "variant_seeds": self.variant_seeds,
-                "baseline_seeds": self.baseline_seeds, "excludes_zero": self.excludes_zero}
+                "baseline_seeds": self.baseline_seeds, "excludes_zero": self.excludes_zero,
+                "method": self.method, "seed_se": self.seed_se, "image_se": self.image_se,
+                "df": None if math.isinf(self.df) else self.df}
 
 
 @dataclass
@@ -96,43 +147,41 @@ def resample_weights(num_images: int, replicates: int, rng: np.random.Generator)
     return counts.reshape(replicates, num_images).astype(np.float64)
 
 
-def seed_draws(num_seeds: int, replicates: int, seed: int, variant: str) -> np.ndarray:
-    """[replicates, num_seeds] seed indices; keyed by variant so adding one changes no other."""
-    rng = np.random.default_rng([seed, zlib.crc32(variant.encode())])
-    return rng.integers(0, num_seeds, size=(replicates, num_seeds))
-
-
-def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Two-sided percentile interval (numpy's default linear interpolation)."""
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def seed_average(per_run: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """Mean over the drawn seeds: per_run [seeds, B], draws [B, seeds] -> [B]."""
-    replicates = per_run.shape[1]
-    return per_run[draws, np.arange(replicates)[:, None]].mean(axis=1)
-
-
-def paired_interval(variant_reps: np.ndarray, baseline_reps: np.ndarray,
-                    variant_draws: np.ndarray, baseline_draws: np.ndarray,
-                    variant_points: Sequence[float], baseline_points: Sequence[float],
-                    confidence: float = 0.95) -> Interval:
-    """Interval of mean(variant) - mean(baseline) from per-run replicates on shared image draws.
+def seed_and_image_interval(variant_reps: np.ndarray, baseline_reps: np.ndarray,
+                            variant_points: Sequence[float], baseline_points: Sequence[float],
+                            confidence: float = 0.95) -> Interval:
+    """Interval of mean(variant) - mean(baseline), centred on the point estimate.
 
     Args:
-        variant_reps, baseline_reps: [seeds, B] per-run metric replicates; column b of both
-            used the same image resample.
-        variant_draws, baseline_draws: [B, seeds] resampled seed indices.
-        variant_points, baseline_points: per-run values on all images (the point estimate).
+        variant_reps, baseline_reps: [seeds, B] per-run metric values on B image resamples;
+            column b of both used the same resample.
+        variant_points, baseline_points: per-run values on all images.
     """
-    differences = (seed_average(variant_reps, variant_draws)
-                   - seed_average(baseline_reps, baseline_draws))
-    low, high = percentile_interval(differences, confidence)
-    point = float(np.mean(variant_points) - np.mean(baseline_points))
-    return Interval(point=point, low=low, high=high, replicates=len(differences),
-                    variant_seeds=len(variant_points), baseline_seeds=len(baseline_points))
+    variant_points = np.asarray(variant_points, dtype=np.float64)
+    baseline_points = np.asarray(baseline_points, dtype=np.float64)
+    n_v, n_b = len(variant_points), len(baseline_points)
+    point = float(variant_points.mean() - baseline_points.mean())
+    differences = np.asarray(variant_reps).mean(axis=0) - np.asarray(baseline_reps).mean(axis=0)
+    # A resample of a tiny set can hold one distinct image, where KID is undefined (0/0).
+    differences = differences[np.isfinite(differences)]
+    image_var = float(np.var(differences, ddof=1)) if len(differences) > 1 else 0.0
+    tail = 1 - (1 - confidence) / 2
+    if min(n_v, n_b) >= MIN_SEEDS_FOR_SPREAD:
+        part_v = float(np.var(variant_points, ddof=1)) / n_v
+        part_b = float(np.var(baseline_points, ddof=1)) / n_b
+        seed_var = part_v + part_b
+        denominator = part_v ** 2 / (n_v - 1) + part_b ** 2 / (n_b - 1)
+        total = seed_var + image_var
+        df = total ** 2 / denominator if denominator > 0 else math.inf
+        quantile = float(stats.t.ppf(tail, df)) if math.isfinite(df) else float(stats.norm.ppf(tail))
+        method, seed_se = METHOD_SEEDS_AND_IMAGES, math.sqrt(seed_var)
+    else:
+        total, df, seed_se = image_var, math.inf, None
+        quantile, method = float(stats.norm.ppf(tail)), METHOD_IMAGES_ONLY
+    half = quantile * math.sqrt(total)
+    return Interval(point=point, low=point - half, high=point + half, replicates=len(differences),
+                    variant_seeds=n_v, baseline_seeds=n_b, method=method, seed_se=seed_se,
+                    image_se=math.sqrt(image_var), df=df)
 
 
 # --------------------------------------------------------------------------- metrics on weights
@@ -155,18 +204,6 @@ def miou_and_accuracy(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
     accuracy = np.divide(tp_sum.sum(axis=1), labelled, out=np.full(len(weights), np.nan),
                          where=labelled > 0)
     return 100 * miou, 100 * accuracy
-
-
-def fid_from_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
-                        sigma2: np.ndarray) -> float:
-    """Reference FID with scipy's sqrtm (pytorch-fid's formula); slow, for checks."""
-    diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = np.real(covmean)
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 class FIDReplicator:
@@ -239,17 +276,58 @@ class KIDReplicator:
         n = weights.sum(axis=1)
         quadratic = np.einsum("bi,bi->b", weights @ self.kernel, weights)
         squared = weights ** 2
-        fake_term = (quadratic - squared @ self.kernel_diag) / (n ** 2 - squared.sum(axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):  # one distinct image: undefined, NaN
+            fake_term = (quadratic - squared @ self.kernel_diag) / (n ** 2 - squared.sum(axis=1))
         return fake_term + self.real_term - 2 * (weights @ self.cross_mean) / n
 
 
 # --------------------------------------------------------------------------- per-run replicates
 
-@dataclass
-class _RunReplicates:
-    record: RunRecord
-    reps: dict[str, np.ndarray] = field(default_factory=dict)    # metric -> [B]
-    points: dict[str, float] = field(default_factory=dict)        # metric -> value on all images
+def metric_replicates(weights: np.ndarray, fid_weights: np.ndarray, *,
+                      counts: Optional[dict[str, np.ndarray]] = None,
+                      features: Optional[np.ndarray] = None,
+                      real: Optional[dict[str, np.ndarray]] = None,
+                      ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """One run's metric on each image resample and on all images: ({metric: [B]}, {metric: value}).
+
+    Args:
+        weights, fid_weights: [B, N] and [B_fid, N] image multiplicities.
+        counts: per-image tp, fp, fn [N, K] (mIoU and accuracy), or None.
+        features: [N, D] generated-image features (FID, KID), or None.
+        real: real statistics: mu, sigma (FID) and, when present, features (KID).
+    """
+    reps: dict[str, np.ndarray] = {}
+    points: dict[str, float] = {}
+    every_image = np.ones((1, weights.shape[1]))
+    if counts is not None:
+        reps["miou"], reps["pixel_accuracy"] = miou_and_accuracy(
+            counts["tp"], counts["fp"], counts["fn"], weights)
+        miou, accuracy = miou_and_accuracy(counts["tp"], counts["fp"], counts["fn"], every_image)
+        points["miou"], points["pixel_accuracy"] = float(miou[0]), float(accuracy[0])
+    if features is not None and real is not None:
+        if "mu" in real and "sigma" in real:
+            fid = FIDReplicator(features, real["mu"], real["sigma"])
+            reps["fid"] = fid(fid_weights)
+            points["fid"] = float(fid(every_image)[0])
+        if "features" in real:
+            kid = KIDReplicator(features, real["features"])
+            reps["kid"] = kid(weights)
+            points["kid"] = float(kid(every_image)[0])
+    return reps, points
+
+
+def differences(variant_runs: Sequence[tuple[dict, dict]], baseline_runs: Sequence[tuple[dict, dict]],
+                confidence: float = 0.95) -> dict[str, Interval]:
+    """metric -> Interval from each side's metric_replicates outputs (same image resamples)."""
+    out = {}
+    for metric in BOOTSTRAP_METRICS:
+        have = [r for r in variant_runs if metric in r[0]]
+        have_base = [r for r in baseline_runs if metric in r[0]]
+        if have and have_base:
+            out[metric] = seed_and_image_interval(
+                np.stack([r[0][metric] for r in have]), np.stack([r[0][metric] for r in have_base]),
+                [r[1][metric] for r in have], [r[1][metric] for r in have_base], confidence)
+    return out
 
 
 # Recomputed full-set values must match metrics.json within these (absolute, relative)
@@ -273,44 +351,26 @@ def _check(record: RunRecord, metric: str, recomputed: float, out: list[str]) ->
 
 
 def _run_replicates(record: RunRecord, weights: np.ndarray, fid_weights: np.ndarray,
-                    notes: list[str], consistency: list[str]) -> _RunReplicates:
-    out = _RunReplicates(record)
-    every_image = np.ones((1, weights.shape[1]))
+                    notes: list[str], consistency: list[str]) -> tuple[dict, dict]:
     counts, why = load_counts(record)
     if counts is None:
         notes.append(why)
-    else:
-        out.reps["miou"], out.reps["pixel_accuracy"] = miou_and_accuracy(
-            counts["tp"], counts["fp"], counts["fn"], weights)
-        miou, accuracy = miou_and_accuracy(counts["tp"], counts["fp"], counts["fn"], every_image)
-        out.points["miou"], out.points["pixel_accuracy"] = float(miou[0]), float(accuracy[0])
-    _feature_replicates(record, weights, fid_weights, out, notes)
-    for metric, value in out.points.items():
-        _check(record, metric, value, consistency)
-    return out
-
-
-def _feature_replicates(record: RunRecord, weights: np.ndarray, fid_weights: np.ndarray,
-                        out: _RunReplicates, notes: list[str]) -> None:
-    every_image = np.ones((1, weights.shape[1]))
-    features, why = load_fake_features(record)
+    features, why_features = load_fake_features(record)
     real, why_real = load_real_stats(record)
     if features is None or real is None:
-        notes.append(why or why_real)
-        return
-    if features.shape[1] != real["mu"].shape[0]:
+        notes.append(why_features or why_real)
+        features = real = None
+    elif features.shape[1] != real["mu"].shape[0]:
         notes.append(f"{record.label}: fake features have {features.shape[1]} dims, real "
                      f"statistics {real['mu'].shape[0]}; FID/KID intervals skipped")
-        return
-    fid = FIDReplicator(features, real["mu"], real["sigma"])
-    out.reps["fid"] = fid(fid_weights)
-    out.points["fid"] = float(fid(every_image)[0])
-    if "features" in real:
-        kid = KIDReplicator(features, real["features"])
-        out.reps["kid"] = kid(weights)
-        out.points["kid"] = float(kid(every_image)[0])
-    else:
+        features = real = None
+    elif "features" not in real:
         notes.append(f"{record.label}: real statistics hold no 'features'; KID interval skipped")
+    reps, points = metric_replicates(weights, fid_weights, counts=counts, features=features,
+                                     real=real)
+    for metric, value in points.items():
+        _check(record, metric, value, consistency)
+    return reps, points
 
 
 def _num_images(record: RunRecord) -> Optional[int]:
@@ -330,8 +390,6 @@ def bootstrap_differences(records: Sequence[RunRecord],
     validation images differs from the baseline's cannot be paired and are left out, with
     a note saying so.
     """
-    from tqdm.auto import tqdm
-
     result = BootstrapResult(settings=settings)
     ok = [r for r in records if r.ok]
     base_runs = [r for r in ok if r.variant == baseline]
@@ -357,26 +415,11 @@ def bootstrap_differences(records: Sequence[RunRecord],
     rng = np.random.default_rng(settings.seed)
     weights = resample_weights(num_images, settings.replicates, rng)
     fid_weights = weights[:min(settings.fid_replicates, settings.replicates)]
-    per_run = [_run_replicates(r, weights, fid_weights, result.notes, result.consistency)
-               for r in tqdm(usable, desc="bootstrap", unit="run", disable=not progress)]
-
-    by_variant: dict[str, list[_RunReplicates]] = {}
-    for run in per_run:
-        by_variant.setdefault(run.record.variant, []).append(run)
+    by_variant: dict[str, list[tuple[dict, dict]]] = {}
+    for record in tqdm(usable, desc="bootstrap", unit="run", disable=not progress):
+        by_variant.setdefault(record.variant, []).append(
+            _run_replicates(record, weights, fid_weights, result.notes, result.consistency))
     base = by_variant.pop(baseline)
     for variant, runs in sorted(by_variant.items()):
-        result.intervals[variant] = {}
-        for metric in BOOTSTRAP_METRICS:
-            have = [r for r in runs if metric in r.reps]
-            have_base = [r for r in base if metric in r.reps]
-            if not have or not have_base:
-                continue
-            replicates = len(have[0].reps[metric])
-            result.intervals[variant][metric] = paired_interval(
-                np.stack([r.reps[metric] for r in have]),
-                np.stack([r.reps[metric] for r in have_base]),
-                seed_draws(len(have), replicates, settings.seed, variant),
-                seed_draws(len(have_base), replicates, settings.seed, baseline),
-                [r.points[metric] for r in have], [r.points[metric] for r in have_base],
-                settings.confidence)
+        result.intervals[variant] = differences(runs, base, settings.confidence)
     return result

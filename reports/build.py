@@ -3,8 +3,11 @@
 `build_report(run_dirs, out_dir)` reads every run below `run_dirs` (reports.collect),
 groups them by dataset (runs on different datasets are never compared), and writes per
 dataset the main table, failed runs, bootstrap differences to spade, agreement with the
-paper, figures and the evaluation protocol. Runs that disagree on the protocol are
-flagged at the top of the report: their scores are not comparable.
+paper, the label-dependence table (the paper's Figure 3 argument), what the scale can and
+cannot show, figures and the evaluation protocol. Runs scored by different evaluators,
+extractors or protocols are refused (ReportError naming the runs and values): their
+scores are not comparable. Training settings, hardware and code commits that differ are
+listed, not refused.
 """
 from __future__ import annotations
 
@@ -19,18 +22,23 @@ import numpy as np
 import pandas as pd
 
 from reports import figures as figs
-from reports.bootstrap import BASELINE, BootstrapResult, BootstrapSettings, bootstrap_differences
-from reports.collect import RunRecord, collect_runs
+from reports.bootstrap import (BASELINE, METHOD_IMAGES_ONLY, MIN_SEEDS_FOR_VERDICT, BootstrapResult,
+                               BootstrapSettings, bootstrap_differences)
+from reports.collect import ReportError, RunRecord, collect_runs
+from reports.figures import read_losses
 from reports.paper import PAPER_SEGMENTERS, Verdict, judge
-from reports.tables import (METRICS, csv_rows, failed_runs_table, has_paper_columns,
-                            latex_escape, main_table, reference_values, render_differences,
-                            render_main, to_latex, to_markdown)
+from reports.tables import (BEYOND_MARK, METRICS, beyond_resolution, csv_rows, failed_runs_table,
+                            has_paper_columns, has_released_columns, latex_escape, main_table,
+                            reference_values, render_differences, render_main, to_latex,
+                            to_markdown)
 from spade_bench.io import atomic_write_json, atomic_write_text
 
-# metrics.json keys that define the evaluation: runs that differ here are not comparable.
-PROTOCOL_KEYS = ("fid_protocol", "fid_extractor_sha256", "segmenter", "segmenter_sha256",
-                 "eval_size", "generation_size", "image_resize", "label_resize", "num_images",
-                 "seeds", "metric_versions", "real_stats")
+# metrics.json protocol keys that define the evaluation: a report refuses runs that differ here.
+REFUSED_KEYS = ("segmenter_sha256", "fid_extractor_sha256", "fid_protocol", "eval_size",
+                "segmenter_input_size", "label_mapping", "real_set", "image_resize",
+                "label_resize", "num_images", "kid_subset_size", "kid_subsets", "metric_versions")
+# Also recorded and shown; a difference here is listed in the protocol footnote.
+PROTOCOL_KEYS = REFUSED_KEYS + ("segmenter", "generation_size", "seeds", "real_stats")
 # Training settings that confound a comparison when they differ between variants.
 TRAINING_KEYS = ("preset", "steps", "checkpoint_step", "perceptual", "ema")
 HARDWARE_KEYS = ("hardware",)
@@ -48,6 +56,8 @@ class DatasetSection:
     verdicts: list[Verdict]
     untested: list
     protocol: dict
+    beyond: dict = field(default_factory=dict)
+    scale: str = ""
     figures: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -59,6 +69,8 @@ class DatasetSection:
 
 def _protocol_value(record: RunRecord, key: str) -> Any:
     metrics = record.metrics or {}
+    if key == "code":
+        return record.code
     if key == "real_stats":
         name = (metrics.get("files") or {}).get("real_stats")
         return Path(name).name if name else None
@@ -66,14 +78,17 @@ def _protocol_value(record: RunRecord, key: str) -> Any:
         return metrics.get("checkpoint_step")
     if key in TRAINING_KEYS or key in HARDWARE_KEYS:
         return (metrics.get("run") or {}).get(key)
-    return (metrics.get("protocol") or {}).get(key)
+    protocol = metrics.get("protocol") or {}
+    if key == "label_mapping" and key in protocol and protocol[key] is None:
+        return "none"  # recorded as no mapping, unlike a metrics.json that predates the key
+    return protocol.get(key)
 
 
 def protocol_summary(records: Sequence[RunRecord]) -> dict[str, dict]:
     """key -> {"values": {json value: [run labels]}, "kind": protocol|training|hardware}."""
     out = {}
     for kind, keys in (("protocol", PROTOCOL_KEYS), ("training", TRAINING_KEYS),
-                       ("hardware", HARDWARE_KEYS)):
+                       ("hardware", HARDWARE_KEYS), ("code", ("code",))):
         for key in keys:
             values: dict[str, list[str]] = {}
             for record in records:
@@ -82,6 +97,23 @@ def protocol_summary(records: Sequence[RunRecord]) -> dict[str, dict]:
                     values.setdefault(value, []).append(record.label)
             out[key] = {"kind": kind, "values": values}
     return out
+
+
+def refuse_mixed_protocols(records: Sequence[RunRecord]) -> None:
+    """Raise ReportError when evaluated runs were scored by different evaluators or protocols."""
+    protocol = protocol_summary(records)
+    differ = []
+    for key in REFUSED_KEYS:
+        values = protocol[key]["values"]
+        if len(values) > 1:
+            differ.append(f"{key}: " + " vs ".join(
+                f"{_show(value)} ({', '.join(runs)})" for value, runs in values.items()))
+    if differ:
+        raise ReportError(
+            "these runs were scored under different evaluation protocols, so one table would "
+            "compare incomparable numbers: " + "; ".join(differ) + ". Re-score them with one "
+            "evaluator (`spade-bench eval --run RUN` with the same segmenter and eval settings), "
+            "or report each group separately")
 
 
 def evaluator_warnings(records: Sequence[RunRecord]) -> dict[str, list[str]]:
@@ -120,7 +152,10 @@ def protocol_footnote(protocol: dict) -> str:
              "num_images": "images", "seeds": "generation seeds",
              "metric_versions": "metric versions", "real_stats": "real statistics",
              "preset": "preset", "steps": "training steps", "checkpoint_step": "checkpoint step",
-             "perceptual": "perceptual network", "ema": "EMA", "hardware": "hardware"}
+             "perceptual": "perceptual network", "ema": "EMA", "hardware": "hardware",
+             "segmenter_input_size": "segmenter input size", "label_mapping": "label mapping",
+             "real_set": "real-image set", "kid_subset_size": "KID subset size",
+             "kid_subsets": "KID subsets", "code": "code commit"}
     parts = []
     for key, info in protocol.items():
         values = info["values"]
@@ -128,6 +163,9 @@ def protocol_footnote(protocol: dict) -> str:
             continue
         if len(values) == 1:
             parts.append(f"{names[key]}: {_show(next(iter(values)))}")
+        elif info["kind"] == "code":
+            listed = "; ".join(f"{_show(v)} ({', '.join(runs)})" for v, runs in values.items())
+            parts.append(f"code commits differ (listed, not an error): {listed}")
         else:
             listed = "; ".join(f"{_show(v)} ({', '.join(runs)})" for v, runs in values.items())
             parts.append(f"**{names[key]} DIFFERS: {listed}**")
@@ -136,17 +174,43 @@ def protocol_footnote(protocol: dict) -> str:
 
 # --------------------------------------------------------------------------- sections
 
+# Fewer training steps than this, or the smoke preset, is "small scale": the report says
+# it does not reproduce the paper's ordering (the paper preset trains 126,400 steps).
+SMALL_SCALE_STEPS = 10_000
+
+
+def _scale(records: Sequence[RunRecord]) -> tuple[str, bool]:
+    """("200 training steps, 32 images at 64 px", small scale?) over evaluated runs."""
+    ok = [r for r in records if r.ok and not r.released]
+    steps = sorted({s for s in (_protocol_value(r, "steps") for r in ok) if isinstance(s, int)})
+    images = sorted({n for n in (_protocol_value(r, "num_images") for r in ok) if isinstance(n, int)})
+    sizes = sorted({json.dumps(_protocol_value(r, "eval_size")) for r in ok} - {"null"})
+    presets = {_protocol_value(r, "preset") for r in ok}
+    parts = []
+    if steps:
+        parts.append(f"{'/'.join(map(str, steps))} training steps")
+    if images:
+        parts.append(f"{'/'.join(map(str, images))} images"
+                     + (f" at {_show(sizes[0])} px" if len(sizes) == 1 else ""))
+    small = "smoke" in presets or (bool(steps) and max(steps) < SMALL_SCALE_STEPS)
+    return ", ".join(parts), small
+
+
 def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSettings,
                   figures_dir: Optional[Path], progress: bool) -> DatasetSection:
     table = main_table(records, dataset)
     references = reference_values(records)
-    bootstrap = bootstrap_differences([r for r in records if r.ok], settings, progress=progress)
+    # Released weights are one model each, not a seed of our training: never in the intervals.
+    bootstrap = bootstrap_differences([r for r in records if r.ok and not r.released], settings,
+                                      progress=progress)
     present = {v for v in table.index if table.loc[v, "ok"] > 0}
     params = {v: (None if math.isnan(table.loc[v, "generator_params_mean"])
                   else float(table.loc[v, "generator_params_mean"])) for v in table.index}
-    verdicts, untested = judge(bootstrap.intervals, present, params)
+    beyond = beyond_resolution(table, references)
+    scale, _ = _scale(records)
+    verdicts, untested = judge(bootstrap.intervals, present, params, blocked=beyond, scale=scale)
     section = DatasetSection(dataset, records, table, references, bootstrap, verdicts, untested,
-                             protocol_summary(records))
+                             protocol_summary(records), beyond, scale)
     if figures_dir is not None:
         slug = section.slug
         made = {"samples": figs.sample_grid(records, figures_dir / f"{slug}_samples.png"),
@@ -156,11 +220,115 @@ def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSet
     return section
 
 
+def last_discriminator_loss(record: RunRecord) -> Optional[tuple[int, float]]:
+    """(step, D/total) of the last logged step with a finite D loss (D/real + D/fake when no total)."""
+    frame = read_losses(record)
+    if frame is None or "D/total" not in frame:
+        return None
+    logged = frame[["step", "D/total"]].dropna()
+    if logged.empty:
+        return None
+    return int(logged["step"].iloc[-1]), float(logged["D/total"].iloc[-1])
+
+
+def label_dependence_markdown(s: DatasetSection) -> list[str]:
+    """The paper's Figure 3 argument: per variant, how distinct its outputs are across uniform maps."""
+    table = s.table
+    known = table[table["uniform_distinctness_n"] > 0]
+    lines = ["### Label dependence (the paper's Figure 3 argument)", ""]
+    if known.empty:
+        return lines + ["No run recorded label dependence (metrics.json `label_dependence`); "
+                        "re-score the runs with the current `spade-bench eval --run RUN`.", ""]
+    rows = []
+    for variant, row in known.iterrows():
+        spread = row["uniform_distinctness_std"]
+        rows.append([variant, str(int(row["uniform_distinctness_n"])),
+                     f"{row['uniform_distinctness_mean']:.4f}"
+                     + ("" if math.isnan(spread) else f" ± {spread:.4f}"),
+                     "–" if math.isnan(row["label_spread_mean"]) else f"{row['label_spread_mean']:.4f}",
+                     f"{int(row['degenerate'])} of {int(row['degenerate_known'])}"])
+    frame = pd.DataFrame(rows, columns=["variant", "seeds", "uniform distinctness ↑",
+                                        "label spread ↑", "degenerate runs"])
+    rules = {str(((r.metrics or {}).get("label_dependence") or {}).get("rule"))
+             for r in s.records if r.ok and (r.metrics or {}).get("label_dependence")}
+    lines += [to_markdown(frame), ""]
+    text = ("Uniform distinctness: how different a variant's outputs are across label maps "
+            "that are each a single class everywhere. This is the paper's Figure 3 argument: "
+            "when the label map enters only at the input and a normalisation layer follows "
+            "(pix2pixHD's instance norm), a uniform map is normalised away and every class "
+            "gives much the same image; SPADE feeds the map to every normalisation layer, so "
+            "the outputs stay distinct. Unlike mIoU and FID, this needs no trained evaluator, "
+            "so it holds at any scale. Label spread: how much the outputs vary across different "
+            "real label maps at a fixed z. Degenerate: outputs that barely depend on the label "
+            "map, by the rule " + "; ".join(sorted(rules)) + ".")
+    means = known["uniform_distinctness_mean"]
+    if BASELINE in means and "pix2pixhd" in means:
+        a, b = means[BASELINE], means["pix2pixhd"]
+        text += (f" Here spade's outputs are {'more' if a > b else 'not more'} distinct across "
+                 f"uniform maps than pix2pixhd's ({a:.4f} vs {b:.4f}), "
+                 f"{'as' if a > b else 'unlike what'} the paper's Figure 3 argues; without "
+                 f"an interval this is a description of these runs, not a verdict.")
+    return lines + [text, ""]
+
+
+def scale_markdown(s: DatasetSection) -> list[str]:
+    """What this scale can and cannot show, and why SPADE starts slowly when it does."""
+    scale, small = _scale(s.records)
+    if not small:
+        return []
+    lines = ["### Scale", "",
+             f"At this scale ({scale}) the runs do **not** reproduce the paper's ordering, and "
+             f"this report draws no verdict from them. The paper trains for about 126,000 steps "
+             f"at 256 px or more (the `paper` preset); at a few hundred steps the ranking "
+             f"reflects how fast each variant starts, not where it ends (issue 10 measured "
+             f"spade at 13.8, 33.3, 43.0 and 44.8 mIoU after 200, 400, 800 and 1600 steps on "
+             f"this preset). The evaluator's limits matter too: a score above its ceiling or "
+             f"below the FID floor is marked {BEYOND_MARK[0]} and not compared. What this scale "
+             f"does test: that every variant trains, is scored and reported end to end, and "
+             f"the label-dependence table above.", ""]
+    table = s.table
+    spade_runs = [r for r in s.records if r.ok and not r.released and r.variant == BASELINE]
+    if not spade_runs:
+        return lines
+    others = table.drop(index=BASELINE, errors="ignore")["miou_mean"].dropna()
+    degenerate = [r for r in spade_runs if r.degenerate]
+    lagging = (BASELINE in table.index and len(others)
+               and table.loc[BASELINE, "miou_mean"] < 0.5 * others.max())
+    if not degenerate and not lagging:
+        return lines
+    losses = []
+    for record in spade_runs:
+        last = last_discriminator_loss(record)
+        if last is not None:
+            losses.append(f"{record.label} {last[1]:.3f} at step {last[0]}")
+    others_d = []
+    for record in s.records:
+        if record.ok and not record.released and record.variant != BASELINE:
+            last = last_discriminator_loss(record)
+            if last is not None:
+                others_d.append(f"{record.label} {last[1]:.3f}")
+    why = (f"{len(degenerate)} of {len(spade_runs)} spade runs are flagged degenerate"
+           if degenerate else f"spade's mIoU is less than half the best variant's")
+    text = (f"SPADE starts slowly here ({why}). This is expected, not a bug: its SPADE "
+            f"layers' MLPs start at the original initialisation (xavier, gain 0.02), so their "
+            f"gradients are about 1e-4 against about 4 in the rest of the generator, and for "
+            f"the first few hundred steps the generator draws one blurry scene whatever the "
+            f"label map (issue 10: a larger init gain or learning rate gives 31-33 mIoU at 200 "
+            f"steps). The sign to look for is a discriminator that wins early, its loss near 0.")
+    if losses:
+        text += (" Last logged discriminator loss (D/total = D/real + D/fake): "
+                 + "; ".join(losses) + (f" (other variants: {'; '.join(others_d)})" if others_d else "")
+                 + ".")
+    return lines + [text, ""]
+
+
 def _warnings(sections: Sequence[DatasetSection]) -> list[str]:
     out = []
     for s in sections:
         where = f"{s.dataset}: " if len(sections) > 1 else ""
-        protocol = protocol_mismatches(s.protocol, "protocol")
+        # The segmenter's path may differ between machines; its sha256 (refused when it
+        # differs) is what identifies it.
+        protocol = [k for k in protocol_mismatches(s.protocol, "protocol") if k != "segmenter"]
         if protocol:
             out.append(f"**WARNING — {where}the runs disagree on the evaluation protocol "
                        f"({', '.join(protocol)}): their scores are NOT comparable.** "
@@ -169,6 +337,9 @@ def _warnings(sections: Sequence[DatasetSection]) -> list[str]:
         if training:
             out.append(f"**Warning — {where}training settings differ between runs "
                        f"({', '.join(training)}): differences between variants are confounded.**")
+        if protocol_mismatches(s.protocol, "code"):
+            out.append(f"Note — {where}runs were made at different code commits (listed in the "
+                       f"protocol footnote); not an error, but a difference may come from the code.")
         if protocol_mismatches(s.protocol, "hardware"):
             out.append(f"Note — {where}runs ran on different hardware: the images/s and memory "
                        f"columns are not comparable.")
@@ -188,14 +359,44 @@ def _warnings(sections: Sequence[DatasetSection]) -> list[str]:
 def _bootstrap_explanation(result: BootstrapResult) -> str:
     s = result.settings
     fid = min(s.fid_replicates, s.replicates)
-    return (f"Δ = variant − {BASELINE}, mean over seeds. [low, high] is the {s.confidence:.0%} "
-            f"percentile interval of a hierarchical paired bootstrap: each of B = {s.replicates} "
-            f"replicates resamples each variant's seeds, then the {result.num_images} validation "
-            f"images (one image resample shared by every run, so pairs match by image index), "
-            f"and recomputes mIoU and accuracy from per-image tp/fp/fn sums and KID from the "
-            f"features; FID uses the first {fid} replicates (each needs an eigendecomposition). "
-            f"RNG seed {s.seed}. * = the interval excludes 0, so the gap is unlikely to be "
-            f"seed or image luck. With one seed an interval reflects image sampling only.")
+    intervals = [iv for per in result.intervals.values() for iv in per.values()]
+    image_only = any(iv.image_only for iv in intervals)
+    text = (f"Δ = variant − {BASELINE}, mean over seeds. [low, high] is a {s.confidence:.0%} "
+            f"interval centred on Δ: Δ ± t × sqrt(seed part + image part). The seed part is "
+            f"s²/n of each side's per-run scores (Welch–Satterthwaite degrees of freedom); the "
+            f"image part is the variance of Δ over B = {s.replicates} resamples of the "
+            f"{result.num_images} validation images (one resample shared by every run, so pairs "
+            f"match by image index; mIoU and accuracy recomputed from per-image tp/fp/fn sums, "
+            f"KID from the features, FID from the first {fid} resamples, whose upward bias "
+            f"does not move the centre). RNG seed {s.seed}. In a known-truth simulation "
+            f"(tests/reports/test_bootstrap.py) these intervals cover the true difference at "
+            f"least 90% of the time at {MIN_SEEDS_FOR_VERDICT} seeds per variant. "
+            f"* = the interval excludes 0 with at least {MIN_SEEDS_FOR_VERDICT} seeds per "
+            f"variant, what a verdict on the paper needs; with fewer, no star and no claim "
+            f"that a gap would survive other seeds.")
+    if image_only:
+        text += (f" Rows marked \"{METHOD_IMAGES_ONLY}\" have fewer than 2 seeds on a side: "
+                 f"their interval covers only which validation images were drawn, not which "
+                 f"seed training happened to take, so it supports no claim about seed "
+                 f"robustness and no verdict (with 1 seed such intervals covered about 30% of "
+                 f"the time in the same simulation).")
+    return text
+
+
+def _released_note(s: DatasetSection) -> str:
+    segmenter = PAPER_SEGMENTERS.get(s.dataset, "the paper's own segmenter")
+    ours = []
+    for key in ("segmenter_sha256", "segmenter_input_size", "label_mapping", "real_set", "eval_size"):
+        values = s.protocol.get(key, {}).get("values") or {}
+        if len(values) == 1:
+            ours.append(f"{key.replace('_', ' ')} {_show(next(iter(values)))}")
+    return ("\"released weights, re-scored\": NVlabs' released checkpoints (metrics.json "
+            "run.provenance.source = nvlabs), imported and scored by this report's evaluator; "
+            "\"retrained\": runs trained by spade-bench (mean over seeds); \"paper\": Table 1 as "
+            f"published. Protocol difference: the paper scored with {segmenter} on its own "
+            "real-image set and resize, which nobody recorded; the other two columns share one "
+            "protocol (" + ", ".join(ours) + "), so only they compare like with like. Released "
+            "weights are not seeds: they stay out of the means, the intervals and the verdicts.")
 
 
 _METRIC_NAMES = {"miou": "mIoU", "pixel_accuracy": "accuracy", "fid": "FID", "kid": "KID"}
@@ -209,6 +410,17 @@ def _section_markdown(s: DatasetSection) -> str:
                  "for some seeds. **Bold**: best mean per column — higher mIoU, pixel accuracy "
                  "and images/s; lower FID, KID and peak memory; generator parameters are not "
                  "marked. Reference rows come from metrics.json `references`.")
+    if s.beyond:
+        listed = "; ".join(f"{v}: {', '.join(m.values())}" for v, m in s.beyond.items())
+        lines.append(f"{BEYOND_MARK[0]} **beyond the evaluator's resolution**: the segmenter "
+                     f"scores real photos lower, or real photos' FID floor is higher, than this "
+                     f"mean ({listed}), so the evaluator cannot rank it and no verdict is drawn "
+                     f"from it.")
+    if s.table["degenerate"].any():
+        lines.append("(degenerate): the outputs barely depend on the label map (metrics.json "
+                     "`label_dependence.degenerate`; see Label dependence).")
+    if has_released_columns(s.table):
+        lines.append(_released_note(s))
     if has_paper_columns(s.dataset):
         segmenter = PAPER_SEGMENTERS.get(s.dataset, "its own segmenter")
         lines.append(f"\"paper\": Table 1 of Park et al. 2019 (spade → SPADE, pix2pixhd → "
@@ -236,10 +448,9 @@ def _section_markdown(s: DatasetSection) -> str:
     lines += ["### Agreement with the paper", ""]
     for v in s.verdicts:
         per = ", ".join(f"{_METRIC_NAMES[m]} {r}" for m, r in v.per_metric.items()) or "no intervals"
-        weak = (v.finding.kind == "same" and v.verdict == "agrees"
-                and "no interval excludes 0, which with few seeds or images is weak evidence")
+        why = v.why and f"why: {v.why}"
         caveat = v.finding.caveat and f"caveat: {v.finding.caveat}"
-        extra = "".join(f"; {x}" for x in (weak, v.params_note, caveat) if x)
+        extra = "".join(f"; {x}" for x in (why, v.params_note, caveat) if x)
         lines.append(f"- **{v.verdict}** — {v.finding.text} (paper {v.finding.source}; "
                      f"{v.finding.better} vs {v.finding.worse}): {per}{extra}.")
     if not s.verdicts:
@@ -248,6 +459,9 @@ def _section_markdown(s: DatasetSection) -> str:
         lines.append("- Not tested here (a variant was not run or not evaluated): " + "; ".join(
             f"{f.text} ({f.better} vs {f.worse})" for f in s.untested) + ".")
     lines.append("")
+
+    lines += label_dependence_markdown(s)
+    lines += scale_markdown(s)
 
     lines += ["### Figures", ""]
     captions = {"samples": "Validation label maps rendered by every variant (lowest seed)",
@@ -344,6 +558,8 @@ def summary_json(name: str, inputs: Sequence[str], sections: Sequence[DatasetSec
             "bootstrap_notes": s.bootstrap.notes,
             "consistency_problems": s.bootstrap.consistency,
             "findings": [v.to_json() for v in s.verdicts],
+            "beyond_resolution": s.beyond,
+            "scale": s.scale,
             "findings_not_tested": [f.text for f in s.untested],
             "protocol": {k: {"kind": v["kind"],
                              "values": [{"value": json.loads(j), "runs": runs}
@@ -380,6 +596,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, name: Opti
     name = name or out_dir.name
     inputs = [str(p) for p in run_dirs]
     records = collect_runs(run_dirs)
+    for dataset in sorted({r.dataset for r in records}):
+        refuse_mixed_protocols([r for r in records if r.dataset == dataset and r.ok])
     figures_dir = out_dir / "figures" if figures else None
     sections = [build_section(dataset, [r for r in records if r.dataset == dataset], settings,
                               figures_dir, progress)

@@ -83,9 +83,34 @@ class RunRecord:
             value = run.get("train_peak_memory_gib", self.summary.get("peak_memory_gib"))
         elif key in ("real_val_miou", "real_val_pixel_accuracy", "fid_train_vs_val"):
             value = (metrics.get("references") or {}).get(key)
+        elif key in ("uniform_distinctness", "label_spread"):
+            value = (metrics.get("label_dependence") or {}).get(key)
         else:
             raise KeyError(key)
         return _finite_or_none(value)
+
+    @property
+    def degenerate(self) -> Optional[bool]:
+        """metrics.json label_dependence.degenerate (None when not recorded)."""
+        value = ((self.metrics or {}).get("label_dependence") or {}).get("degenerate")
+        return None if value is None else bool(value)
+
+    @property
+    def released(self) -> bool:
+        """Imported from NVlabs' released weights (metrics.json run.provenance.source)."""
+        provenance = ((self.metrics or {}).get("run") or {}).get("provenance") or {}
+        return isinstance(provenance, dict) and provenance.get("source") == "nvlabs"
+
+    @property
+    def code(self) -> str:
+        """'<commit> (clean)' / '<commit> (dirty)' / 'not recorded', from metrics.json code."""
+        code = (self.metrics or {}).get("code") or {}
+        commit = code.get("commit")
+        if not commit:
+            return "not recorded"
+        dirty = code.get("dirty")
+        state = "dirty" if dirty else ("clean" if dirty is False else "dirty state not recorded")
+        return f"{str(commit)[:12]} ({state})"
 
     def file(self, key: str) -> Optional[Path]:
         """Resolve metrics.json files.<key>: absolute, relative to eval/, or its name in eval/."""
@@ -101,7 +126,8 @@ class RunRecord:
     def to_json(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "variant": self.variant, "seed": self.seed,
                 "dataset": self.dataset, "status": self.status, "error": self.error,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "code": self.code, "released_weights": self.released,
+                "degenerate": self.degenerate}
 
 
 def _finite_or_none(value: Any) -> Optional[float]:

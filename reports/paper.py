@@ -2,22 +2,30 @@
 
 Numbers: Table 1 of arXiv 1903.07291v2 (../shared/REFERENCE.md section 6), mIoU / pixel
 accuracy in percent and FID. Findings: the paper's Table 3 ablations. A finding is checked
-only when both of its variants were run, from the bootstrap intervals of the differences
-to spade (reports.bootstrap), per quality metric:
+only when both of its variants were run, from the intervals of the differences to spade
+(reports.bootstrap), per quality metric. A metric gives evidence only when
+
+- both variants have at least MIN_SEEDS_FOR_VERDICT evaluated seeds (below that the
+  interval covers image sampling only, or a seed spread measured from two values), and
+- neither variant's score on it is beyond the evaluator's resolution (above the
+  segmenter's score on real photos, or below the real train-vs-val FID floor);
+
+otherwise the metric is "inconclusive", with the reason. With evidence:
 
 - "X beats Y": a metric agrees when its interval excludes 0 in X's favour, disagrees when
   it excludes 0 in Y's favour, and is inconclusive otherwise. The finding agrees when at
   least one metric agrees and none disagrees; disagrees in the mirror case; is "mixed"
   when metrics point both ways; and is inconclusive when no interval excludes 0.
-- "X and Y perform about the same": agrees when every interval contains 0 (note: with few
-  seeds or images that is weak evidence), disagrees when any excludes 0.
+- "X and Y perform about the same": disagrees when any interval excludes 0; otherwise
+  inconclusive (an interval containing 0 shows no difference was detected, which is not
+  evidence that there is none).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from reports.bootstrap import BASELINE, Interval
+from reports.bootstrap import BASELINE, MIN_SEEDS_FOR_VERDICT, Interval
 
 # Table 1: (mIoU %, pixel accuracy %, FID); None where the paper prints "-".
 PUBLISHED: dict[str, dict[str, tuple[Optional[float], Optional[float], Optional[float]]]] = {
@@ -82,35 +90,53 @@ FINDINGS = (
 
 @dataclass(frozen=True)
 class Verdict:
-    """How our runs bear on one finding: overall, per metric, and a note on parameters."""
+    """How our runs bear on one finding: overall, per metric (with why), and a note on parameters.
+
+    `why` says what an inconclusive verdict lacks (seeds, resolution, training steps, images).
+    """
 
     finding: Finding
     verdict: str                       # agrees | disagrees | mixed | inconclusive
     per_metric: dict[str, str]         # metric -> agrees | disagrees | inconclusive
     params_note: str = ""
+    why: str = ""
+    per_metric_why: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"finding": self.finding.text, "source": self.finding.source,
                 "variants": [self.finding.better, self.finding.worse], "kind": self.finding.kind,
                 "verdict": self.verdict, "per_metric": self.per_metric,
+                "per_metric_why": self.per_metric_why, "why": self.why,
                 "caveat": self.finding.caveat, "params_note": self.params_note}
 
 
-def _metric_verdict(finding: Finding, metric: str, interval: Interval) -> str:
+def _metric_verdict(finding: Finding, metric: str, interval: Interval,
+                    blocked: Mapping[str, Mapping[str, str]]) -> tuple[str, str]:
+    """(verdict, why it is inconclusive or "")."""
+    beyond = [f"{v} {blocked[v][metric]}" for v in (finding.better, finding.worse)
+              if metric in blocked.get(v, {})]
+    if beyond:
+        return "inconclusive", "beyond the evaluator's resolution: " + "; ".join(beyond)
+    if interval.min_seeds < MIN_SEEDS_FOR_VERDICT:
+        return "inconclusive", (f"{interval.variant_seeds} / {interval.baseline_seeds} seeds "
+                                f"(a verdict needs {MIN_SEEDS_FOR_VERDICT} per variant)")
     if finding.kind == "same":
-        return "disagrees" if interval.excludes_zero else "agrees"
+        if interval.excludes_zero:
+            return "disagrees", ""
+        return "inconclusive", "no difference detected, which does not show there is none"
     if not interval.excludes_zero:
-        return "inconclusive"
+        return "inconclusive", "the interval contains 0"
     # Intervals are (other variant - spade); turn that into the sign of (better - worse).
     sign = 1 if interval.low > 0 else -1
     if finding.better == BASELINE:
         sign = -sign
     better_wins = (sign > 0) == HIGHER_IS_BETTER[metric]
-    return "agrees" if better_wins else "disagrees"
+    return ("agrees" if better_wins else "disagrees"), ""
 
 
 def judge(intervals: Mapping[str, Mapping[str, Interval]],
           variants_present: set[str], params: Optional[Mapping[str, Optional[float]]] = None,
+          *, blocked: Optional[Mapping[str, Mapping[str, str]]] = None, scale: str = "",
           ) -> tuple[list[Verdict], list[Finding]]:
     """Check each finding whose two variants are present; return (verdicts, findings not tested).
 
@@ -118,21 +144,28 @@ def judge(intervals: Mapping[str, Mapping[str, Interval]],
         intervals: variant -> metric -> Interval of (variant - spade).
         variants_present: variants with at least one evaluated run.
         params: variant -> mean generator parameters (for "with fewer parameters").
+        blocked: variant -> metric -> why its score is beyond the evaluator's resolution;
+            no verdict is drawn from such a metric.
+        scale: the training and evaluation scale in words ("200 training steps, 32 images"),
+            added to the reason of an inconclusive verdict.
     """
     params = params or {}
+    blocked = blocked or {}
     verdicts, untested = [], []
     for finding in FINDINGS:
         if not {finding.better, finding.worse} <= variants_present:
             untested.append(finding)
             continue
         other = finding.worse if finding.better == BASELINE else finding.better
-        per_metric = {m: _metric_verdict(finding, m, iv)
-                      for m, iv in intervals.get(other, {}).items() if m in HIGHER_IS_BETTER}
+        judged = {m: _metric_verdict(finding, m, iv, blocked)
+                  for m, iv in intervals.get(other, {}).items() if m in HIGHER_IS_BETTER}
+        per_metric = {m: v for m, (v, _) in judged.items()}
+        per_metric_why = {m: why for m, (_, why) in judged.items() if why}
         values = set(per_metric.values())
         if not per_metric:
             verdict = "inconclusive"
         elif finding.kind == "same":
-            verdict = "disagrees" if "disagrees" in values else "agrees"
+            verdict = "disagrees" if "disagrees" in values else "inconclusive"
         elif "agrees" in values and "disagrees" in values:
             verdict = "mixed"
         elif "agrees" in values:
@@ -141,11 +174,15 @@ def judge(intervals: Mapping[str, Mapping[str, Interval]],
             verdict = "disagrees"
         else:
             verdict = "inconclusive"
+        why = ""
+        if verdict == "inconclusive":
+            reasons = list(dict.fromkeys(per_metric_why.values())) or ["no intervals"]
+            why = "; ".join(reasons + ([scale] if scale else []))
         note = ""
         if finding.worse == "pix2pixhd":
             a, b = params.get(finding.better), params.get(finding.worse)
             if a and b:
                 fewer = "fewer, as in the paper" if a < b else "not fewer, unlike the paper"
                 note = f"generator parameters {a / 1e6:.2f}M vs {b / 1e6:.2f}M ({fewer})"
-        verdicts.append(Verdict(finding, verdict, per_metric, note))
+        verdicts.append(Verdict(finding, verdict, per_metric, note, why, per_metric_why))
     return verdicts, untested

@@ -5,16 +5,20 @@ Noise is the larger of the fp32 run's own step-to-step spread and, when a refere
 is given (fp32 again, another seed), the seed-to-seed gap: GAN training is chaotic, so any
 perturbation, a seed or a rounding mode, moves the adversarial balance by about that much.
 
-    python -m reports.precision RUN_FP32 RUN_BF16 --reference RUN_FP32_SEED1 --out reports/precision-smoke
+    spade-bench precision RUN_FP32 RUN_BF16 --reference RUN_FP32_SEED1 --out reports/precision-smoke
+
+`build(run_a, run_b, out, labels, reference)` is the library entry point; cli.py's
+`precision` command calls it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from reports.collect import ReportError
 
@@ -61,10 +65,12 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tail: float = 0.
 
 def build(run_a: Path, run_b: Path, out: Path, labels: tuple[str, str] = ("fp32", "bf16"),
           reference: Path | None = None) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Write precision.md, precision.json and loss_curves.png into `out`; return the .md path.
 
+    Raises ReportError when a run has no losses.jsonl or the runs logged different steps.
+    """
+    if len(labels) != 2 or not all(labels):
+        raise ReportError(f"labels must be two names separated by a comma, e.g. fp32,bf16; got {labels!r}")
     a, b = read_losses(run_a), read_losses(run_b)
     ref = read_losses(reference) if reference is not None else None
     stats = compare(a, b, reference=ref)
@@ -72,7 +78,9 @@ def build(run_a: Path, run_b: Path, out: Path, labels: tuple[str, str] = ("fp32"
     keys = list(stats)
     cols = min(3, len(keys))
     rows = (len(keys) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, key in zip(axes.flat, keys):
         ax.plot(a["step"], a[key], label=labels[0], lw=1.4)
         ax.plot(b["step"], b[key], label=labels[1], lw=1.1, ls="--")
@@ -88,7 +96,6 @@ def build(run_a: Path, run_b: Path, out: Path, labels: tuple[str, str] = ("fp32"
     fig.tight_layout()
     png = out / "loss_curves.png"
     fig.savefig(png, dpi=110)
-    plt.close(fig)
 
     lines = [f"# {labels[0]} vs {labels[1]}: same seed, same config otherwise", "",
              f"Runs: `{run_a}` ({labels[0]}) and `{run_b}` ({labels[1]})"
@@ -108,19 +115,3 @@ def build(run_a: Path, run_b: Path, out: Path, labels: tuple[str, str] = ("fp32"
     (out / "precision.md").write_text("\n".join(lines) + "\n")
     (out / "precision.json").write_text(json.dumps(stats, indent=2) + "\n")
     return out / "precision.md"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_a", type=Path)
-    parser.add_argument("run_b", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--labels", default="fp32,bf16")
-    parser.add_argument("--reference", type=Path, default=None,
-                        help="a run like RUN_A with another seed: its gap to RUN_A sets the noise level")
-    args = parser.parse_args(argv)
-    print(build(args.run_a, args.run_b, args.out, tuple(args.labels.split(",")), reference=args.reference))
-
-
-if __name__ == "__main__":
-    main()

@@ -5,8 +5,11 @@ Main table: one row per variant, each cell the mean +- std over its evaluated se
 mIoU, pixel accuracy and training images/s; lower FID, KID and peak memory. Generator
 parameters are not marked: size is a design choice, not a score. Failed runs count in
 the "seeds" column and never in a mean. Reference rows give the segmenter on real
-photos (the mIoU ceiling) and real training vs validation photos (the FID floor); paper
-columns sit beside ours where the dataset is one of the paper's.
+photos (the mIoU ceiling) and real training vs validation photos (the FID floor); a mean
+beyond them is marked † ("beyond the evaluator's resolution"), and a variant with runs
+flagged degenerate in metrics.json says so beside its name. Paper columns sit beside ours
+where the dataset is one of the paper's; with NVlabs released-weights runs, each metric
+has paper | released weights, re-scored | retrained columns.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from reports.bootstrap import BASELINE, BOOTSTRAP_METRICS, Interval
+from reports.bootstrap import BASELINE, BOOTSTRAP_METRICS, MIN_SEEDS_FOR_VERDICT, Interval
 from reports.collect import RunRecord
 from reports.paper import PUBLISHED, PUBLISHED_METRICS, published
 
@@ -63,23 +66,56 @@ def variant_order(variants: Sequence[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- numbers
 
+# Reference -> (metric, direction): a variant's mean beyond it is beyond the evaluator's
+# resolution (scores above what the segmenter achieves on real photos, FIDs below real
+# train vs val photos cannot be ranked by this evaluator).
+RESOLUTION_LIMITS = {"real_val_miou": ("miou", "above"),
+                     "real_val_pixel_accuracy": ("pixel_accuracy", "above"),
+                     "fid_train_vs_val": ("fid", "below")}
+RELEASED_METRICS = ("miou", "pixel_accuracy", "fid", "kid")
+
+
+def _aggregate(row: dict, prefix: str, runs: Sequence[RunRecord], key: str) -> None:
+    values = np.array([v for v in (r.value(key) for r in runs) if v is not None])
+    row[f"{prefix}{key}_n"] = len(values)
+    row[f"{prefix}{key}_mean"] = float(values.mean()) if len(values) else math.nan
+    row[f"{prefix}{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
 def main_table(records: Sequence[RunRecord], dataset: str) -> pd.DataFrame:
-    """Numbers per variant: runs, ok, failed, seeds; <metric>_mean/_std/_n/_best; paper_<metric>."""
+    """Numbers per variant: runs, ok, failed, seeds; <metric>_mean/_std/_n/_best/_beyond;
+    paper_<metric>; released (NVlabs weights re-scored) and released_<metric>_mean;
+    degenerate (runs flagged), uniform_distinctness and label_spread.
+
+    Released-weights runs are never averaged with retrained ones: "ok", "seeds" and the
+    <metric> columns count retrained runs only.
+    """
+    references = reference_values(records)
     rows = []
     for variant in variant_order([r.variant for r in records]):
-        runs = [r for r in records if r.variant == variant]
+        runs = [r for r in records if r.variant == variant and not r.released]
+        released = [r for r in records if r.variant == variant and r.released and r.ok]
         ok = [r for r in runs if r.ok]
         row: dict = {"variant": variant, "runs": len(runs), "ok": len(ok),
-                     "failed": len(runs) - len(ok),
-                     "seeds": " ".join(str(r.seed) for r in ok)}
+                     "failed": len(runs) - len(ok), "released": len(released),
+                     "seeds": " ".join(str(r.seed) for r in ok),
+                     "degenerate": sum(bool(r.degenerate) for r in ok),
+                     "degenerate_known": sum(r.degenerate is not None for r in ok)}
         for spec in METRICS:
-            values = np.array([v for v in (r.value(spec.key) for r in ok) if v is not None])
-            row[f"{spec.key}_n"] = len(values)
-            row[f"{spec.key}_mean"] = float(values.mean()) if len(values) else math.nan
-            row[f"{spec.key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            _aggregate(row, "", ok, spec.key)
+        for key in ("uniform_distinctness", "label_spread"):
+            _aggregate(row, "", ok, key)
+        for metric in RELEASED_METRICS:
+            _aggregate(row, "released_", released, metric)
         for metric in PUBLISHED_METRICS:
             value = published(dataset, variant, metric)
             row[f"paper_{metric}"] = math.nan if value is None else value
+        for spec in METRICS:
+            row[f"{spec.key}_beyond"] = False
+        for reference, (metric, direction) in RESOLUTION_LIMITS.items():
+            limit, mean = references[reference]["mean"], row[f"{metric}_mean"]
+            if limit is not None and not math.isnan(mean):
+                row[f"{metric}_beyond"] = mean > limit if direction == "above" else mean < limit
         rows.append(row)
     table = pd.DataFrame(rows).set_index("variant")
     for spec in METRICS:
@@ -90,6 +126,20 @@ def main_table(records: Sequence[RunRecord], dataset: str) -> pd.DataFrame:
             best = means == target
         table[f"{spec.key}_best"] = best
     return table
+
+
+def beyond_resolution(table: pd.DataFrame, references: Mapping[str, dict]) -> dict[str, dict[str, str]]:
+    """variant -> metric -> why its mean is beyond the evaluator's resolution."""
+    out: dict[str, dict[str, str]] = {}
+    for reference, (metric, direction) in RESOLUTION_LIMITS.items():
+        limit = references.get(reference, {}).get("mean")
+        for variant in table.index:
+            if table.loc[variant, f"{metric}_beyond"]:
+                spec = SPECS[metric]
+                out.setdefault(variant, {})[metric] = (
+                    f"{spec.label} {table.loc[variant, f'{metric}_mean']:.{spec.digits}f} {direction} "
+                    f"the {'ceiling' if direction == 'above' else 'floor'} {limit:.{spec.digits}f}")
+    return out
 
 
 def reference_values(records: Sequence[RunRecord]) -> dict[str, dict]:
@@ -156,27 +206,62 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX.get(ch, ch) for ch in text)
 
 
+def has_released_columns(table: pd.DataFrame) -> bool:
+    return bool((table["released"] > 0).any())
+
+
+BEYOND_MARK = ("†", r"$^{\dagger}$")
+
+
 def render_main(table: pd.DataFrame, references: Mapping[str, dict], dataset: str, *,
                 latex: bool = False) -> pd.DataFrame:
-    """The main table as strings, with reference rows last; columns in display order."""
+    """The main table as strings, with reference rows last; columns in display order.
+
+    With released-weights runs, each published metric gets three columns: paper, released
+    weights re-scored, retrained (KID: the last two). † marks a mean beyond the evaluator's
+    resolution; "(degenerate …)" a variant whose outputs barely depend on the label map.
+    """
     paper = has_paper_columns(dataset)
+    released = has_released_columns(table)
     arrows = {"higher": (r" $\uparrow$", " ↑"), "lower": (r" $\downarrow$", " ↓"), None: ("", "")}
+    mark = BEYOND_MARK[1 if latex else 0]
     columns, rows = ["variant", "seeds"], []
     for spec in METRICS:
-        columns.append((spec.latex if latex else spec.label) + arrows[spec.better][0 if latex else 1])
+        label = (spec.latex if latex else spec.label) + arrows[spec.better][0 if latex else 1]
+        if not released:
+            columns.append(label)
+            if paper and spec.key in PUBLISHED_METRICS:
+                columns.append("paper")
+            continue
         if paper and spec.key in PUBLISHED_METRICS:
-            columns.append("paper")
+            columns.append(f"{label}: paper")
+        if spec.key in RELEASED_METRICS:
+            columns.append(f"{label}: released weights, re-scored")
+            label = f"{label}: retrained"
+        columns.append(label)
     for variant, row in table.iterrows():
         name = latex_escape(variant) if latex else variant
-        cells = [name if row["ok"] else (name + " (failed)"), _seeds_cell(row)]
+        if row["degenerate"]:
+            name += (" (degenerate)" if row["degenerate"] == row["ok"]
+                     else f" (degenerate: {int(row['degenerate'])} of {int(row['ok'])})")
+        if row["ok"] == 0 and row["failed"]:
+            name += " (failed)"
+        seeds = _seeds_cell(row) + (f" + {int(row['released'])} released" if row["released"] else "")
+        cells = [name, seeds]
         for spec in METRICS:
+            if released:
+                if paper and spec.key in PUBLISHED_METRICS:
+                    cells.append(_plain(row[f"paper_{spec.key}"], spec, latex))
+                if spec.key in RELEASED_METRICS:
+                    cells.append(_plain(row[f"released_{spec.key}_mean"], spec, latex))
             if row["ok"] == 0:
-                cells.append("failed")
+                cells.append("failed" if row["failed"] else ("--" if latex else "–"))
             else:
-                cells.append(format_cell(row[f"{spec.key}_mean"], row[f"{spec.key}_std"],
-                                         int(row[f"{spec.key}_n"]), int(row["ok"]), spec,
-                                         bold=bool(row[f"{spec.key}_best"]), latex=latex))
-            if paper and spec.key in PUBLISHED_METRICS:
+                cell = format_cell(row[f"{spec.key}_mean"], row[f"{spec.key}_std"],
+                                   int(row[f"{spec.key}_n"]), int(row["ok"]), spec,
+                                   bold=bool(row[f"{spec.key}_best"]), latex=latex)
+                cells.append(cell + (f" {mark}" if row[f"{spec.key}_beyond"] else ""))
+            if not released and paper and spec.key in PUBLISHED_METRICS:
                 cells.append(_plain(row[f"paper_{spec.key}"], spec, latex))
         rows.append(cells)
     reference_rows = [
@@ -187,22 +272,24 @@ def render_main(table: pd.DataFrame, references: Mapping[str, dict], dataset: st
     for label, keys in reference_rows:
         cells = [rf"\textit{{{label}}}" if latex else f"*{label}*", ""]
         for spec in METRICS:
+            extra = (released and spec.key in RELEASED_METRICS) + (paper and spec.key in PUBLISHED_METRICS)
             value = references.get(keys.get(spec.key, ""), {}).get("mean")
-            cells.append(_plain(value, spec, latex) if spec.key in keys else "")
-            if paper and spec.key in PUBLISHED_METRICS:
-                cells.append("")
+            value = _plain(value, spec, latex) if spec.key in keys else ""
+            # the reference sits in the column of our own runs' scores
+            cells += [""] * extra + [value] if released else [value] + [""] * extra
         rows.append(cells)
     return pd.DataFrame(rows, columns=range(len(columns))).set_axis(columns, axis=1)
 
 
 def format_interval(interval: Optional[Interval], spec: MetricSpec, *, latex: bool) -> str:
-    """'-2.1 [-3.0, -1.2]*', the star when the interval excludes 0."""
+    """'-2.1 [-3.0, -1.2]*', the star when the interval excludes 0 and both sides have
+    MIN_SEEDS_FOR_VERDICT seeds (fewer make no seed-robustness claim)."""
     if interval is None:
         return "--" if latex else "–"
     d = spec.digits + (1 if spec.key != "kid" else 0)
     values = [interval.point * spec.scale, interval.low * spec.scale, interval.high * spec.scale]
     point, low, high = (f"{v:+.{d}f}" for v in values)
-    star = "*" if interval.excludes_zero else ""
+    star = "*" if interval.excludes_zero and interval.min_seeds >= MIN_SEEDS_FOR_VERDICT else ""
     if latex:
         return f"${point}$ [${low}$, ${high}$]" + (r"$^{*}$" if star else "")
     return f"{point} [{low}, {high}]{star}"
@@ -219,6 +306,9 @@ def render_differences(intervals: Mapping[str, Mapping[str, Interval]], *,
         per_metric = intervals[variant]
         any_interval = next(iter(per_metric.values()), None)
         seeds = (f"{any_interval.variant_seeds} / {any_interval.baseline_seeds}"
+                 + (f" ({any_interval.method})" if any_interval.image_only else
+                    f" (fewer than {MIN_SEEDS_FOR_VERDICT}: no verdict)"
+                    if any_interval.min_seeds < MIN_SEEDS_FOR_VERDICT else "")
                  if any_interval else "")
         rows.append([latex_escape(variant) if latex else variant, seeds]
                     + [format_interval(per_metric.get(m), SPECS[m], latex=latex)
@@ -277,15 +367,22 @@ def csv_rows(dataset: str, table: pd.DataFrame, references: Mapping[str, dict],
         out = {"dataset": dataset, "row": "variant", "variant": variant, "runs": row["runs"],
                "ok": row["ok"], "failed": row["failed"], "seeds": row["seeds"]}
         for spec in METRICS:
-            for suffix in ("mean", "std", "n", "best"):
+            for suffix in ("mean", "std", "n", "best", "beyond"):
                 out[f"{spec.key}_{suffix}"] = row[f"{spec.key}_{suffix}"]
         for metric in PUBLISHED_METRICS:
             out[f"paper_{metric}"] = row[f"paper_{metric}"]
+        out["released"] = row["released"]
+        for metric in RELEASED_METRICS:
+            out[f"released_{metric}_mean"] = row[f"released_{metric}_mean"]
+        out["degenerate"] = row["degenerate"]
+        for key in ("uniform_distinctness", "label_spread"):
+            out[f"{key}_mean"] = row[f"{key}_mean"]
         for metric in BOOTSTRAP_METRICS:
             interval = intervals.get(variant, {}).get(metric)
             out[f"diff_{metric}"] = interval.point if interval else math.nan
             out[f"diff_{metric}_ci_low"] = interval.low if interval else math.nan
             out[f"diff_{metric}_ci_high"] = interval.high if interval else math.nan
+            out[f"diff_{metric}_method"] = interval.method if interval else ""
         rows.append(out)
     for key in REFERENCE_KEYS:
         value = references.get(key, {}).get("mean")
@@ -293,5 +390,5 @@ def csv_rows(dataset: str, table: pd.DataFrame, references: Mapping[str, dict],
                      {"real_val_miou": "miou_mean", "real_val_pixel_accuracy": "pixel_accuracy_mean",
                       "fid_train_vs_val": "fid_mean"}[key]: math.nan if value is None else value})
     frame = pd.DataFrame(rows)
-    counts = ["runs", "ok", "failed"] + [f"{spec.key}_n" for spec in METRICS]
+    counts = ["runs", "ok", "failed", "released", "degenerate"] + [f"{spec.key}_n" for spec in METRICS]
     return frame.astype({c: "Int64" for c in counts if c in frame})

@@ -15,8 +15,8 @@ from typing import Optional
 
 import numpy as np
 from PIL import Image
-from scipy import linalg
 
+from eval.fid import fid_from_features
 from spade_bench.config import RunConfig, to_dict, with_dataset
 
 NUM_IMAGES = 12
@@ -37,13 +37,6 @@ def write_real_stats(path: Path, seed: int = 123, num_real: int = 40) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, mu=mu, sigma=sigma, features=features, meta=np.array("{}"))
     return path
-
-
-def reference_fid(fake: np.ndarray, mu_real: np.ndarray, sigma_real: np.ndarray) -> float:
-    fake = fake.astype(np.float64)
-    mu, sigma = fake.mean(0), np.cov(fake, rowvar=False)
-    covmean = np.real(linalg.sqrtm(sigma @ sigma_real))
-    return float(((mu - mu_real) ** 2).sum() + np.trace(sigma) + np.trace(sigma_real) - 2 * np.trace(covmean))
 
 
 def reference_kid(fake: np.ndarray, real: np.ndarray) -> float:
@@ -77,8 +70,16 @@ def make_run(root: Path, variant: str, seed: int, *, quality: float = 0.0, real_
              evaluated: bool = True, counts: Optional[dict] = None,
              features: Optional[np.ndarray] = None, protocol: Optional[dict] = None,
              steps: int = 200, hardware: str = "cpu (test)", images_per_s: float = 10.0,
-             num_images: int = NUM_IMAGES) -> Path:
-    """Write one run directory `root/<variant>-s<seed>` and return it."""
+             num_images: int = NUM_IMAGES, label_dependence: Optional[dict] = None,
+             code: Optional[dict] = None, provenance: Optional[dict] = None,
+             references: Optional[dict] = None, d_loss: Optional[float] = None) -> Path:
+    """Write one run directory `root/<variant>-s<seed>` and return it.
+
+    The metrics.json additions of docs/ARCHITECTURE.md (code, label_dependence,
+    run.provenance) get plausible defaults; pass a dict to override one (provenance
+    {"source": "nvlabs"} makes an imported released-weights run). `d_loss`: the
+    discriminator loss the log settles at (D/real and D/fake each half of it).
+    """
     rng = np.random.default_rng([seed, sum(map(ord, variant)), int(quality * 1000) % 997])
     run = root / f"{variant}-s{seed}"
     (run / "logs").mkdir(parents=True, exist_ok=True)
@@ -100,6 +101,8 @@ def make_run(root: Path, variant: str, seed: int, *, quality: float = 0.0, real_
                    "G/feat": 3 * decay + 1 + rng.normal(0, 0.2), "G/perceptual": 2 * decay + 0.5 + rng.normal(0, 0.1),
                    "D/real": 0.8 * decay + 0.3 + rng.normal(0, 0.05), "D/fake": 0.7 * decay + 0.3 + rng.normal(0, 0.05),
                    "lr_G": 1e-4, "lr_D": 4e-4, "images_per_s": images_per_s}
+            if d_loss is not None:
+                row["D/real"] = row["D/fake"] = d_loss / 2
             row["G/total"] = row["G/gan"] + row["G/feat"] + row["G/perceptual"]
             f.write(json.dumps(row) + "\n")
         if status == "failed":
@@ -136,18 +139,26 @@ def make_run(root: Path, variant: str, seed: int, *, quality: float = 0.0, real_
                 "config_hash": "0123456789abcdef", "generator_params": PARAMS.get(variant, 1_000_000),
                 "discriminator_params": 300_000, "perceptual": "effnet-lite0", "steps": steps, "ema": False,
                 "hardware": hardware, "train_images_per_s": summary["images_per_s"],
-                "train_peak_memory_gib": summary["peak_memory_gib"]},
+                "train_peak_memory_gib": summary["peak_memory_gib"], "provenance": provenance},
+        "code": code or {"commit": "c0ffee" + "0" * 34, "dirty": False},
+        "label_dependence": label_dependence or {
+            "uniform_distinctness": 0.05 + quality / 2 + rng.normal(0, 0.005),
+            "label_spread": 0.04 + quality / 3, "degenerate": False,
+            "rule": "label_spread < 0.01 (test rule)"},
         "checkpoint_step": steps,
-        "metrics": {"fid": reference_fid(features, mu_real, sigma_real),
+        "metrics": {"fid": fid_from_features(features, real_features),
                     "kid": reference_kid(features, real_features), "kid_std": 0.001,
                     "miou": miou, "pixel_accuracy": accuracy},
         "per_class_iou": {f"class{k}": 0.5 for k in range(NUM_CLASSES)},
-        "references": {"real_val_miou": 80.0, "real_val_pixel_accuracy": 90.0, "fid_train_vs_val": 5.0},
+        "references": references or {"real_val_miou": 80.0, "real_val_pixel_accuracy": 90.0,
+                                      "fid_train_vs_val": 5.0},
         "protocol": {"metric_versions": {"torchmetrics": "1.4"}, "num_images": len(features),
                      "generation_size": [IMAGE_SIZE, IMAGE_SIZE], "eval_size": IMAGE_SIZE,
                      "image_resize": "bicubic", "label_resize": "nearest", "fid_protocol": "pytorch-fid",
                      "fid_extractor_sha256": "a" * 64, "segmenter": "/cache/segmenter.pt",
                      "segmenter_sha256": "b" * 64, "seeds": [0], "wall_time_s": 12.0,
+                     "kid_subset_size": 6, "kid_subsets": 20, "label_mapping": None,
+                     "segmenter_input_size": "native", "real_set": "val",
                      **(protocol or {})},
         "files": {"fake_features": "fake_features.npy", "real_stats": str(Path(real_stats).resolve()),
                   "per_image_counts": "per_image_counts.npz"},

@@ -11,7 +11,7 @@ from PIL import Image
 from fake_runs import make_run
 from reports.bootstrap import BootstrapSettings
 from reports.build import build_report
-from reports.collect import collect_runs
+from reports.collect import ReportError, collect_runs
 from reports.figures import loss_curves, read_losses, sample_grid
 
 FAST = BootstrapSettings(replicates=200, fid_replicates=40)
@@ -27,7 +27,10 @@ def test_report_files_and_failed_pair(ablation_runs, tmp_path):
     assert "pix2pixhd-s2 | pix2pixhd | 2 | failed | TrainingError: non-finite loss at step 100 |" in md
     assert "| pix2pixhd | 2 (+1 failed) |" in md
     assert "**agrees** — SPADE beats concatenating the segmap" in md
-    assert "**agrees** — SPADE beats pix2pixHD" in md
+    # pix2pixhd has 2 evaluated seeds: no verdict, and the report says why.
+    assert "**inconclusive** — SPADE beats pix2pixHD" in md
+    assert "2 / 3 seeds (a verdict needs 3 per variant); 200 training steps, 12 images" in md
+    assert "unlikely to be seed or image luck" not in md
     assert "FID protocol: pytorch-fid" in md and "hardware: cpu (test)" in md
     for name in ("samples", "losses", "metrics"):
         assert f"(figures/synthetic_{name}.png)" in md
@@ -35,6 +38,7 @@ def test_report_files_and_failed_pair(ablation_runs, tmp_path):
     summary = json.loads(result["summary"].read_text())
     failed = [r for r in summary["runs"] if r["status"] == "failed"]
     assert [(r["variant"], r["seed"]) for r in failed] == [("pix2pixhd", 2)]
+    assert {r["code"] for r in summary["runs"] if r["status"] == "ok"} == {"c0ffee000000 (clean)"}
     section = summary["datasets"]["synthetic"]
     assert section["differences"]["concat"]["miou"]["excludes_zero"] is True
     assert section["protocol_mismatches"] == [] and summary["bootstrap"]["replicates"] == 200
@@ -55,24 +59,38 @@ def test_report_files_and_failed_pair(ablation_runs, tmp_path):
             assert image.format == "PNG" and min(image.size) > 300
 
 
-def test_protocol_and_training_mismatches_are_loud(tmp_path, real_stats):
+@pytest.mark.parametrize("key, value", [
+    ("segmenter_sha256", "c" * 64), ("fid_extractor_sha256", "d" * 64), ("fid_protocol", "tf"),
+    ("label_mapping", "cityscapes-35-to-19"), ("eval_size", 128), ("real_set", "test"),
+])
+def test_runs_scored_under_different_protocols_are_refused(tmp_path, real_stats, key, value):
     root = tmp_path / "runs"
     make_run(root, "spade", 0, quality=0.3, real_stats=real_stats)
-    concat = make_run(root, "concat", 0, quality=0.2, real_stats=real_stats,
-                      protocol={"fid_protocol": "tf"}, steps=400, hardware="NVIDIA H100")
+    make_run(root, "spade", 1, quality=0.3, real_stats=real_stats)
+    make_run(root, "concat", 0, quality=0.2, real_stats=real_stats, protocol={key: value})
+    with pytest.raises(ReportError) as error:
+        build_report([root], tmp_path / "out", settings=FAST, figures=False, progress=False)
+    message = str(error.value)
+    assert f"{key}: " in message and "(concat/seed0)" in message
+    assert "(spade/seed0, spade/seed1)" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_hardware_and_code_differences_are_listed(tmp_path, real_stats):
+    root = tmp_path / "runs"
+    make_run(root, "spade", 0, quality=0.3, real_stats=real_stats)
+    concat = make_run(root, "concat", 0, quality=0.2, real_stats=real_stats, steps=400,
+                      hardware="NVIDIA H100", code={"commit": "abc123" + "0" * 34, "dirty": True})
     metrics = json.loads((concat / "eval" / "metrics.json").read_text())
     metrics["warnings"] = ["FID with 12 images is biased upwards"]
     (concat / "eval" / "metrics.json").write_text(json.dumps(metrics))
     result = build_report([root], tmp_path / "out", settings=FAST, figures=False, progress=False)
     md = result["markdown"].read_text()
-    assert "**WARNING — the runs disagree on the evaluation protocol (fid_protocol)" in md
-    assert "NOT comparable" in md
     assert "training settings differ between runs (steps, checkpoint_step)" in md
-    assert "different hardware" in md
-    assert "**FID protocol DIFFERS: tf (concat/seed0); pytorch-fid (spade/seed0)**" in md
+    assert "different hardware" in md and "different code commits" in md
+    assert ("code commits differ (listed, not an error): abc123000000 (dirty) (concat/seed0); "
+            "c0ffee000000 (clean) (spade/seed0)") in md
     assert "- FID with 12 images is biased upwards (1 of 2 runs)" in md
-    summary = json.loads(result["summary"].read_text())
-    assert summary["datasets"]["synthetic"]["protocol_mismatches"] == ["fid_protocol"]
 
 
 def test_datasets_are_reported_separately(tmp_path, real_stats):
@@ -105,3 +123,70 @@ def test_sample_grid_and_losses_tolerate_missing_pieces(tmp_path, real_stats):
     assert frame.loc[frame["step"] == resumed["step"], "G/total"].item() == 123.0  # latest wins
     assert frame["D/total"].isna().sum() == 1 and np.isfinite(frame["D/fake"].dropna()).all()
     assert loss_curves(records, tmp_path / "losses.png").is_file()
+
+
+def test_scores_beyond_resolution_and_degenerate_runs_are_flagged(tmp_path, real_stats):
+    # spade's mIoU (~74) sits above what the segmenter scores on real photos (60), and every
+    # FID below the real train-vs-val floor: neither may carry a verdict.
+    root = tmp_path / "runs"
+    limits = {"real_val_miou": 60.0, "real_val_pixel_accuracy": 99.0, "fid_train_vs_val": 1e6}
+    for seed in range(3):
+        make_run(root, "spade", seed, quality=0.35, real_stats=real_stats, references=limits)
+        make_run(root, "concat", seed, quality=0.1, real_stats=real_stats, references=limits,
+                 label_dependence={"uniform_distinctness": 0.001, "label_spread": 0.001,
+                                   "degenerate": seed == 0, "rule": "label_spread < 0.01"})
+    result = build_report([root], tmp_path / "out", settings=FAST, figures=False, progress=False)
+    md = result["markdown"].read_text()
+    spade_row = next(line for line in md.splitlines() if line.startswith("| spade |"))
+    assert spade_row.count("†") == 2                    # its mIoU and its FID
+    assert "| concat (degenerate: 1 of 3) |" in md
+    assert "**beyond the evaluator's resolution**" in md and "mIoU (%) " in md
+    verdict = next(line for line in md.splitlines() if "SPADE beats concatenating" in line)
+    assert "mIoU inconclusive" in verdict and "FID inconclusive" in verdict
+    assert "pixel acc" not in verdict and "accuracy agrees" in verdict  # within resolution
+    summary = json.loads(result["summary"].read_text())
+    assert set(summary["datasets"]["synthetic"]["beyond_resolution"]["spade"]) == {"miou", "fid"}
+
+
+def test_label_dependence_table_and_the_slow_start_of_spade_at_smoke_scale(tmp_path, real_stats):
+    root = tmp_path / "runs"
+    washed_out = {"uniform_distinctness": 0.002, "label_spread": 0.001, "degenerate": True,
+                  "rule": "label_spread < 0.01"}
+    make_run(root, "spade", 0, quality=-0.3, real_stats=real_stats, label_dependence=washed_out,
+             d_loss=0.02)
+    make_run(root, "concat", 0, quality=0.3, real_stats=real_stats)
+    make_run(root, "pix2pixhd", 0, quality=0.0, real_stats=real_stats,
+             label_dependence=washed_out | {"degenerate": False, "label_spread": 0.5})
+    md = build_report([root], tmp_path / "out", settings=FAST, figures=False,
+                      progress=False)["markdown"].read_text()
+    assert "### Label dependence (the paper's Figure 3 argument)" in md
+    assert "| pix2pixhd | 1 | 0.0020 | 0.5000 | 0 of 1 |" in md
+    assert "single class everywhere" in md and "label_spread < 0.01" in md
+    assert "do **not** reproduce the paper's ordering" in md and "200 training steps, 12 images" in md
+    assert "SPADE starts slowly here (1 of 1 spade runs are flagged degenerate)" in md
+    assert "xavier, gain 0.02" in md and "spade/seed0 0.020 at step 200" in md
+    assert "image sampling only" in md and "**inconclusive**" in md
+    assert "**agrees**" not in md and "**disagrees**" not in md
+
+
+def test_released_weights_get_paper_rescored_and_retrained_columns(tmp_path, real_stats):
+    for seed in range(2):
+        make_run(tmp_path / "ours", "spade", seed, quality=0.3, real_stats=real_stats,
+                 dataset="cityscapes")
+    released = make_run(tmp_path / "nvlabs", "spade", 0, quality=0.4, real_stats=real_stats,
+                        dataset="cityscapes", provenance={"source": "nvlabs", "files": {}})
+    result = build_report([tmp_path / "ours", tmp_path / "nvlabs"], tmp_path / "out",
+                          settings=FAST, figures=False, progress=False)
+    md = result["markdown"].read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| variant |"))
+    assert ("| mIoU (%) ↑: paper | mIoU (%) ↑: released weights, re-scored | "
+            "mIoU (%) ↑: retrained |") in header
+    assert "KID ×10³ ↓: released weights, re-scored | KID ×10³ ↓: retrained" in header
+    records = collect_runs([tmp_path / "ours", tmp_path / "nvlabs"])
+    ours = np.mean([r.value("miou") for r in records if not r.released])
+    theirs = json.loads((released / "eval" / "metrics.json").read_text())["metrics"]["miou"]
+    row = next(line for line in md.splitlines() if line.startswith("| spade |")).split(" | ")
+    assert row[1:5] == ["2 + 1 released", "62.3", f"{theirs:.1f}", row[4]]
+    assert row[4].startswith(f"{ours:.1f} ± ")             # the released run is not a seed
+    assert "Protocol difference: the paper scored with DRN-D-105" in md
+    assert "label mapping not recorded" not in md and "label mapping" in md

@@ -44,13 +44,37 @@ def test_disagreeing_ordering_is_reported():
     assert verdicts[0].verdict == "disagrees"
 
 
-def test_same_finding_agrees_only_when_every_interval_contains_zero():
+def test_same_finding_is_never_agreed_from_intervals_containing_zero():
     same = next(f for f in FINDINGS if f.kind == "same")
     present = {same.better, same.worse}
     verdicts, _ = judge({same.worse: {"miou": _iv(-1, 1), "fid": _iv(-3, 2)}}, present)
-    assert verdicts[0].verdict == "agrees"
+    assert verdicts[0].verdict == "inconclusive" and "no difference detected" in verdicts[0].why
     verdicts, _ = judge({same.worse: {"miou": _iv(-1, 1), "fid": _iv(1, 2)}}, present)
     assert verdicts[0].verdict == "disagrees"
+
+
+def test_fewer_than_three_seeds_is_inconclusive_with_why():
+    # The old smoke report said "disagrees" from one seed per variant.
+    one_seed = Interval(20.0, 18.0, 22.0, 100, 1, 1, method="image sampling only")
+    two_seeds = Interval(20.0, 18.0, 22.0, 100, 2, 3)
+    for interval, seeds in ((one_seed, "1 / 1 seeds"), (two_seeds, "2 / 3 seeds")):
+        verdicts, _ = judge({"concat": {"miou": interval}}, {"spade", "concat"},
+                            scale="200 training steps, 32 images")
+        assert verdicts[0].verdict == "inconclusive"
+        assert seeds in verdicts[0].why and "needs 3 per variant" in verdicts[0].why
+        assert verdicts[0].why.endswith("200 training steps, 32 images")
+
+
+def test_scores_beyond_the_evaluators_resolution_give_no_verdict():
+    intervals = {"concat": {"miou": _iv(1, 4), "fid": _iv(-9, -2)}}
+    blocked = {"concat": {"miou": "mIoU 47.2 above the ceiling 41.5"}}
+    verdicts, _ = judge(intervals, {"spade", "concat"}, blocked=blocked)
+    v = verdicts[0]
+    assert v.per_metric == {"miou": "inconclusive", "fid": "disagrees"}
+    assert "beyond the evaluator's resolution: concat mIoU 47.2" in v.per_metric_why["miou"]
+    blocked["concat"]["fid"] = "FID 137.2 below the floor 147.0"
+    verdicts, _ = judge(intervals, {"spade", "concat"}, blocked=blocked)
+    assert verdicts[0].verdict == "inconclusive" and "resolution" in verdicts[0].why
 
 
 def test_findings_need_both_variants():

@@ -50,3 +50,24 @@ def test_seed_reference_widens_the_noise(tmp_path):
     assert compare(a, b)["D/total"]["within_noise"] is False
     with_ref = compare(a, b, reference=ref)["D/total"]
     assert with_ref["within_noise"] is True and with_ref["seed_gap"] == pytest.approx(0.5)
+
+
+def test_precision_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    base = np.stack([np.full(20, 5.0), np.full(20, 1.0)], axis=1)
+    write_log(tmp_path / "a", base)
+    write_log(tmp_path / "b", base + [0.0, 0.3])
+    write_log(tmp_path / "ref", base + [0.0, -0.5])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["precision", str(tmp_path / "a"), str(tmp_path / "b"),
+                                      "--reference", str(tmp_path / "ref"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "precision.json").read_text())["D/total"]["within_noise"] is True
+    assert (out / "loss_curves.png").stat().st_size > 0
+    missing = CliRunner().invoke(app, ["precision", str(tmp_path / "a"), str(tmp_path / "nope"),
+                                       "--out", str(out)])
+    assert missing.exit_code != 0 and missing.output.startswith("error: ")
+    assert "nope has no logs/losses.jsonl" in missing.output

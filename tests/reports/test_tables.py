@@ -111,3 +111,15 @@ def test_differences_markdown_latex_and_csv(records):
 
 def test_latex_escape():
     assert latex_escape("a_b 95% & ±…") == r"a\_b 95\% \& $\pm$\ldots{}"
+
+
+def test_star_and_labels_need_three_seeds_a_side():
+    spec = SPECS["miou"]
+    three = Interval(-2.0, -3.0, -1.0, 100, 3, 3)
+    two = Interval(-2.0, -3.0, -1.0, 100, 2, 3)
+    one = Interval(-2.0, -3.0, -1.0, 100, 1, 1, method="image sampling only")
+    assert format_interval(three, spec, latex=False).endswith("*")
+    assert not format_interval(two, spec, latex=False).endswith("*")
+    assert not format_interval(one, spec, latex=False).endswith("*")
+    seeds = render_differences({"a": {"miou": two}, "concat": {"miou": one}})["seeds (variant / spade)"]
+    assert seeds.tolist() == ["2 / 3 (fewer than 3: no verdict)", "1 / 1 (image sampling only)"]
