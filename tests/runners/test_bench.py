@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from spade_bench.bench import bench_config, compare_numerics
+from runners.bench import bench_config, compare_numerics
 
 MODE_FIELDS = {"images_per_s", "ms_per_step", "ms_generator_step", "ms_discriminator_step", "peak_memory_gib",
                "gflop_per_image", "achieved_tflops", "share_of_bf16_peak", "generator_params",

@@ -12,16 +12,26 @@ Speed and memory targets live here, in recorded output, never in timed tests.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from eval.fid import FeatureExtractor
+from eval.segmenter import build_segmentation_network
 from spade_bench.config import RunConfig, apply_overrides, resolve
-from spade_bench.errors import ConfigError
+from spade_bench.data import semantic_input
+from spade_bench.discriminators import discriminate
+from spade_bench.distributed import DistInfo, resolve_device
+from spade_bench.errors import ConfigError, WeightsError
+from spade_bench.generators import build_generator
+from spade_bench.io import atomic_write_json
+from spade_bench.losses import PerceptualLoss
+from spade_bench.nn import count_parameters
+from spade_bench.trainer import Trainer, autocast, environment_record, hardware_name, peak_memory_gib, unwrap
 
 # Dense bf16 tensor-core peaks (TFLOP/s), for the achieved share of peak.
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
@@ -64,8 +74,6 @@ def peak_tflops(device: torch.device) -> Optional[float]:
 
 
 def _random_batch(cfg: RunConfig, batch: int, device: torch.device, generator: torch.Generator):
-    from spade_bench.data import semantic_input
-
     h, w = cfg.data.image_size
     classes = cfg.data.label_nc + int(cfg.data.contain_dontcare)
     label = torch.randint(0, classes, (batch, h, w), generator=generator).to(device)
@@ -76,14 +84,9 @@ def _random_batch(cfg: RunConfig, batch: int, device: torch.device, generator: t
 
 def build_bench_trainer(cfg: RunConfig, device: torch.device):
     """A data-free Trainer; VGG19 gets random weights when no weights file exists (speed only)."""
-    from spade_bench.errors import WeightsError
-    from spade_bench.trainer import Trainer
-
     try:
         return Trainer(cfg, Path("."), device=device, progress=False, with_data=False), False
     except WeightsError:
-        from spade_bench.losses import PerceptualLoss
-
         plain = replace(cfg, loss=replace(cfg.loss, perceptual="none"))
         trainer = Trainer(plain, Path("."), device=device, progress=False, with_data=False)
         # Same network and cost as the real loss; only the (unavailable) ImageNet weights differ.
@@ -115,8 +118,6 @@ def run_mode(cfg: RunConfig, mode: str, device: torch.device, steps: int, warmup
 
     flops_per_image = None
     if count_flops:
-        from torch.utils.flop_counter import FlopCounterMode
-
         with FlopCounterMode(display=False) as counter:
             trainer.generator_step(segmap, image)
             trainer.discriminator_step(segmap, image)
@@ -154,13 +155,10 @@ def run_mode(cfg: RunConfig, mode: str, device: torch.device, steps: int, warmup
     else:
         g_ms = sum(cpu_marks[2 * i + 1] - cpu_marks[2 * i] for i in range(steps)) / steps * 1e3
         d_ms = sum(cpu_marks[2 * i + 2] - cpu_marks[2 * i + 1] for i in range(steps)) / steps * 1e3
-        from spade_bench.trainer import peak_memory_gib
         peak = peak_memory_gib(device)
     images_per_s = batch * steps / elapsed
     achieved = flops_per_image * images_per_s / 1e12 if flops_per_image else None
     peak_tf = peak_tflops(device)
-    from spade_bench.nn import count_parameters
-    from spade_bench.trainer import unwrap
     return {
         "mode": mode, "images_per_s": images_per_s, "ms_per_step": elapsed / steps * 1e3,
         "ms_generator_step": g_ms, "ms_discriminator_step": d_ms, "peak_memory_gib": peak,
@@ -182,8 +180,6 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
 
     Runs on any device (CPU autocast included), so CI checks the fast path's numerics.
     """
-    from spade_bench.trainer import autocast
-
     def forward(mode: str):
         mcfg = apply_overrides(cfg, {**MODE_OVERRIDES[mode], "train.compile": False,
                                      "train.batch_size": batch, "train.device": str(device)})
@@ -195,11 +191,9 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
         if fast:
             segmap = segmap.contiguous(memory_format=torch.channels_last)
             image = image.contiguous(memory_format=torch.channels_last)
-        from spade_bench.trainer import unwrap
         # Train mode, as in a training step: an untrained network in eval mode (batch norm on
         # its initial running statistics) saturates every pixel at +-1, which hides the numerics.
         generator, disc = unwrap(trainer.generator).train(), unwrap(trainer.discriminator).train()
-        from spade_bench.discriminators import discriminate
         with torch.no_grad(), autocast(device, fast):
             fake = generator(segmap)
             pred_fake, pred_real = discriminate(disc, segmap, fake, image)
@@ -226,10 +220,6 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
 
 def bench_eval(cfg: RunConfig, device: torch.device, images: int = 64) -> dict[str, Any]:
     """Evaluation path throughput: generate + FID Inception features + segmentation."""
-    from eval.fid import FeatureExtractor
-    from eval.segmenter import build_segmentation_network
-    from spade_bench.generators import build_generator
-
     torch.manual_seed(0)
     generator = build_generator(cfg).to(device).eval()
     extractor = FeatureExtractor(cfg.eval.fid_protocol, device=device)
@@ -264,10 +254,6 @@ def run_bench(config: str, *, variant: str = "spade", batch: Optional[int] = Non
               overrides: Optional[list[str]] = None, out: Optional[Path] = None,
               eval_images: int = 64) -> dict[str, Any]:
     """Benchmark the given modes in one process and write the JSON record."""
-    from spade_bench.distributed import resolve_device
-    from spade_bench.trainer import environment_record, hardware_name
-    from spade_bench.distributed import DistInfo
-
     dev = resolve_device(device)
     cfg = bench_config(config, variant, batch, overrides)
     result: dict[str, Any] = {
@@ -287,7 +273,6 @@ def run_bench(config: str, *, variant: str = "spade", batch: Optional[int] = Non
     result["numerics"] = compare_numerics(cfg, dev)
     result["eval"] = bench_eval(cfg, dev, images=eval_images)
     if out is not None:
-        from spade_bench.io import atomic_write_json
         atomic_write_json(out, result)
     return result
 
@@ -318,6 +303,3 @@ def format_bench(result: dict[str, Any]) -> str:
     lines.append(f"  eval path (generate + FID features + segment): {result['eval']['images_per_s']:.1f} img/s")
     return "\n".join(lines)
 
-
-def dumps(result: dict[str, Any]) -> str:
-    return json.dumps(result, indent=2, default=str)
