@@ -58,7 +58,7 @@ def test_ddp_in_a_one_process_group_matches_the_plain_generator(target, tmp_path
     plain = build_generator(cfg).to(device).train()
     segmap, _ = random_batch(cfg, 2, device, torch.Generator().manual_seed(0))
     with one_process_group("nccl" if device.type == "cuda" else "gloo", tmp_path):
-        ids = [device.index] if device.type == "cuda" else None
+        ids = [torch.cuda.current_device()] if device.type == "cuda" else None
         wrapped = DistributedDataParallel(copy.deepcopy(plain), device_ids=ids)
         outputs, grads = [], []
         for module in (wrapped, plain):
