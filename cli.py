@@ -383,7 +383,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
     Example: spade-bench ablate --preset smoke
     Example: spade-bench ablate --dataset facades --root data/cmp_facades --preset facades --seeds 0,1,2
     """
-    from spade_bench.ablate import run_ablation
+    from runners.ablate import run_ablation
 
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())

@@ -1,0 +1,1 @@
+"""Orchestration above eval/ and reports/: ablation sweeps, job launchers and benchmarks."""
