@@ -31,7 +31,7 @@ import os
 import re
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -157,6 +157,8 @@ def _pin_cpus(cpus: Optional[tuple[int, ...]]) -> None:
 def _distributed_rank() -> int:
     """Several tasks per job: export submitit's torch distributed environment for the
     trainer's torchrun path (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return 0   # called directly, not as a submitit job
     submitit = _import_submitit()
     env = submitit.JobEnvironment()
     if env.num_tasks <= 1:
@@ -360,8 +362,17 @@ def slurm_parameters(sweep: Sweep, opts: LaunchOptions, n_pairs: int) -> dict[st
     return params
 
 
+def resolve_options(sweep: Sweep, opts: LaunchOptions) -> LaunchOptions:
+    """A sweep whose every config says train.device=cpu (the smoke preset) asks for no GPUs
+    unless --gpus-per-pair says otherwise."""
+    if opts.gpus_per_pair is None and all(cfg.train.device == "cpu" for cfg in sweep.configs.values()):
+        return replace(opts, gpus_per_pair=0)
+    return opts
+
+
 def plan_lines(sweep: Sweep, opts: LaunchOptions) -> list[str]:
     """One line per pair: what would run where, with which resources (for --dry-run)."""
+    opts = resolve_options(sweep, opts)
     todo = [(v, s) for v, s in sweep.pairs if not pair_is_done(sweep.run_dir(v, s), sweep.configs[(v, s)])]
     lines = []
     if opts.launcher == "local":
@@ -402,6 +413,7 @@ def launch(sweep: Sweep, opts: LaunchOptions, echo: Callable[[str], None] = prin
     """Run the sweep's pairs as jobs. local: blocks until every pair ends, then builds the
     report. slurm: submits the evaluator, the array and the report job, then returns."""
     opts.check()
+    opts = resolve_options(sweep, opts)
     submitit = _import_submitit()
     sweep = _absolute(sweep)
     sweep.out.mkdir(parents=True, exist_ok=True)
