@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from reports.build import build_report
-from runners.ablate import (Sweep, build_sweep_report, ensure_segmenter, mark_failed, pair_is_done,
+from runners.ablate import (Sweep, ensure_segmenter, mark_failed, pair_is_done,
                             record_failure, run_pair)
 from spade_bench.config import save_config
 from spade_bench.errors import ConfigError, TrainingInterrupted
@@ -375,17 +375,18 @@ def plan_lines(sweep: Sweep, opts: LaunchOptions) -> list[str]:
     opts = resolve_options(sweep, opts)
     todo = [(v, s) for v, s in sweep.pairs if not pair_is_done(sweep.run_dir(v, s), sweep.configs[(v, s)])]
     lines = []
-    if opts.launcher == "local":
-        slots = local_slots(opts, max(len(todo), 1))
-        res = lambda i: f"local slot {i % len(slots)}: {slots[i % len(slots)].describe()}"  # noqa: E731
-    elif opts.launcher == "slurm":
-        params = slurm_parameters(sweep, opts, len(todo))
-        gpus = params.get("gpus_per_node", 0)
-        where = ", ".join(f"{k} {params[k]}" for k in ("partition", "account") if k in params)
-        res = lambda i: (f"slurm array task {i}: 1 node, {opts.tasks()} task(s), {gpus} GPU(s), "  # noqa: E731
-                         f"time {params['time']} min{', ' + where if where else ''}")
-    else:
-        res = lambda i: f"inline (this process, pair {i + 1} of {len(todo)})"  # noqa: E731
+    slots = local_slots(opts, max(len(todo), 1)) if opts.launcher == "local" else []
+    params = slurm_parameters(sweep, opts, len(todo)) if opts.launcher == "slurm" else {}
+
+    def resources(i: int) -> str:
+        if slots:
+            return f"local slot {i % len(slots)}: {slots[i % len(slots)].describe()}"
+        if params:
+            where = "".join(f", {k} {params[k]}" for k in ("partition", "account") if k in params)
+            return (f"slurm array task {i}: 1 node, {opts.tasks()} task(s), {params.get('gpus_per_node', 0)} "
+                    f"GPU(s), time {params['time']} min{where}")
+        return f"inline (this process, pair {i + 1} of {len(todo)})"
+
     i = 0
     for variant, seed in sweep.pairs:
         cfg = sweep.configs[(variant, seed)]
@@ -394,10 +395,9 @@ def plan_lines(sweep: Sweep, opts: LaunchOptions) -> list[str]:
             lines.append(f"{variant} seed {seed}: already finished ({run_dir}); skipped")
             continue
         lines.append(f"{variant} seed {seed}: {cfg.train.steps} steps, batch {cfg.train.batch_size}; "
-                     f"{res(i)} -> {run_dir}")
+                     f"{resources(i)} -> {run_dir}")
         i += 1
-    if opts.launcher == "slurm":
-        params = slurm_parameters(sweep, opts, len(todo))
+    if params:
         seg = "" if sweep.segmenter.is_file() else "evaluator job first (afterok), "
         lines.append(f"slurm: {seg}array of {len(todo)} (at most {params['array_parallelism']} at once), "
                      f"report job after the array (afterany); submitit parameters: "

@@ -58,9 +58,11 @@ def sbatch_lines(path: Path) -> set[str]:
     return {ln for ln in path.read_text().splitlines() if ln.startswith("#SBATCH")}
 
 
-def test_slurm_submission_carries_the_command_line_then_status_reads_folders_and_sacct(tmp_path, fake_cluster):
+def test_slurm_submission_carries_the_command_line_then_status_reads_folders_and_sacct(tmp_path, fake_cluster,
+                                                                                       monkeypatch):
     scripts, sacct = fake_cluster
     out = tmp_path / "runs"
+    monkeypatch.setenv("SPADE_BENCH_CACHE", str(tmp_path / "cache"))   # no evaluator yet: it is a job
 
     dry = CliRunner().invoke(app, slurm_args(out, "--dry-run"))
     assert dry.exit_code == 0, dry.output
