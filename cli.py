@@ -5,14 +5,20 @@ Every command turns a `SpadeBenchError` into one line on stderr and a non-zero e
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
+import os
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from spade_bench.errors import SpadeBenchError, TrainingInterrupted
+from spade_bench.config import RunConfig, config_hash, resolve, to_json
+from spade_bench.errors import DataError, EvalError, SpadeBenchError, TrainingInterrupted
+from spade_bench.io import check_output_folder
 
 app = typer.Typer(
     add_completion=False,
@@ -65,10 +71,36 @@ _CONFIG = typer.Option(None, "--config", "-c", help="YAML or JSON config file, a
 _SET = typer.Option(None, "--set", "-s", help="Override, e.g. --set generator.ngf=32 (repeatable).")
 
 
-def _resolve(variant, preset, dataset, root, config, overrides):
-    from spade_bench.config import resolve
+_LABEL_NC = typer.Option(None, "--label-nc", help="Number of classes, not counting don't-care (data.label_nc).")
+_DONT_CARE = typer.Option(None, "--dont-care", help="Raw label value meaning unlabelled (data.dont_care_value, "
+                                                    "with data.contain_dontcare=true).")
+
+
+def _data_flags(label_nc: Optional[int], dont_care: Optional[int]) -> list[str]:
+    """--label-nc / --dont-care as the config overrides they stand for (the library validates)."""
+    flags = [f"data.label_nc={label_nc}"] if label_nc is not None else []
+    if dont_care is not None:
+        flags += [f"data.dont_care_value={dont_care}", "data.contain_dontcare=true"]
+    return flags
+
+
+def _resolve(variant, preset, dataset, root, config, overrides, label_nc=None, dont_care=None):
     return resolve(variant, preset=preset, dataset=dataset, root=root, config_file=config,
-                   overrides=list(overrides or []))
+                   overrides=_data_flags(label_nc, dont_care) + list(overrides or []))
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show the library's warnings as they happen, one `warning: ...` line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 # ----------------------------------------------------------------------------- variants, config
@@ -96,7 +128,6 @@ def show_config(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optiona
 
     Example: spade-bench config --variant concat --preset smoke --set generator.ngf=8
     """
-    from spade_bench.config import config_hash, to_json
     cfg = _resolve(variant, preset, dataset, root, config, set_)
     typer.echo(to_json(cfg))
     typer.echo(f"# config hash {config_hash(cfg)}", err=True)
@@ -106,7 +137,7 @@ def show_config(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optiona
 
 @data_app.command("synth")
 @_errors
-def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Folder for images/ and labels/."),
+def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Dataset folder; pairs go to OUT/SPLIT/images and OUT/SPLIT/labels."),
                n: int = typer.Option(..., "--n", "-n", help="Number of pairs."),
                size: int = typer.Option(256, "--size", help="Side of the square images, in pixels."),
                seed: int = typer.Option(0, "--seed", help="Scene seed; 0 gives the benchmark's own scenes."),
@@ -115,18 +146,14 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Folder for ima
                overwrite: bool = typer.Option(False, "--overwrite", help="Replace pairs already in --out.")) -> None:
     """Write procedural outdoor scenes as paired folders that the `folder` format reads.
 
-    Example: spade-bench data synth --out /tmp/scenes --n 16 --size 256
+    Example: spade-bench data synth --out /tmp/scenes --n 16 --size 256 && spade-bench data synth --out /tmp/scenes --n 4 --size 256 --split val
     """
-    from spade_bench.data.synthetic import SPLIT_STREAMS, write_scenes
-    from spade_bench.errors import DataError
-    if split not in SPLIT_STREAMS:
-        raise DataError(f"--split must be one of {', '.join(SPLIT_STREAMS)}, got {split!r}")
-    if size < 8:
-        raise DataError(f"--size must be at least 8, got {size}")
-    written = write_scenes(out, n, size=size, seed=seed, split=split, image_format=image_format,
+    from spade_bench.data.synthetic import write_scenes  # lazy (torch): keeps `--help` fast
+    written = write_scenes(out / split, n, size=size, seed=seed, split=split, image_format=image_format,
                            overwrite=overwrite)
-    typer.echo(f"wrote {written} pairs to {out}/images and {out}/labels "
-               f"(check: spade-bench data check --dataset folder --root {out} --label-nc 10)")
+    other = "val" if split == "train" else "train"
+    typer.echo(f"wrote {written} pairs to {out / split}/images and {out / split}/labels; the folder format also "
+               f"needs {out / other}/ (--split {other}), then: spade-bench data check --dataset folder --root {out}")
 
 
 @data_app.command("check")
@@ -134,35 +161,22 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Folder for ima
 def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
                                            help="synthetic, facades, coco-stuff, cityscapes, ade20k or folder."),
                root: Optional[str] = typer.Option(None, "--root", help="Dataset folder."),
-               label_nc: Optional[int] = typer.Option(None, "--label-nc",
-                                                      help="Number of classes (default: the dataset's)."),
-               dont_care: Optional[int] = typer.Option(None, "--dont-care",
-                                                       help="Raw label value meaning unlabelled."),
+               label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
                use_instance: Optional[bool] = typer.Option(
-                   None, "--instances/--no-instances", help="Check instance maps (default: the dataset's).")) -> None:
+                   None, "--instances/--no-instances", help="Check instance maps (default: the dataset's)."),
+               set_: Optional[List[str]] = _SET) -> None:
     """Validate every image/label pair of both splits and print counts, sizes and a class histogram.
 
-    Exits non-zero, listing each bad file with its reason, on any problem.
+    For a `folder` dataset it infers the number of classes and a likely don't-care value from
+    the label values and prints the `train` command that fits. Exits non-zero, listing each
+    bad file with its reason, on any problem.
 
-    Example: spade-bench data check --dataset facades --root ../shared/datasets/cmp_facades
+    Example: spade-bench data check --dataset folder --root data/street
     """
-    from dataclasses import replace
-
-    from spade_bench.config import RunConfig, with_dataset
-    from spade_bench.data import check_dataset
-    from spade_bench.errors import ConfigError, DataError
-    data_cfg = with_dataset(RunConfig(), dataset, root).data
-    if dataset != "synthetic" and not root:
-        raise ConfigError(f"dataset {dataset!r} needs --root PATH (the dataset folder)")
-    if label_nc is not None:
-        if label_nc < 1:
-            raise ConfigError(f"--label-nc must be at least 1, got {label_nc}")
-        data_cfg = replace(data_cfg, label_nc=label_nc)
-    if dont_care is not None:
-        data_cfg = replace(data_cfg, dont_care_value=dont_care, contain_dontcare=True)
-    if use_instance is not None:
-        data_cfg = replace(data_cfg, use_instance=use_instance)
-    report = check_dataset(data_cfg, progress=True)
+    from spade_bench.data import check_dataset  # lazy (torch): keeps `--help` fast
+    extra = [f"data.use_instance={str(use_instance).lower()}"] if use_instance is not None else []
+    cfg = _resolve("spade", "default", dataset, root, None, extra + list(set_ or []), label_nc, dont_care)
+    report = check_dataset(cfg.data, progress=True)
     typer.echo(report.summary())
     if not report.ok:
         raise DataError(f"{len(report.problems)} problem(s) in {report.root or dataset}; each bad file is listed above")
@@ -174,31 +188,45 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
 @_errors
 def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str] = _DATASET,
           root: Optional[str] = _ROOT, config: Optional[str] = _CONFIG, set_: Optional[List[str]] = _SET,
+          label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<variant>)."),
-          resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/latest.pt."),
+          resume: bool = typer.Option(False, "--resume",
+                                      help="Continue OUT from its newest good checkpoint (an error if it has none)."),
+          resume_from: Optional[int] = typer.Option(None, "--resume-from", metavar="STEP",
+                                                    help="Continue OUT from the checkpoint of this step."),
           ) -> None:
     """Train one variant; the same trainer serves every variant.
 
     Writes OUT/config.json, env.json, checkpoints/, logs/ (JSONL, CSV, TensorBoard),
     samples/ and train_summary.json. Under `torchrun --nproc_per_node N` it runs DDP.
+    SIGINT/SIGTERM/SIGUSR1 stop it after the current step with a checkpoint (exit 128+signal);
+    --resume continues exactly.
 
     Example: spade-bench train --variant spade --preset smoke --out runs/smoke-spade
     """
-    from spade_bench.trainer import load_saved_config, train_run
+    from spade_bench.trainer import load_saved_config, train_run  # lazy (torch): keeps `--help` fast
 
     out = out or Path("runs") / variant
-    if resume and config is None and (out / "config.json").is_file() and not set_ and preset == "default" \
-            and dataset is None and root is None:
-        cfg = load_saved_config(out)  # plain --resume: continue with exactly the saved config
-    else:
-        cfg = _resolve(variant, preset, dataset, root, config, set_)
-    result = train_run(cfg, out, resume=resume)
-    import os
-    if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(
-            f"done: {result.step} steps, {result.images_per_s:.1f} img/s, peak {result.peak_memory_gib:.2f} GiB. "
-            f"Run in {out}: config.json, checkpoints/latest.pt, samples/step_{result.step:07d}.png, "
-            f"logs/losses.csv (TensorBoard: tensorboard --logdir {out / 'logs' / 'tb'})")
+    resume = resume or resume_from is not None
+    plain = (config is None and not set_ and preset == "default" and dataset is None and root is None
+             and label_nc is None and dont_care is None)
+    with _warnings_as_lines():
+        if resume and plain:
+            cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
+        else:
+            cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
+        result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if result.already_finished:
+        rate = "" if math.isnan(result.images_per_s) else f" at {result.images_per_s:.1f} img/s"
+        typer.echo(f"nothing to do: {out} already finished its {result.step} steps{rate}; "
+                   f"raise train.steps (--set train.steps=N) to train longer")
+        return
+    typer.echo(
+        f"done: {result.step} steps, {result.images_per_s:.1f} img/s, peak {result.peak_memory_gib:.2f} GiB. "
+        f"Run in {out}: config.json, checkpoints/latest.pt, samples/step_{result.step:07d}.png, "
+        f"logs/losses.csv (TensorBoard: tensorboard --logdir {out / 'logs' / 'tb'})")
 
 
 # ----------------------------------------------------------------------------- eval, synth, segmenter
@@ -225,6 +253,7 @@ def eval_command(
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         set_: Optional[List[str]] = typer.Option(None, "--set", "-s",
                                                  help="Protocol override, e.g. --set eval.fid_protocol=tf."),
+        label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
 ) -> None:
     """Score a run (generate, FID/KID, mIoU/accuracy, metrics.json), or two image folders.
 
@@ -234,16 +263,17 @@ def eval_command(
     Examples: spade-bench eval --run runs/smoke-spade --device cpu
               spade-bench eval --real photos/ --fake generated/ --metric kid
     """
-    import warnings
-
-    from spade_bench.errors import EvalError
 
     if run is not None and (real is not None or fake is not None):
         raise EvalError("use either --run RUN_DIR or --real DIR --fake DIR, not both")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if run is not None:
-            from eval.harness import evaluate_run
+            from eval.harness import evaluate_run  # lazy (torch): keeps `--help` fast
+            from spade_bench.checkpoint import check_run_label_flags  # lazy (torch)
+
+            check_run_label_flags(run, _data_flags(label_nc, dont_care))
+            check_output_folder(Path(run) / "eval", what="evaluation folder RUN/eval")
 
             result = evaluate_run(run, metric=metric, checkpoint=checkpoint, device=device,
                                   overrides=list(set_ or []))
@@ -259,13 +289,11 @@ def eval_command(
             return
         if real is None or fake is None:
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")
-        from eval.folders import compare_folders
-        from spade_bench.config import RunConfig, apply_overrides
-        from eval.segmenter import resolve_device
+        from eval.folders import compare_folders  # lazy (torch): keeps `--help` fast
+        from eval.harness import apply_eval_overrides  # lazy (torch): the library checks the keys
+        from eval.segmenter import resolve_device  # lazy (torch)
 
-        if any(not item.strip().startswith("eval.") for item in (set_ or [])):
-            raise EvalError("with --real/--fake, --set takes only eval.* keys (e.g. eval.fid_protocol=tf)")
-        protocol = apply_overrides(RunConfig(), list(set_ or [])).eval
+        protocol = apply_eval_overrides(RunConfig(), list(set_ or [])).eval
         result = compare_folders(real, fake, metric=metric, protocol=protocol.fid_protocol,
                                  device=resolve_device(device), batch_size=protocol.batch_size,
                                  kid_subsets=protocol.kid_subsets, kid_subset_size=protocol.kid_subset_size,
@@ -283,16 +311,27 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
           seed: int = typer.Option(0, "--seed", help="Seed of z (VAE) or of any sampling in the generator."),
           checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, or a step number."),
           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+          label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
           ) -> None:
     """Render one label map with a trained run, optionally in the style of a photo.
 
+    The label map is resized (nearest) to the run's training size; the note says so.
+
     Example: spade-bench synth --run runs/facades-vae --label label.png --style photo.jpg --out out.png
     """
-    from eval.synth import synthesize
+    from eval.synth import synthesize  # lazy (torch): keeps `--help` fast
+    from spade_bench.checkpoint import check_run_label_flags  # lazy (torch)
 
+    check_run_label_flags(run, _data_flags(label_nc, dont_care))
+    check_output_folder(Path(out).parent, what="output folder of --out")
     info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device)
+    note = ""
+    if list(info.get("label_size", info["size"])) != list(info["size"]):
+        lh, lw = info["label_size"]
+        note = (f"; the {lw}x{lh} label map was resized (nearest) to the run's training size "
+                f"{info['size'][1]}x{info['size'][0]}, WxH")
     typer.echo(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}, step {info['step']}, seed {info['seed']}"
-               f"{', style ' + info['style'] if info['style'] else ''})")
+               f"{', style ' + info['style'] if info['style'] else ''}){note}")
 
 
 @segmenter_app.command("train")
@@ -378,6 +417,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
            device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
            segmenter_steps: Optional[int] = typer.Option(None, "--segmenter-steps",
                                                          help="Steps for the evaluator if it must be trained."),
+           label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
            launcher: str = typer.Option("inline", "--launcher",
                                         help="inline (one after another, here), local (jobs on this machine) "
                                              "or slurm (a job array); local and slurm need spade-bench[slurm]."),
@@ -443,7 +483,8 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
                          slurm_extra=tuple(slurm_extra or ()))
     opts.check()
     sweep_args = dict(dataset=dataset, root=root, variants=names, seeds=seed_list, preset=preset, out=out,
-                      report_out=report_out, overrides=list(set_ or []), device=device,
+                      report_out=report_out, overrides=_data_flags(label_nc, dont_care) + list(set_ or []),
+                      device=device,
                       segmenter_steps=segmenter_steps)
     if dry_run:
         for line in plan_lines(plan_sweep(**sweep_args), opts):

@@ -97,7 +97,7 @@ def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
 
 
 def _trained(run_dir: Path, cfg: RunConfig) -> bool:
-    if not ckpt.latest_path(run_dir).is_file():
+    if not ckpt.has_checkpoint(run_dir):
         return False
     summary = run_dir / "train_summary.json"
     if not summary.is_file():

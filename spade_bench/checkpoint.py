@@ -1,11 +1,27 @@
-"""Checkpoints: atomic writes, the last K kept plus `latest`, exact resume, inference loading.
+"""Checkpoints: atomic, checksummed step files, a `latest` pointer, exact resume, inference loading.
 
-A checkpoint holds every network, every optimiser, the EMA generator, the step, all RNG
-states, the data position and the config with its hash. Writes go to a temporary file
-that is fsynced and renamed, so a kill mid-write never corrupts `latest.pt`.
+A checkpoint holds every network, every optimiser and LR schedule, the EMA generator, the
+step, all RNG states (as tensors and plain numbers), the data position and the config with
+its hash, so `torch.load(weights_only=True)` reads it. Layout:
+
+    RUN/checkpoints/step_XXXXXXX.pt   one independent file per kept step
+    RUN/checkpoints/latest.pt         a relative symlink to the newest step file (a copy
+                                      where symlinks are not available), replaced atomically
+
+Each file carries a sha256 of its content ("checksum"); `load_checkpoint` verifies it. On
+resume a corrupt newest checkpoint is reported and the newest good one before it is used
+(`find_resume_checkpoint`). Writes go to a temporary file that is fsynced and renamed, so a
+kill mid-write never leaves a half-written checkpoint; a full disk is a `StorageError` that
+says how many bytes the file needs.
+
+Public API (other parts write and read checkpoints only through these):
+`save_checkpoint`, `load_checkpoint`, `find_resume_checkpoint`, `resolve_checkpoint`,
+`load_generator`, `rng_state` / `set_rng_state`, `latest_path`, `step_path`,
+`list_step_checkpoints`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -15,11 +31,15 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from spade_bench.config import apply_overrides, experiment_diff, from_dict, load_config_file
+from spade_bench.encoders import build_encoder
 from spade_bench.errors import CheckpointError
-from spade_bench.io import atomic_write
+from spade_bench.generators import build_generator
+from spade_bench.io import atomic_write, raise_if_full
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
+CHECKSUM_KEY = "checksum"
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
@@ -28,23 +48,38 @@ def step_path(run_dir: Path, step: int) -> Path:
 
 
 def latest_path(run_dir: Path) -> Path:
+    """RUN/checkpoints/latest.pt (a symlink to the newest step file)."""
     return Path(run_dir) / CHECKPOINT_DIR / LATEST
 
 
 def list_step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every step file, oldest first."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
     found = []
     for p in folder.iterdir():
         m = _STEP_RE.match(p.name)
-        if m:
+        if m and p.is_file():
             found.append((int(m.group(1)), p))
     return sorted(found)
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    return latest_path(run_dir).is_file() or bool(list_step_checkpoints(run_dir))
+
+
+# ----------------------------------------------------------------------------- RNG states
+
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG state as tensors and plain numbers (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64),
+                        "gauss": gauss}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -52,34 +87,178 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# ----------------------------------------------------------------------------- checksum
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _digest(obj: Any, h) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for key in sorted(obj, key=str):
+            h.update(repr(key).encode())
+            _digest(obj[key], h)
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _digest(v, h)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode())
+
+
+def content_checksum(state: dict[str, Any]) -> str:
+    """sha256 of a checkpoint's content (every tensor's bytes, dtype and shape; every value)."""
+    h = hashlib.sha256()
+    _digest({k: v for k, v in state.items() if k != CHECKSUM_KEY}, h)
+    return h.hexdigest()
+
+
+def state_nbytes(obj: Any) -> int:
+    """Bytes of tensor data in a (nested) state: about the size of its checkpoint file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_nbytes(v) for v in obj)
+    return 0
+
+
+# ----------------------------------------------------------------------------- save
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write step_XXXXXXX.pt atomically, point latest.pt at it, and prune to the last `keep`."""
+    """Write step_XXXXXXX.pt atomically with its checksum, point latest.pt at it, and keep the
+    last `keep` step files at or before `step`.
+
+    `state` is the Trainer's dict (see the module docstring); it must hold only tensors and
+    plain Python values. Raises StorageError when the disk is full or the folder read-only.
+    """
     path = step_path(run_dir, step)
-    atomic_write(path, lambda f: torch.save(state, f))
-    _point_latest(path)
-    for old_step, old in list_step_checkpoints(run_dir)[:-max(1, keep)]:
+    state = _to_cpu(dict(state))
+    state[CHECKSUM_KEY] = content_checksum(state)
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))
+    except (OSError, RuntimeError) as e:
+        raise_if_full(e, path, state_nbytes(state))
+        raise
+    point_latest(path)
+    kept = [(s, p) for s, p in list_step_checkpoints(run_dir) if s <= step]
+    for old_step, old in kept[:-max(1, keep)]:
         if old_step != step:
             old.unlink(missing_ok=True)
     return path
 
 
-def _point_latest(path: Path) -> None:
-    """Replace latest.pt by a hard link to `path` in one atomic rename (copy if links fail)."""
+def point_latest(path: Path) -> None:
+    """Replace latest.pt by a relative symlink to `path` in one atomic rename (an independent
+    copy where symlinks are unavailable). Never a hard link: damage to one file stays there."""
     latest = path.parent / LATEST
-    tmp = path.parent / f".{LATEST}.link"
+    tmp = path.parent / f".{LATEST}.{os.getpid()}.link"
     tmp.unlink(missing_ok=True)
     try:
-        os.link(path, tmp)
+        os.symlink(path.name, tmp)
     except OSError:
         atomic_write(latest, lambda f: f.write(path.read_bytes()))
         return
     os.replace(tmp, latest)
+
+
+# ----------------------------------------------------------------------------- load
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with torch.load(weights_only=True) and verify its checksum.
+
+    A missing, unreadable or corrupt file is a CheckpointError naming it.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt file becomes one clear message
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"it is truncated or corrupt; an older one may remain in {path.parent}") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} is not a spade-bench checkpoint (no step)")
+    stored = state.get(CHECKSUM_KEY)
+    if stored is not None and content_checksum(state) != stored:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its content does not match its sha256 checksum; "
+                              f"an older one may remain in {path.parent}")
+    if map_location not in (None, "cpu") and torch.device(map_location).type != "cpu":
+        state = _move(state, map_location)
+    return state
+
+
+def _move(obj: Any, device: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _move(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_move(v, device) for v in obj)
+    return obj
+
+
+def find_resume_checkpoint(run_dir: Path, step: Optional[int] = None
+                           ) -> tuple[Path, dict[str, Any], list[str]]:
+    """The checkpoint to resume from: (path, state, reports of corrupt newer files skipped).
+
+    With `step`, exactly that step file (a CheckpointError names the available ones). Without,
+    the file latest.pt points to, then older step files, newest first: a corrupt one is
+    reported and skipped, never silently used. No readable checkpoint is a CheckpointError.
+    """
+    run_dir = Path(run_dir)
+    available = list_step_checkpoints(run_dir)
+    have = ", ".join(str(s) for s, _ in available) or "none"
+    if step is not None:
+        path = step_path(run_dir, step)
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint for step {step} in {run_dir / CHECKPOINT_DIR} "
+                                  f"(available steps: {have})")
+        return path, load_checkpoint(path), []
+    candidates: list[Path] = []
+    latest = latest_path(run_dir)
+    newest_step = None
+    if latest.is_file():
+        target = latest.resolve()
+        m = _STEP_RE.match(target.name)
+        newest_step = int(m.group(1)) if m else None
+        candidates.append(target if target.is_file() else latest)   # reports name the step file
+    candidates += [p for s, p in reversed(available)
+                   if (newest_step is None or s <= newest_step) and p.resolve() != latest.resolve()]
+    skipped: list[str] = []
+    for path in candidates:
+        try:
+            return path, load_checkpoint(path), skipped
+        except CheckpointError as e:
+            skipped.append(str(e))
+    if skipped:
+        raise CheckpointError(f"no readable checkpoint in {run_dir / CHECKPOINT_DIR}: " + "; ".join(skipped))
+    raise CheckpointError(f"{run_dir} has no checkpoint to resume from; start it without --resume "
+                          f"(or pass the --out of an earlier run)")
 
 
 def resolve_checkpoint(run_dir: Path, checkpoint: str = "latest") -> Path:
@@ -87,7 +266,7 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str = "latest") -> Path:
     run_dir = Path(run_dir)
     if checkpoint == "latest":
         path = latest_path(run_dir)
-    elif checkpoint.isdigit():
+    elif str(checkpoint).isdigit():
         path = step_path(run_dir, int(checkpoint))
     else:
         path = Path(checkpoint)
@@ -98,14 +277,40 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str = "latest") -> Path:
     return path
 
 
-def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
-    try:
-        # Our own files: they hold RNG states and numpy arrays, so weights_only cannot be used.
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - a corrupt file becomes one clear message
+def config_mismatch_message(saved: dict[str, Any], cfg, where: str) -> str:
+    """'the config differs in KEYS (key: saved X, now Y; ...)' for a refused resume."""
+    diff = experiment_diff(saved, cfg)
+    lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+    return f"the config differs from {where} in {', '.join(diff)} ({lines})" if diff else \
+        f"the config hash differs from {where}"
+
+
+def saved_run_config(run_dir: str | Path):
+    """A run's config: RUN/config.json, or, when that file is gone, the config stored in its
+    newest readable checkpoint. Returns (RunConfig, source path)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if cfg_path.is_file():
+        return load_config_file(cfg_path), cfg_path
+    if not has_checkpoint(run_dir):
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.json and no checkpoints); "
+                              f"pass the folder `train --out` wrote")
+    path, state, _ = find_resume_checkpoint(run_dir)
+    return from_dict(state["config"]), path
+
+
+def check_run_label_flags(run_dir: str | Path, overrides: list[str]) -> None:
+    """`--label-nc` / `--dont-care` on eval and synth: they must match what the run was trained
+    with (the generator's input channels are fixed); a CheckpointError names both otherwise."""
+    if not overrides:
+        return
+    cfg, source = saved_run_config(run_dir)
+    asked = apply_overrides(cfg, overrides)
+    if asked.data != cfg.data:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
-            f"an older one may remain in {path.parent}") from None
+            f"{run_dir} was trained with data.label_nc={cfg.data.label_nc}, data.dont_care_value="
+            f"{cfg.data.dont_care_value} (see {source}); its generator cannot take other label values. "
+            f"Drop --label-nc/--dont-care, or train a run with them (spade-bench train --label-nc N --dont-care V)")
 
 
 def load_generator(run_dir: str | Path, checkpoint: str = "latest", device: str | torch.device = "cpu",
@@ -114,15 +319,8 @@ def load_generator(run_dir: str | Path, checkpoint: str = "latest", device: str 
 
     Returns (cfg, generator, encoder_or_None, step); the networks are in eval mode.
     """
-    from spade_bench.config import load_config_file
-    from spade_bench.encoders import build_encoder
-    from spade_bench.generators import build_generator
-
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.json); pass the folder `train --out` wrote")
-    cfg = load_config_file(cfg_path)
+    cfg, _ = saved_run_config(run_dir)
     state = load_checkpoint(resolve_checkpoint(run_dir, checkpoint), map_location="cpu")
     generator = build_generator(cfg)
     use_ema = cfg.train.ema if use_ema is None else use_ema

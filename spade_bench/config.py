@@ -15,11 +15,13 @@ import hashlib
 import json
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 from spade_bench.errors import ConfigError
+from spade_bench.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,11 @@ class DataConfig:
         root: dataset folder; unused for synthetic.
         label_nc: number of label classes, not counting don't-care.
         contain_dontcare: one extra one-hot channel for the don't-care label (index label_nc).
-        dont_care_value: the raw value in label files that means don't-care (folder format).
+        dont_care_value: the raw value in label files that means don't-care (folder format);
+            a non-negative integer outside the class values 0..label_nc-1.
+        val_fraction: for a flat `folder` root (ROOT/images and ROOT/labels, no train/ and
+            val/), the share of pairs held out as val, chosen by a hash of each file name
+            (deterministic; adding files never moves old ones between splits).
         use_instance: add the instance edge map as one more channel.
         preprocess: resize_and_crop (resize to load_size, random crop to crop_size),
             fixed (resize to crop_size x crop_size/aspect_ratio) or none.
@@ -44,6 +50,7 @@ class DataConfig:
     label_nc: int = 10
     contain_dontcare: bool = False
     dont_care_value: Optional[int] = None
+    val_fraction: Optional[float] = None
     use_instance: bool = False
     preprocess: Literal["resize_and_crop", "fixed", "none"] = "resize_and_crop"
     load_size: int = 286
@@ -173,6 +180,8 @@ class TrainConfig:
         amp: bf16 autocast with fp32 master weights (CUDA only; ignored on CPU).
         amp_cpu: bf16 autocast on a CPU too: slow, for checking bf16 numerics without a GPU.
         deterministic: deterministic algorithms and one thread, for exact resume tests.
+        threads: torch intra-op threads; 0 means this process's share of the cores it may use
+            (CPU affinity and cgroup quota, split among torchrun's processes on the machine).
     """
 
     steps: int = 10000
@@ -193,6 +202,7 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -412,7 +422,7 @@ def load_config_file(path: str | Path, base: Optional[RunConfig] = None) -> RunC
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
+            import yaml  # function-local: only YAML config files need it
             data = yaml.safe_load(text) or {}
         else:
             data = json.loads(text)
@@ -473,7 +483,6 @@ def to_json(cfg: RunConfig) -> str:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    from spade_bench.io import atomic_write_text
     atomic_write_text(Path(path), to_json(cfg) + "\n")
 
 
@@ -492,7 +501,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 NON_EXPERIMENT_KEYS = frozenset({
     "data.root", "data.num_workers", "train.device", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.cudnn_benchmark",
-    "train.channels_last", "optim.fused",
+    "train.channels_last", "optim.fused", "train.threads",
 }) | {f"eval.{f.name}" for f in fields(EvalConfig)}
 
 
@@ -521,7 +530,7 @@ def resolve(variant: str = "spade", *, preset: str = "default", dataset: Optiona
             root: Optional[str] = None, config_file: Optional[str] = None,
             overrides: Optional[list[str]] = None) -> RunConfig:
     """Resolve a full RunConfig in the documented order."""
-    from spade_bench.registry import get_variant
+    from spade_bench.registry import get_variant  # function-local: variants import this module
 
     cfg = apply_preset(RunConfig(), preset)
     ds = dataset or cfg.data.dataset
@@ -538,33 +547,83 @@ def resolve(variant: str = "spade", *, preset: str = "default", dataset: Optiona
         cfg = load_config_file(config_file, base=cfg)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
+    cfg = fit_preset_size(cfg)
     validate(cfg)
     return cfg
 
 
+def _divisible_size(crop_size: int, aspect_ratio: float, n: int) -> bool:
+    height = int(round(crop_size / aspect_ratio))
+    return crop_size % 2 ** n == 0 and height % 2 ** n == 0 and height > 0
+
+
+def fit_preset_size(cfg: RunConfig) -> RunConfig:
+    """A preset's crop size that does not fit the dataset's aspect ratio (Cityscapes' 2:1 at the
+    smoke preset's 64 px) grows to the smallest size that keeps the aspect ratio, with a warning
+    that says so. Sizes the user set are never changed (`validate` names the fix instead)."""
+    d, g = cfg.data, cfg.generator
+    if g.arch == "pix2pixhd" or cfg.preset not in PRESETS or "data.crop_size" not in PRESETS[cfg.preset]:
+        return cfg
+    n = {"normal": 5, "more": 6, "most": 7}[g.num_upsampling_layers]
+    if d.crop_size != PRESETS[cfg.preset]["data.crop_size"] or _divisible_size(d.crop_size, d.aspect_ratio, n):
+        return cfg
+    crop = next((c for c in range(d.crop_size, 16 * d.crop_size + 1, 2 ** n)
+                 if _divisible_size(c, d.aspect_ratio, n)), None)
+    if crop is None:
+        return cfg
+    load = max(d.load_size, d.load_size * crop // d.crop_size)
+    warnings.warn(f"preset {cfg.preset}: data.crop_size {d.crop_size} -> {crop} (load_size {load}) to keep the "
+                  f"{d.dataset} aspect ratio {d.aspect_ratio:g} (training size {int(round(crop / d.aspect_ratio))}x"
+                  f"{crop}, HxW); set data.crop_size to choose another", stacklevel=3)
+    return replace(cfg, data=replace(d, crop_size=crop, load_size=load))
+
+
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that a type alone cannot express."""
-    d, g = cfg.data, cfg.generator
+    d, g, t = cfg.data, cfg.generator, cfg.train
     if d.label_nc < 1:
-        raise ConfigError(f"data.label_nc must be >= 1, got {d.label_nc}")
+        raise ConfigError(f"data.label_nc must be >= 1, got {d.label_nc} (--label-nc N)")
+    if d.dont_care_value is not None:
+        if d.dont_care_value < 0:
+            raise ConfigError(f"data.dont_care_value must be a label value >= 0, got {d.dont_care_value} "
+                              f"(--dont-care V: the raw value in the label files that marks unlabelled pixels)")
+        first = 1 if d.dataset == "ade20k" else 0
+        if first <= d.dont_care_value < first + d.label_nc:
+            raise ConfigError(
+                f"data.dont_care_value {d.dont_care_value} is also a class value ({first}..{first + d.label_nc - 1} "
+                f"with label_nc={d.label_nc}); if {d.dont_care_value} marks unlabelled pixels pass "
+                f"--label-nc {d.dont_care_value - first} --dont-care {d.dont_care_value}")
+    if d.val_fraction is not None and not 0 < d.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1 (e.g. 0.1), got {d.val_fraction}")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
     if d.crop_size < 16:
         raise ConfigError(f"data.crop_size must be >= 16, got {d.crop_size}")
+    if d.aspect_ratio <= 0:
+        raise ConfigError(f"data.aspect_ratio must be > 0 (width / height), got {d.aspect_ratio}")
     if d.preprocess == "resize_and_crop" and d.load_size < d.crop_size:
         raise ConfigError(
             f"data.load_size ({d.load_size}) is smaller than data.crop_size ({d.crop_size}); "
             f"set data.load_size >= data.crop_size")
     if g.arch != "pix2pixhd":
         n = {"normal": 5, "more": 6, "most": 7}[g.num_upsampling_layers]
-        if d.crop_size % (2 ** n):
+        if not _divisible_size(d.crop_size, d.aspect_ratio, n):
+            height, width = d.image_size
             raise ConfigError(
-                f"data.crop_size {d.crop_size} is not divisible by 2^{n} "
-                f"(generator.num_upsampling_layers={g.num_upsampling_layers}); use a multiple of {2 ** n}")
+                f"training size {height}x{width} (HxW, data.crop_size {d.crop_size} / data.aspect_ratio "
+                f"{d.aspect_ratio:g}) is not divisible by 2^{n} on both sides "
+                f"(generator.num_upsampling_layers={g.num_upsampling_layers}); choose data.crop_size so "
+                f"that it and crop_size / aspect_ratio are multiples of {2 ** n}")
     if d.dataset != "synthetic" and not d.root:
         raise ConfigError(f"dataset {d.dataset!r} needs --root PATH (the dataset folder)")
-    if cfg.train.steps < 1:
-        raise ConfigError(f"train.steps must be >= 1, got {cfg.train.steps}")
-    if cfg.train.decay_steps > cfg.train.steps:
-        raise ConfigError(
-            f"train.decay_steps ({cfg.train.decay_steps}) exceeds train.steps ({cfg.train.steps})")
+    if t.steps < 1:
+        raise ConfigError(f"train.steps must be >= 1, got {t.steps}")
+    if not 0 <= t.decay_steps <= t.steps:
+        raise ConfigError(f"train.decay_steps ({t.decay_steps}) must be between 0 and train.steps ({t.steps})")
+    for key in ("batch_size", "d_steps_per_g", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)} (--set train.{key}=N)")
+    if t.threads < 0:
+        raise ConfigError(f"train.threads must be >= 0 (0: this process's share of the cores), got {t.threads}")
     if g.use_vae and g.arch != "spade":
         raise ConfigError("generator.use_vae needs generator.arch=spade")

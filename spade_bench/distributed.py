@@ -6,6 +6,7 @@ CPUs. Only rank 0 logs and writes files.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from spade_bench.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            from spade_bench.errors import ConfigError
             raise ConfigError("train.device=cuda but no CUDA device is available; use --set train.device=cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank)
@@ -67,18 +70,75 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    for path, parse in (("/sys/fs/cgroup/cpu.max", _cgroup2_quota), ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", None)):
+        try:
+            text = _read(path)
+        except OSError:
+            continue
+        if parse is not None:
+            quota = parse(text)
+        else:  # cgroup v1: quota and period in two files; -1 means no limit
+            try:
+                q = int(text.strip())
+                period = int(_read("/sys/fs/cgroup/cpu/cpu.cfs_period_us").strip())
+                quota = q / period if q > 0 and period > 0 else None
+            except (OSError, ValueError):
+                quota = None
+        if quota:
+            cores = min(cores, max(1, math.ceil(quota)))
+        break
+    return max(1, cores)
 
 
-def broadcast_object(obj, src: int = 0):
-    """Send a picklable object from rank `src` to every rank (identity without DDP)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _cgroup2_quota(text: str):
+    parts = text.split()
+    if len(parts) == 2 and parts[0] != "max":
+        try:
+            return int(parts[0]) / int(parts[1])
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+def resolve_threads(threads: int, info: DistInfo = DistInfo()) -> int:
+    """train.threads -> the torch intra-op thread count: the setting itself when > 0; with 0,
+    this process's share of the cores it may use (split among the processes torchrun started
+    on this machine, LOCAL_WORLD_SIZE)."""
+    if threads > 0:
+        return threads
+    local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.is_distributed else 1) or 1)
+    return max(1, available_cores() // max(1, local_procs))
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside torch.compile and DDP wrappers."""
+    module = getattr(module, "_orig_mod", module)  # torch.compile
+    return getattr(module, "module", module)        # DDP
+
+
+def wrap_for_training(nets, info: DistInfo, device: torch.device, *, compile: bool) -> None:
+    """Wrap a trainer's `nets` (generator, discriminator, encoder attributes) in place: DDP under
+    torchrun, then torch.compile for the generator and discriminator when asked."""
+    if info.is_distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        nets.generator = DDP(nets.generator, device_ids=ids)
+        nets.discriminator = DDP(nets.discriminator, device_ids=ids)
+        if nets.encoder is not None:
+            nets.encoder = DDP(nets.encoder, device_ids=ids)
+    if compile:
+        nets.generator = torch.compile(nets.generator)
+        nets.discriminator = torch.compile(nets.discriminator)
 
 
 def all_reduce_max(value: float, device: torch.device) -> float:

@@ -27,6 +27,10 @@ class CheckpointError(SpadeBenchError):
     """A missing, corrupt or mismatched checkpoint."""
 
 
+class StorageError(SpadeBenchError):
+    """An output folder that cannot be written: read-only, not a folder, or out of space."""
+
+
 class TrainingError(SpadeBenchError):
     """Training cannot go on (for example a non-finite loss)."""
 

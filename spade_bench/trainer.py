@@ -22,20 +22,33 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+import torchvision
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.utils import save_image
+from tqdm import tqdm
 
+import spade_bench
 from spade_bench import checkpoint as ckpt
-from spade_bench.config import RunConfig, config_hash, experiment_diff, load_config_file, save_config, to_dict
-from spade_bench.distributed import DistInfo, all_reduce_max, prepare_batchnorm
+from spade_bench.config import RunConfig, config_hash, experiment_diff, save_config, to_dict
+from spade_bench.data import build_dataset, colorize_labels, semantic_input
+from spade_bench.data.loader import size_note
+from spade_bench.discriminators import build_discriminator, discriminate
+from spade_bench.distributed import (DistInfo, all_reduce_max, cleanup, init_distributed, prepare_batchnorm,
+                                     resolve_threads, unwrap, wrap_for_training)
+from spade_bench.encoders import build_encoder, reparameterize
 from spade_bench.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
-from spade_bench.io import atomic_write_json
+from spade_bench.generators import build_generator
+from spade_bench.io import atomic_write_json, check_output_folder
+from spade_bench.losses import GANLoss, build_generator_losses
 
 
 # ----------------------------------------------------------------------------- data order
@@ -75,8 +88,6 @@ class ResumableBatchSampler:
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, info: DistInfo):
-        from torch.utils.data import DistributedSampler
-
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.sampler = DistributedSampler(range(size), num_replicas=info.world_size, rank=info.rank,
                                           shuffle=True, seed=seed, drop_last=True)
@@ -123,9 +134,6 @@ def git_commit() -> Optional[str]:
 
 
 def environment_record(device: torch.device, info: DistInfo) -> dict[str, Any]:
-    import torchvision
-
-    import spade_bench
     rec = {
         "python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
         "spade_bench": spade_bench.__version__, "git_commit": git_commit(), "platform": platform.platform(),
@@ -149,7 +157,7 @@ def peak_memory_gib(device: torch.device) -> float:
     """CUDA: peak allocated. CPU: the process's lifetime peak resident set size."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    import resource
+    import resource  # function-local: Unix only
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
 
 
@@ -200,11 +208,6 @@ class StopSignals:
         self._previous.clear()
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    module = getattr(module, "_orig_mod", module)  # torch.compile
-    return getattr(module, "module", module)        # DDP
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -213,34 +216,132 @@ class TrainResult:
     peak_memory_gib: float
     wall_time_s: float
     status: str
+    already_finished: bool = False
+
+
+# ----------------------------------------------------------------------------- networks
+
+def lr_factor(step: int, steps: int, decay_steps: int) -> float:
+    """Learning-rate multiplier at `step`: 1, then linear to 0 over the last decay_steps."""
+    start = steps - decay_steps
+    if step < start or decay_steps == 0:
+        return 1.0
+    return max(0.0, (steps - step) / decay_steps)
+
+
+@dataclass
+class Networks:
+    """The trained modules with their optimisers and LR schedules (LambdaLR, `lr_factor`)."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    encoder: Optional[nn.Module]
+    ema: Optional[nn.Module]
+    optim_G: torch.optim.Optimizer
+    optim_D: torch.optim.Optimizer
+    sched_G: torch.optim.lr_scheduler.LambdaLR
+    sched_D: torch.optim.lr_scheduler.LambdaLR
+
+    def trained(self) -> list[nn.Module]:
+        return [self.generator, self.discriminator] + ([self.encoder] if self.encoder is not None else [])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": unwrap(self.generator).state_dict(),
+            "discriminator": unwrap(self.discriminator).state_dict(),
+            "encoder": unwrap(self.encoder).state_dict() if self.encoder is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optim_G": self.optim_G.state_dict(), "optim_D": self.optim_D.state_dict(),
+            "sched_G": self.sched_G.state_dict(), "sched_D": self.sched_D.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], step: int) -> None:
+        unwrap(self.generator).load_state_dict(state["generator"])
+        unwrap(self.discriminator).load_state_dict(state["discriminator"])
+        if self.encoder is not None:
+            unwrap(self.encoder).load_state_dict(state["encoder"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise CheckpointError("checkpoint has no EMA weights but train.ema is on")
+            self.ema.load_state_dict(state["ema"])
+        self.optim_G.load_state_dict(state["optim_G"])
+        self.optim_D.load_state_dict(state["optim_D"])
+        for name, sched in (("sched_G", self.sched_G), ("sched_D", self.sched_D)):
+            if state.get(name) is not None:
+                sched.load_state_dict(state[name])
+            else:  # a checkpoint from before the schedules were saved: its optimiser holds the lr
+                sched.last_epoch = step
+
+
+def build_networks(cfg: RunConfig, info: DistInfo, device: torch.device, channels_last: bool) -> Networks:
+    """Generator, discriminator, encoder (+ EMA copy), Adam optimisers and LR schedules.
+
+    Every rank builds the same initial weights (seeded with train.seed).
+    """
+    tc = cfg.train
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tc.seed)
+        nets = [build_generator(cfg), build_discriminator(cfg)]
+        encoder = build_encoder(cfg)
+    if encoder is not None:
+        nets.append(encoder)
+    for i, net in enumerate(nets):
+        net = prepare_batchnorm(net, info, device).to(device)
+        nets[i] = net.to(memory_format=torch.channels_last) if channels_last else net
+    generator, discriminator = nets[0], nets[1]
+    encoder = nets[2] if len(nets) > 2 else None
+    ema = copy.deepcopy(generator).eval().requires_grad_(False) if tc.ema else None
+    g_params = list(generator.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
+    fused = bool(cfg.optim.fused and device.type == "cuda") or None
+    optim_G = torch.optim.Adam(g_params, lr=cfg.optim.lr_G, betas=cfg.optim.betas, fused=fused)
+    optim_D = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_D, betas=cfg.optim.betas, fused=fused)
+
+    def factor(step: int) -> float:
+        return lr_factor(step, tc.steps, tc.decay_steps)
+
+    return Networks(generator, discriminator, encoder, ema, optim_G, optim_D,
+                    torch.optim.lr_scheduler.LambdaLR(optim_G, factor),
+                    torch.optim.lr_scheduler.LambdaLR(optim_D, factor))
+
+
+def checkpoint_nbytes(nets: Networks) -> int:
+    """About the size of one checkpoint: weights, two Adam moments per weight, the EMA copy."""
+    weights = sum(ckpt.state_nbytes(m.state_dict()) for m in nets.trained())
+    return 3 * weights + (ckpt.state_nbytes(nets.ema.state_dict()) if nets.ema is not None else 0)
 
 
 # ----------------------------------------------------------------------------- trainer
 
 class Trainer:
-    """Train one run directory.
+    """Train one run directory: the loop, `generator_step` and `discriminator_step`.
+
+    Collaborators: `build_networks` (modules, optimisers, LR schedules),
+    `distributed.wrap_for_training` (DDP, torch.compile), `spade_bench.checkpoint` (files,
+    checksums, which checkpoint to resume), `LossLogger` (JSONL, CSV, TensorBoard) and
+    `StopSignals` (graceful stop).
 
     Args:
         cfg: the resolved run config (saved as RUN/config.json).
         run_dir: where everything goes.
-        resume: continue from RUN/checkpoints/latest.pt. Refused if the saved config differs
-            in any experiment key; without it, a run dir that has checkpoints is refused.
+        resume: continue from the newest good checkpoint (a corrupt newer one is reported and
+            skipped). Refused if the saved config differs in any experiment key; without it, a
+            run dir that has checkpoints is refused. With no checkpoint it starts at step 0,
+            unless require_checkpoint.
+        resume_from: continue from this step's checkpoint (implies resume and
+            require_checkpoint); newer step files are moved to checkpoints/superseded-<step>/.
+        require_checkpoint: with resume, no checkpoint is an error (the CLI's --resume).
         info, device: from `spade_bench.distributed.init_distributed`.
         hooks: callables `hook(event, trainer)` for events "checkpoint" and "log".
         progress: show a progress bar on rank 0.
-        with_data: build the datasets (off for `spade-bench bench`, which feeds random tensors).
+        with_data: build the datasets and check the run dir (off for `spade-bench bench`,
+            which feeds random tensors).
     """
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
+                 resume_from: Optional[int] = None, require_checkpoint: bool = False,
                  info: DistInfo = DistInfo(), device: Optional[torch.device] = None,
                  hooks: Optional[list[Callable[[str, "Trainer"], None]]] = None, progress: bool = True,
                  with_data: bool = True):
-        from spade_bench.data import build_dataset
-        from spade_bench.discriminators import build_discriminator
-        from spade_bench.encoders import build_encoder
-        from spade_bench.generators import build_generator
-        from spade_bench.losses import GANLoss, build_generator_losses
-
         self.cfg, self.run_dir, self.info = cfg, Path(run_dir), info
         self.device = device or torch.device("cpu")
         self.hooks = list(hooks or [])
@@ -253,57 +354,30 @@ class Trainer:
             raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the "
                               f"{info.world_size} processes; it is the global batch")
         self.local_batch = tc.batch_size // info.world_size
-
+        resume = resume or resume_from is not None
         self._set_determinism()
         if with_data:
             self._check_run_dir(resume)
+
+        self.nets = build_networks(cfg, info, self.device, self.channels_last)
         torch.manual_seed(tc.seed + info.rank)
         np.random.seed((tc.seed + info.rank) % 2 ** 32)
         random.seed(tc.seed + info.rank)
-
-        # Networks: same initial weights on every rank (DDP also broadcasts them).
-        torch.manual_seed(tc.seed)
-        self.generator = build_generator(cfg)
-        self.discriminator = build_discriminator(cfg)
-        self.encoder = build_encoder(cfg)
-        torch.manual_seed(tc.seed + info.rank)
-        nets = [self.generator, self.discriminator] + ([self.encoder] if self.encoder is not None else [])
-        for i, net in enumerate(nets):
-            net = prepare_batchnorm(net, info, self.device).to(self.device)
-            if self.channels_last:
-                net = net.to(memory_format=torch.channels_last)
-            nets[i] = net
-        self.generator, self.discriminator = nets[0], nets[1]
-        self.encoder = nets[2] if len(nets) > 2 else None
-        self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False) if tc.ema else None
-
-        g_params = list(self.generator.parameters()) + (list(self.encoder.parameters()) if self.encoder else [])
-        fused = bool(cfg.optim.fused and self.on_cuda)
-        self.optim_G = torch.optim.Adam(g_params, lr=cfg.optim.lr_G, betas=cfg.optim.betas, fused=fused or None)
-        self.optim_D = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.optim.lr_D,
-                                        betas=cfg.optim.betas, fused=fused or None)
-
+        if with_data and info.is_main:
+            check_output_folder(self.run_dir, checkpoint_nbytes(self.nets), what="run folder")
         # Losses: {name: (module, weight)}; an ablation drops or reweights a term in config.
         self.generator_losses = {name: (module.to(self.device), weight)
                                  for name, (module, weight) in build_generator_losses(cfg).items()}
         self.gan_loss = GANLoss(cfg.loss.gan_mode).to(self.device)
+        wrap_for_training(self.nets, info, self.device, compile=tc.compile)
 
-        if info.is_distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            ids = [self.device.index] if self.on_cuda else None
-            self.generator = DDP(self.generator, device_ids=ids)
-            self.discriminator = DDP(self.discriminator, device_ids=ids)
-            if self.encoder is not None:
-                self.encoder = DDP(self.encoder, device_ids=ids)
-        if tc.compile:
-            self.generator = torch.compile(self.generator)
-            self.discriminator = torch.compile(self.discriminator)
-
-        # Data.
         if with_data:
             self.train_set = build_dataset(cfg.data, "train")
             self.sampler = ResumableBatchSampler(len(self.train_set), self.local_batch, tc.seed, info)
             self.val_set = build_dataset(cfg.data, "val")
+            note = size_note(self.train_set, cfg.data)
+            if note and info.is_main:
+                warnings.warn(note, stacklevel=2)
 
         self.step = 0
         self.data_position = [0, 0]  # (epoch, batch) of the next batch to train on
@@ -311,9 +385,40 @@ class Trainer:
         self._error: Optional[str] = None
         self._bad_record = torch.full((), -1, dtype=torch.long, device=self.device)
         self._loss_names: list[str] = []
+        self._log_record: Optional[dict[str, float]] = None
         self.images_per_s = float("nan")
-        if with_data and resume and ckpt.latest_path(self.run_dir).is_file():
-            self._restore(ckpt.load_checkpoint(ckpt.latest_path(self.run_dir), map_location=self.device))
+        if with_data and resume:
+            if ckpt.has_checkpoint(self.run_dir) or resume_from is not None:
+                self._resume(resume_from)
+            elif require_checkpoint:
+                raise CheckpointError(
+                    f"--resume: {self.run_dir} has no checkpoint to resume from; train it without --resume "
+                    f"(or pass the --out of an earlier run)")
+
+    # The trained modules, as the steps and `spade-bench bench` use them.
+    @property
+    def generator(self) -> nn.Module:
+        return self.nets.generator
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.nets.discriminator
+
+    @property
+    def encoder(self) -> Optional[nn.Module]:
+        return self.nets.encoder
+
+    @property
+    def ema(self) -> Optional[nn.Module]:
+        return self.nets.ema
+
+    @property
+    def optim_G(self) -> torch.optim.Optimizer:
+        return self.nets.optim_G
+
+    @property
+    def optim_D(self) -> torch.optim.Optimizer:
+        return self.nets.optim_D
 
     # ------------------------------------------------------------------ set-up
 
@@ -324,14 +429,16 @@ class Trainer:
             torch.set_num_threads(1)
             torch.backends.cudnn.benchmark = False
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        elif self.on_cuda:
+            return
+        torch.set_num_threads(resolve_threads(tc.threads, self.info))
+        if self.on_cuda:
             torch.backends.cudnn.benchmark = tc.cudnn_benchmark
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
     def _check_run_dir(self, resume: bool) -> None:
         saved = self.run_dir / "config.json"
-        has_ckpt = ckpt.latest_path(self.run_dir).is_file()
+        has_ckpt = ckpt.has_checkpoint(self.run_dir)
         if has_ckpt and not resume:
             raise CheckpointError(
                 f"{self.run_dir} already holds checkpoints; pass --resume to continue it, "
@@ -341,40 +448,42 @@ class Trainer:
                 old = json.loads(saved.read_text())
             except json.JSONDecodeError as e:
                 raise CheckpointError(f"{saved} is not valid JSON ({e})") from None
-            diff = experiment_diff(old, self.cfg)
-            if diff:
-                lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            if experiment_diff(old, self.cfg):
                 raise CheckpointError(
-                    f"refusing to resume {self.run_dir}: the config differs in {', '.join(diff)} ({lines}). "
+                    f"refusing to resume {self.run_dir}: {ckpt.config_mismatch_message(old, self.cfg, str(saved))}. "
                     f"Resume with the saved config (spade-bench train --config {saved} --resume), "
                     f"or start a new run with another --out")
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _resume(self, resume_from: Optional[int]) -> None:
+        path, state, skipped = ckpt.find_resume_checkpoint(self.run_dir, resume_from)
+        for problem in skipped:
+            warnings.warn(f"skipped a corrupt checkpoint: {problem}; resuming from {path}", stacklevel=2)
         if state.get("config_hash") != config_hash(self.cfg):
-            raise CheckpointError(f"checkpoint config hash {state.get('config_hash')} does not match "
-                                  f"this run's {config_hash(self.cfg)}")
-        unwrap(self.generator).load_state_dict(state["generator"])
-        unwrap(self.discriminator).load_state_dict(state["discriminator"])
-        if self.encoder is not None:
-            unwrap(self.encoder).load_state_dict(state["encoder"])
-        if self.ema is not None:
-            if state.get("ema") is None:
-                raise CheckpointError("checkpoint has no EMA weights but train.ema is on")
-            self.ema.load_state_dict(state["ema"])
-        self.optim_G.load_state_dict(state["optim_G"])
-        self.optim_D.load_state_dict(state["optim_D"])
+            raise CheckpointError(
+                f"refusing to resume from {path}: {ckpt.config_mismatch_message(state.get('config', {}), self.cfg, 'the checkpoint')}. "
+                f"Resume with the run's own config (spade-bench train --out {self.run_dir} --resume, with no "
+                f"other options), or start a new run with another --out")
         self.step = int(state["step"])
+        self.nets.load_state_dict(state, self.step)
         self.data_position = list(state["data_position"])
         self.sampler.set_position(*self.data_position)
         self._prior_wall_time = float(state.get("wall_time_s", 0.0))
+        self._log_record = state.get("log_record")
         rng = state["rng"][self.info.rank] if self.info.rank < len(state["rng"]) else state["rng"][0]
         ckpt.set_rng_state(rng)
+        newer = [(s, p) for s, p in ckpt.list_step_checkpoints(self.run_dir) if s > self.step]
+        if newer and self.info.is_main:
+            aside = self.run_dir / ckpt.CHECKPOINT_DIR / f"superseded-{self.step}"
+            aside.mkdir(exist_ok=True)
+            for _, p in newer:
+                os.replace(p, aside / p.name)
+            ckpt.point_latest(path if path.name != ckpt.LATEST else ckpt.step_path(self.run_dir, self.step))
+            warnings.warn(f"resuming from step {self.step}: the newer checkpoints "
+                          f"({', '.join(str(s) for s, _ in newer)}) were moved to {aside}", stacklevel=2)
 
     # ------------------------------------------------------------------ inputs
 
     def _prepare(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        from spade_bench.data import semantic_input
-
         label = batch["label"].to(self.device, non_blocking=True)
         instance = batch.get("instance")
         if instance is not None:
@@ -395,15 +504,13 @@ class Trainer:
         mu = logvar = z = None
         if encoder is not None:
             mu, logvar = encoder(image)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            z = reparameterize(mu, logvar)
         return generator(segmap, z), mu, logvar
 
     # ------------------------------------------------------------------ steps
 
     def generator_step(self, segmap: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """One generator (and encoder) update: GAN + feature matching + perceptual (+ KL)."""
-        from spade_bench.discriminators import discriminate
-
         self.optim_G.zero_grad(set_to_none=True)
         # D's own weights get no gradient here: running the unwrapped D keeps DDP from
         # synchronising gradients that the D step would discard anyway.
@@ -437,8 +544,6 @@ class Trainer:
 
     def discriminator_step(self, segmap: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """One discriminator update on detached fakes: hinge (or ls/BCE) on fake and real."""
-        from spade_bench.discriminators import discriminate
-
         self.optim_D.zero_grad(set_to_none=True)
         with torch.no_grad(), autocast(self.device, self.use_amp):
             fake, _, _ = self._generate(segmap, image)
@@ -460,15 +565,6 @@ class Trainer:
             e.lerp_(p.detach(), 1 - decay)
         for e, b in zip(self.ema.buffers(), src.buffers()):
             e.copy_(b)
-
-    def _set_lr(self) -> None:
-        tc = self.cfg.train
-        start = tc.steps - tc.decay_steps
-        factor = 1.0 if self.step < start or tc.decay_steps == 0 else max(0.0, (tc.steps - self.step) / tc.decay_steps)
-        for group in self.optim_G.param_groups:
-            group["lr"] = self.cfg.optim.lr_G * factor
-        for group in self.optim_D.param_groups:
-            group["lr"] = self.cfg.optim.lr_D * factor
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -499,7 +595,6 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         rng = ckpt.rng_state()
         if self.info.is_distributed:
-            import torch.distributed as dist
             gathered: list[Any] = [None] * self.info.world_size
             dist.all_gather_object(gathered, rng)
             rng_all = gathered
@@ -507,22 +602,17 @@ class Trainer:
             rng_all = [rng]
         return {
             "step": self.step,
-            "generator": unwrap(self.generator).state_dict(),
-            "discriminator": unwrap(self.discriminator).state_dict(),
-            "encoder": unwrap(self.encoder).state_dict() if self.encoder is not None else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "optim_G": self.optim_G.state_dict(),
-            "optim_D": self.optim_D.state_dict(),
+            **self.nets.state_dict(),
             "data_position": tuple(self.data_position),
             "wall_time_s": self._prior_wall_time + time.time() - self._start_time,
             "rng": rng_all,
             "config": to_dict(self.cfg),
             "config_hash": config_hash(self.cfg),
+            "log_record": self._log_record,
         }
 
     def _weights_finite(self) -> bool:
-        nets = [self.generator, self.discriminator] + ([self.encoder] if self.encoder is not None else [])
-        return all(torch.isfinite(p).all() for n in nets for p in n.parameters())
+        return all(torch.isfinite(p).all() for n in self.nets.trained() for p in n.parameters())
 
     def save(self) -> Optional[Path]:
         """Write a checkpoint (rank 0), never one with non-finite weights."""
@@ -541,10 +631,6 @@ class Trainer:
     @torch.no_grad()
     def _sample_grid(self) -> None:
         """Label colours | generated | real for a fixed validation batch (no training side effects)."""
-        from torchvision.utils import save_image
-
-        from spade_bench.data import colorize, dataset_palette, semantic_input
-
         n = min(4, len(self.val_set))
         items = [self.val_set[i] for i in range(n)]
         label = torch.stack([it["label"] for it in items]).to(self.device)
@@ -563,8 +649,7 @@ class Trainer:
         gen.train(was_training)
         if enc is not None:
             enc.train()
-        colours = colorize(label, self.cfg.data.label_nc + int(self.cfg.data.contain_dontcare),
-                           palette=dataset_palette(self.cfg.data)).float().to(self.device) / 255.0
+        colours = colorize_labels(label, self.cfg.data).float().to(self.device) / 255.0
         rows = torch.cat([colours, (fake.float() + 1) / 2, (real + 1) / 2], dim=3).clamp(0, 1)
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -573,9 +658,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> TrainResult:
-        """Train to `train.steps`, checkpointing, logging and sampling along the way."""
-        from tqdm import tqdm
+        """Train to `train.steps`, checkpointing, logging and sampling along the way.
 
+        On SIGINT, SIGTERM or SIGUSR1 it finishes the step, saves and raises TrainingInterrupted.
+        """
         tc = self.cfg.train
         start_time = self._start_time = time.time()
         if self.info.is_main:
@@ -583,7 +669,8 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.json")
             atomic_write_json(self.run_dir / "env.json", environment_record(self.device, self.info))
             self._write_summary("running", start_time)
-        logger = _LossLogger(self.run_dir / "logs", enabled=self.info.is_main, resume_step=self.step)
+        logger = LossLogger(self.run_dir / "logs", enabled=self.info.is_main, resume_step=self.step,
+                            resume_record=self._log_record)
 
         workers = self.cfg.data.num_workers
         # Its own generator: creating the iterator must not draw from the global RNG, or a
@@ -602,57 +689,63 @@ class Trainer:
         if self.on_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         status = "failed"
-        stop = StopSignals()
         saved_step = None
+        stop = StopSignals()
         try:
-            stop.__enter__()
-            data_iter = iter(loader)
-            while self.step < tc.steps:
-                batch = next(data_iter)
-                epoch, index = self.data_position[0], self.data_position[1] + 1
-                self.data_position = [epoch + 1, 0] if index >= self.sampler.batches_per_epoch else [epoch, index]
-                segmap, image = self._prepare(batch)
-                self._set_lr()
-                losses: dict[str, torch.Tensor] = {}
-                if self.step % tc.d_steps_per_g == 0:
-                    losses.update(self.generator_step(segmap, image))
-                losses.update(self.discriminator_step(segmap, image))
-                self._track_finite(losses)
-                for k, v in losses.items():
-                    sums[k] = sums[k] + v if k in sums else v.clone()
-                    counts[k] = counts.get(k, 0) + 1
-                interval_images += self.local_batch * self.info.world_size
-                self.step += 1
-                bar.update(1)
+            with stop:
+                data_iter = iter(loader)
+                while self.step < tc.steps:
+                    batch = next(data_iter)
+                    epoch, index = self.data_position[0], self.data_position[1] + 1
+                    self.data_position = [epoch + 1, 0] if index >= self.sampler.batches_per_epoch else [epoch, index]
+                    segmap, image = self._prepare(batch)
+                    lrs = (self.optim_G.param_groups[0]["lr"], self.optim_D.param_groups[0]["lr"])
+                    losses: dict[str, torch.Tensor] = {}
+                    if self.step % tc.d_steps_per_g == 0:
+                        losses.update(self.generator_step(segmap, image))
+                    losses.update(self.discriminator_step(segmap, image))
+                    self.nets.sched_G.step()
+                    self.nets.sched_D.step()
+                    self._track_finite(losses)
+                    for k, v in losses.items():
+                        sums[k] = sums[k] + v if k in sums else v.clone()
+                        counts[k] = counts.get(k, 0) + 1
+                    interval_images += self.local_batch * self.info.world_size
+                    self.step += 1
+                    bar.update(1)
 
-                if self.step % tc.log_every == 0 or self.step == tc.steps:
-                    self._raise_if_nonfinite()
-                    if self.on_cuda:
-                        torch.cuda.synchronize(self.device)
-                    elapsed = time.time() - interval_start
-                    rate = interval_images / max(elapsed, 1e-9)
-                    rates.append(rate)
-                    rss_peak = max(rss_peak, current_rss_gib())
-                    means = {k: float(v.item()) / counts[k] for k, v in sums.items()}
-                    record = {"step": self.step, "time": round(time.time() - start_time, 3), **means,
-                              "lr_G": self.optim_G.param_groups[0]["lr"],
-                              "lr_D": self.optim_D.param_groups[0]["lr"], "images_per_s": rate}
-                    logger.write(record)
-                    bar.set_postfix({"G": f"{means.get('G/total', float('nan')):.3f}",
-                                     "D": f"{means['D/total']:.3f}", "img/s": f"{rate:.1f}"}, refresh=False)
-                    sums, counts, interval_start, interval_images = {}, {}, time.time(), 0
-                    for hook in self.hooks:
-                        hook("log", self)
-                if self.info.is_main and (self.step % tc.sample_every == 0 or self.step == tc.steps):
-                    self._sample_grid()
-                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
-                    self.save()
-                    saved_step = self.step
-                if self.step < tc.steps and self._stop_requested(stop):
-                    path = self.save() if saved_step != self.step else ckpt.step_path(self.run_dir, self.step)
-                    status = "interrupted"
-                    raise TrainingInterrupted(stop.received or "SIGTERM", self.step,
-                                              path or ckpt.step_path(self.run_dir, self.step))
+                    # The checkpoint comes before anything optional (log, grid), so none of them can lose it.
+                    record = None
+                    if self.step % tc.log_every == 0 or self.step == tc.steps:
+                        self._raise_if_nonfinite()
+                        if self.on_cuda:
+                            torch.cuda.synchronize(self.device)
+                        elapsed = time.time() - interval_start
+                        rate = interval_images / max(elapsed, 1e-9)
+                        rates.append(rate)
+                        rss_peak = max(rss_peak, current_rss_gib())
+                        means = {k: float(v.item()) / counts[k] for k, v in sums.items()}
+                        record = {"step": self.step, "time": round(time.time() - start_time, 3), **means,
+                                  "lr_G": lrs[0], "lr_D": lrs[1], "images_per_s": rate}
+                        sums, counts, interval_start, interval_images = {}, {}, time.time(), 0
+                    self._log_record = record  # saved with the checkpoint: a kill right after it keeps it
+                    if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
+                        self.save()
+                        saved_step = self.step
+                    if record is not None:
+                        logger.write(record)
+                        bar.set_postfix({"G": f"{record.get('G/total', float('nan')):.3f}",
+                                         "D": f"{record['D/total']:.3f}", "img/s": f"{record['images_per_s']:.1f}"},
+                                        refresh=False)
+                        for hook in self.hooks:
+                            hook("log", self)
+                    if self.info.is_main and (self.step % tc.sample_every == 0 or self.step == tc.steps):
+                        self._sample_grid()
+                    if self.step < tc.steps and self._stop_requested(stop):
+                        path = self.save() if saved_step != self.step else None
+                        status = "interrupted"
+                        raise TrainingInterrupted(stop.received or "SIGTERM", self.step,
+                                                  path or ckpt.step_path(self.run_dir, self.step))
             status = "finished"
         except TrainingInterrupted:
             raise
@@ -660,7 +753,6 @@ class Trainer:
             self._error = f"{type(e).__name__}: {e}"
             raise
         finally:
-            stop.__exit__()
             bar.close()
             logger.close()
             # Steady-state rate: drop the first interval (warm-up, autotuning) when there are more.
@@ -690,17 +782,18 @@ class Trainer:
             "wall_time_s": self._prior_wall_time + time.time() - start_time,
             "device": str(self.device), "hardware": hardware_name(self.device),
             "world_size": self.info.world_size, "amp_bf16": self.use_amp, "ema": self.cfg.train.ema,
-            "config_hash": config_hash(self.cfg),
+            "config_hash": config_hash(self.cfg), "threads": torch.get_num_threads(),
         }
         if error:
             summary["error"] = error
         atomic_write_json(self.run_dir / "train_summary.json", summary)
 
 
-class _LossLogger:
+class LossLogger:
     """losses.jsonl + losses.csv + TensorBoard, rank 0 only; a resumed run appends after its step."""
 
-    def __init__(self, folder: Path, *, enabled: bool, resume_step: int):
+    def __init__(self, folder: Path, *, enabled: bool, resume_step: int,
+                 resume_record: Optional[dict[str, Any]] = None):
         self.enabled = enabled
         if not enabled:
             return
@@ -711,11 +804,13 @@ class _LossLogger:
             # Drop records past the checkpoint we resumed from: they will be recomputed.
             kept = [ln for ln in self.jsonl_path.read_text().splitlines()
                     if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            if resume_record and not any(json.loads(ln)["step"] == resume_record["step"] for ln in kept):
+                kept.append(json.dumps(resume_record))  # logged after the checkpoint, then the run died
             self.jsonl_path.write_text("".join(ln + "\n" for ln in kept))
         elif self.jsonl_path.exists():
             self.jsonl_path.unlink()
         self.jsonl = open(self.jsonl_path, "a")
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # function-local: slow import, rank 0 only
         self.tb = SummaryWriter(str(folder / "tb"), purge_step=resume_step or None)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -742,23 +837,35 @@ class _LossLogger:
         os.replace(tmp, self.csv_path)
 
 
-def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
-              hooks: Optional[list] = None) -> TrainResult:
-    """Library entry for `spade-bench train`: set up (DDP when under torchrun), train, clean up."""
-    from spade_bench.distributed import cleanup, init_distributed
 
+def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, resume_from: Optional[int] = None,
+              require_checkpoint: bool = False, progress: bool = True, hooks: Optional[list] = None) -> TrainResult:
+    """Library entry for `spade-bench train`: set up (DDP when under torchrun), train, clean up.
+
+    A run that already reached train.steps returns at once (already_finished=True) with the
+    figures of its train_summary.json.
+    """
     info, device = init_distributed(cfg.train.device)
     try:
-        trainer = Trainer(cfg, run_dir, resume=resume, info=info, device=device, hooks=hooks, progress=progress)
+        trainer = Trainer(cfg, run_dir, resume=resume, resume_from=resume_from,
+                          require_checkpoint=require_checkpoint, info=info, device=device, hooks=hooks,
+                          progress=progress)
         if trainer.step >= cfg.train.steps:
-            return TrainResult(Path(run_dir), trainer.step, float("nan"), 0.0, 0.0, "finished")
+            summary_path = Path(run_dir) / "train_summary.json"
+            summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+            rate = summary.get("images_per_s")
+            return TrainResult(Path(run_dir), trainer.step, float("nan") if rate is None else float(rate),
+                               float(summary.get("peak_memory_gib") or 0.0), 0.0, "finished", already_finished=True)
         return trainer.fit()
     finally:
         cleanup()
 
 
 def load_saved_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} has no config.json")
-    return load_config_file(path)
+    """The config a run was trained with: RUN/config.json, or the one stored in its newest
+    readable checkpoint when config.json is gone (with a warning)."""
+    cfg, source = ckpt.saved_run_config(run_dir)
+    if source.name != "config.json":
+        warnings.warn(f"{Path(run_dir) / 'config.json'} is missing; using the config stored in {source} "
+                      f"(training rewrites config.json)", stacklevel=2)
+    return cfg

@@ -8,11 +8,13 @@ empty dataset or split. Training and evaluation run the same per-pair checks laz
 """
 from __future__ import annotations
 
+import shlex
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
+from tqdm import tqdm
 
 from spade_bench.config import DataConfig
 from spade_bench.data import formats
@@ -30,7 +32,6 @@ class CheckReport:
     Args:
         dataset, root, label_nc, contain_dontcare: what was checked.
         pairs: complete pairs per split (a flat folder serves both splits and is counted once).
-        shared_splits: train and val read the same files.
         sizes: Counter of (width, height) over readable pairs.
         class_pixels, class_images: int64 [label_nc + 1] pixel and image counts per class index
             (the last entry is don't-care).
@@ -43,12 +44,17 @@ class CheckReport:
     label_nc: int
     contain_dontcare: bool
     pairs: dict[str, int] = field(default_factory=dict)
-    shared_splits: bool = False
     sizes: Counter = field(default_factory=Counter)
     class_pixels: np.ndarray = None
     class_images: np.ndarray = None
     names: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    raw_values: Counter = field(default_factory=Counter)
+    label_sizes: Counter = field(default_factory=Counter)
+    instance_files: int = 0
+    use_instance: bool = False
+    suggested: Optional[str] = None
+    alternative: Optional[str] = None
 
     def __post_init__(self):
         if self.class_pixels is None:
@@ -73,8 +79,6 @@ class CheckReport:
         """A readable summary: counts, sizes, class histogram and the problems."""
         where = f" at {self.root}" if self.root else ""
         split_text = ", ".join(f"{s} {n}" for s, n in self.pairs.items())
-        if self.shared_splits:
-            split_text = "one flat folder, read as both train and val"
         lines = [f"dataset {self.dataset}{where}",
                  f"{self.num_pairs} pairs ({split_text})"]
         if self.sizes:
@@ -99,17 +103,32 @@ class CheckReport:
             dont_care = int(self.class_pixels[self.label_nc])
             if dont_care:
                 lines.append(f"  don't-care (index {self.label_nc}): {100.0 * dont_care / total:.2f}% of pixels")
+        if self.raw_values:
+            values = sorted(self.raw_values)
+            shown = ", ".join(map(str, values[:24])) + (" ..." if len(values) > 24 else "")
+            lines.append(f"raw label values seen: {shown} ({len(values)} distinct)")
+        if self.dataset == "folder":
+            if self.instance_files:
+                used = "used" if self.use_instance else "not used; add --set data.use_instance=true to train with them"
+                lines.append(f"instance maps: {self.instance_files} files in instances/ ({used})")
+            else:
+                lines.append("instance maps: none (optional: instances/NAME.png beside images/ and labels/, "
+                             "one id per object, then --set data.use_instance=true)")
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"  {path}: {reason}" for path, reason in self.problems)
         else:
             lines.append("no problems found")
+        if self.suggested:
+            lines.append(f"train with: {self.suggested}")
+        if self.alternative:
+            lines.append(self.alternative)
         return "\n".join(lines)
 
 
 def check_dataset(data_cfg: DataConfig, *, progress: bool = False) -> CheckReport:
-    """Validate every pair of both splits; problems are collected, not raised."""
-    from tqdm import tqdm
+    """Validate every pair of both splits; problems are collected, not raised. For a `folder`
+    dataset it also infers the flags `train` needs (`report.suggested`)."""
 
     _check_config(data_cfg)
     report = CheckReport(data_cfg.dataset, data_cfg.root, data_cfg.label_nc, data_cfg.contain_dontcare,
@@ -127,17 +146,24 @@ def check_dataset(data_cfg: DataConfig, *, progress: bool = False) -> CheckRepor
 
     try:
         root = formats.dataset_root(data_cfg)
-        report.shared_splits = formats.shares_splits(data_cfg)
     except DataError as e:
         report.problems.append((str(data_cfg.root), _reason(e, data_cfg.root)))
         return report
     report.root = str(root)
+    report.use_instance = data_cfg.use_instance
+    scan_cfg = data_cfg
     listed: dict[str, list[formats.Pair]] = {}
-    for split in SPLITS[:1] if report.shared_splits else SPLITS:
+    for split in SPLITS:
         try:
             listed[split] = formats.list_pairs(data_cfg, split)
         except DataError as e:
-            report.problems.append((str(root), _reason(e, root)))
+            problem = (str(root), _reason(e, root))
+            if problem not in report.problems:
+                report.problems.append(problem)
+            if "data.val_fraction" in str(e) and data_cfg.val_fraction is None:
+                # A flat folder: look at its files anyway, to suggest complete flags.
+                scan_cfg = replace(data_cfg, val_fraction=FLAT_VAL_FRACTION)
+                listed[split] = formats.list_pairs(scan_cfg, split)
     if listed and not any(listed.values()):
         report.problems.append((str(root), f"empty dataset: no image or label files found in either split "
                                            f"(check --root and the {data_cfg.dataset} layout)"))
@@ -147,9 +173,12 @@ def check_dataset(data_cfg: DataConfig, *, progress: bool = False) -> CheckRepor
         if not pairs:
             report.problems.append((str(root), f"the {split} split is empty: no {split} files found "
                                                f"(check the {data_cfg.dataset} layout)"))
+        if data_cfg.dataset == "folder":
+            report.instance_files += _count_instances(root, split, scan_cfg)
         for pair in tqdm(pairs, desc=f"check {split}", disable=not progress, unit="pair"):
+            _scan_raw_values(report, pair)
             try:
-                image, label, _ = load_pair(pair, data_cfg)
+                image, label, _ = load_pair(pair, scan_cfg)
             except PairError as e:
                 report.problems.append((e.path, e.reason))
                 continue
@@ -157,7 +186,83 @@ def check_dataset(data_cfg: DataConfig, *, progress: bool = False) -> CheckRepor
                 report.problems.append((pair.display_path, _reason(e, pair.display_path)))
                 continue
             _count(report, label, image.size)
+    if data_cfg.dataset == "folder":
+        _suggest(report, data_cfg, scan_cfg, root)
     return report
+
+
+FLAT_VAL_FRACTION = 0.1
+_VOID_NAMES = ("void", "unlabeled", "unlabelled", "ignore", "dontcare", "don't-care", "dont_care", "unknown")
+
+
+def _scan_raw_values(report: CheckReport, pair: formats.Pair) -> None:
+    if pair.label is None or pair.label.suffix.lower() not in formats.LABEL_SUFFIXES:
+        return
+    try:
+        raw = formats.read_map(pair.label)
+    except DataError:
+        return  # load_pair reports it
+    report.label_sizes[(int(raw.shape[1]), int(raw.shape[0]))] += 1
+    if raw.ndim == 2:
+        values, counts = np.unique(raw, return_counts=True)
+        report.raw_values.update(dict(zip(values.tolist(), counts.tolist())))
+
+
+def _count_instances(root, split: str, data_cfg: DataConfig) -> int:
+    try:
+        _, _, instances = formats.folder_dirs(root, split, data_cfg.val_fraction)
+    except DataError:
+        return 0
+    if split == "val" and data_cfg.val_fraction is not None and instances == root / "instances":
+        return 0  # a flat folder's instances/ was counted with train
+    return sum(1 for p in instances.rglob("*") if p.suffix.lower() in formats.LABEL_SUFFIXES) \
+        if instances.is_dir() else 0
+
+
+def _void_value(root) -> Optional[int]:
+    """The id that root/label_names.txt names void/unlabelled/ignore, if any."""
+    for path in (root / "label_names.txt", root / "train" / "label_names.txt"):
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].isdigit() and parts[1].lower() in _VOID_NAMES:
+                    return int(parts[0])
+    return None
+
+
+def _suggest(report: CheckReport, data_cfg: DataConfig, scan_cfg: DataConfig, root) -> None:
+    """The exact `train` flags for this folder: label_nc and don't-care inferred from the raw
+    values seen (a void-like name in label_names.txt, else 255), the split and aspect ratio."""
+    values = sorted(int(v) for v in report.raw_values)
+    if not values:
+        return
+    dont_care = _void_value(root)
+    if dont_care is None and 255 in values and len(values) > 1 and values[-2] < 254:
+        dont_care = 255
+    classes = [v for v in values if v != dont_care]
+    label_nc = (max(classes) + 1) if classes else 1
+    if dont_care is not None and dont_care < label_nc:
+        dont_care = None  # a void id inside the class range stays a class
+        label_nc = max(values) + 1
+    flags = [f"--label-nc {label_nc}"] + ([f"--dont-care {dont_care}"] if dont_care is not None else [])
+    sets = []
+    if scan_cfg.val_fraction is not None and data_cfg.val_fraction is None:
+        sets.append(f"data.val_fraction={scan_cfg.val_fraction:g}")
+    sizes = report.sizes or report.label_sizes
+    if sizes:
+        (width, height), _ = sizes.most_common(1)[0]
+        aspect = round(width / height, 3)
+        if abs(aspect - data_cfg.aspect_ratio) > 0.01:
+            sets.append(f"data.aspect_ratio={aspect:g}")
+    if report.instance_files and not data_cfg.use_instance:
+        sets.append("data.use_instance=true")
+    base = f"spade-bench train --dataset folder --root {shlex.quote(str(root))}"
+    tail = "".join(f" --set {s}" for s in sets)
+    report.suggested = f"{base} {' '.join(flags)}{tail}"
+    if dont_care is None and len(values) > 1 and values == list(range(values[-1] + 1)):
+        top = values[-1]
+        report.alternative = (f"if value {top} marks unlabelled pixels instead of a class: "
+                              f"{base} --label-nc {top} --dont-care {top}{tail}")
 
 
 def _count(report: CheckReport, label: np.ndarray, size: tuple[int, int]) -> None:

@@ -9,15 +9,16 @@ Layouts (REFERENCE.md section 4):
   root/gtFine/{train,val}/<city>/*_gtFine_labelIds.png and *_gtFine_instanceIds.png.
 - ade20k: root[/ADEChallengeData2016]/{images,annotations}/{training,validation}/; raw 0 is
   don't-care (index 150), other values minus 1.
-- folder: root/{images,labels[,instances]}/, or root/{train,val}/{images,labels[,instances]}/,
-  or root/{images,labels[,instances]}/{train,val}/; files matched by relative path and stem.
-  A flat root (no split folders) serves as both splits.
+- folder: root/{train,val}/{images,labels[,instances]}/, or root/{images,labels[,instances]}/{train,val}/;
+  files matched by relative path and stem. A flat root/{images,labels}/ needs data.val_fraction,
+  which holds out a deterministic share of the pairs (by a hash of each name) as val.
 
 A raw don't-care value maps to index label_nc, which is valid only with contain_dontcare.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,10 +27,12 @@ import numpy as np
 from PIL import Image
 
 from spade_bench.config import DataConfig
+from spade_bench.data.palette import dataset_palette, decode_colour_label, with_dont_care_colour
 from spade_bench.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
+JPEG_SUFFIXES = (".jpg", ".jpeg")
 REAL_FORMATS = ("facades", "coco-stuff", "cityscapes", "ade20k", "folder")
 FACADES_VAL_SHARE = 78 / 378
 
@@ -98,31 +101,48 @@ def list_pairs(data_cfg: DataConfig, split: str) -> list[Pair]:
     if kind == "cityscapes":
         return _cityscapes_pairs(root, split, want_instance)
     if kind == "folder":
-        images, labels, instances = folder_dirs(root, split)
-        return _match(images, labels, instances if want_instance else None, IMAGE_SUFFIXES)
+        images, labels, instances = folder_dirs(root, split, data_cfg.val_fraction)
+        pairs = _match(images, labels, instances if want_instance else None, IMAGE_SUFFIXES)
+        if data_cfg.val_fraction is not None and images == root / "images":
+            val_keys = held_out_keys([p.key for p in pairs], data_cfg.val_fraction)
+            pairs = [p for p in pairs if (p.key in val_keys) == (split == "val")]
+        return pairs
     raise DataError(f"dataset {kind!r} has no files to list; known formats: {', '.join(REAL_FORMATS)}")
 
 
-def folder_dirs(root: Path, split: str) -> tuple[Path, Path, Path]:
+def folder_dirs(root: Path, split: str, val_fraction: Optional[float] = None) -> tuple[Path, Path, Path]:
     """(images, labels, instances) folders of a split in the `folder` layout."""
     if (root / split / "images").is_dir() or (root / split / "labels").is_dir():
         base = root / split
         return base / "images", base / "labels", base / "instances"
     if (root / "images" / split).is_dir() or (root / "labels" / split).is_dir():
         return root / "images" / split, root / "labels" / split, root / "instances" / split
+    other = "val" if split == "train" else "train"
+    if (root / other / "images").is_dir() or (root / other / "labels").is_dir():
+        raise DataError(f"{root}: has {other}/ but no {split}/ folder; add {root / split}/images and "
+                        f"{root / split}/labels (the folder format needs both train/ and val/)")
     if (root / "images").is_dir() or (root / "labels").is_dir():
-        return root / "images", root / "labels", root / "instances"
+        if val_fraction is not None:
+            return root / "images", root / "labels", root / "instances"
+        raise DataError(
+            f"{root}: images/ and labels/ with no train/ and val/ subfolders; move the pairs into "
+            f"{root}/train/{{images,labels}} and {root}/val/{{images,labels}}, or hold out a share as val "
+            f"with --set data.val_fraction=0.1")
     raise DataError(
-        f"{root}: no images/ and labels/ folders (folder format expects ROOT/images and ROOT/labels, "
-        f"optionally under ROOT/train and ROOT/val)")
+        f"{root}: no images/ and labels/ folders (the folder format expects ROOT/train/images, "
+        f"ROOT/train/labels, ROOT/val/images and ROOT/val/labels)")
 
 
-def shares_splits(data_cfg: DataConfig) -> bool:
-    """True when train and val read the same files (a flat `folder` root)."""
-    if data_cfg.dataset != "folder":
-        return False
-    root = dataset_root(data_cfg)
-    return folder_dirs(root, "train") == folder_dirs(root, "val")
+def held_out_keys(keys: list[str], fraction: float) -> set[str]:
+    """The val share of a flat folder: keys whose sha1 falls below `fraction` (at least one, and
+    at least one left for train when there are two or more)."""
+    scored = sorted((int(hashlib.sha1(k.encode()).hexdigest()[:12], 16) / 16 ** 12, k) for k in keys)
+    chosen = {k for score, k in scored if score < fraction}
+    if not chosen and scored:
+        chosen = {scored[0][1]}
+    if len(chosen) == len(scored) and len(scored) > 1:
+        chosen.discard(scored[-1][1])
+    return chosen
 
 
 def _files_by_key(folder: Path, suffixes: tuple[str, ...], recursive: bool,
@@ -146,7 +166,8 @@ def _match(image_dir: Path, label_dir: Path, instance_dir: Optional[Path], suffi
     """Pair files by relative stem. In facades, images are .jpg and labels .png in one folder."""
     same_folder = image_dir == label_dir
     images = _files_by_key(image_dir, image_suffixes or suffixes, recursive)
-    labels = _files_by_key(label_dir, LABEL_SUFFIXES, recursive)
+    # JPEG labels are listed too, so that they are reported as JPEG labels, not as missing.
+    labels = _files_by_key(label_dir, LABEL_SUFFIXES + JPEG_SUFFIXES, recursive)
     if same_folder:
         labels = {k: [p for p in v if p.suffix.lower() == ".png"] for k, v in labels.items()}
         labels = {k: v for k, v in labels.items() if v}
@@ -194,6 +215,15 @@ def read_image(path: Path) -> Image.Image:
         raise DataError(f"{path}: image file not found") from None
     except Exception as e:  # noqa: BLE001 - PIL raises many types for broken files
         raise DataError(f"{path}: cannot read image ({e}); the file is truncated, corrupt or not an image") from None
+
+
+def exif_orientation(path: Path) -> Optional[int]:
+    """The EXIF orientation tag of a photo (1 = upright), or None."""
+    try:
+        with Image.open(path) as opened:
+            return opened.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - no EXIF is not a problem
+        return None
 
 
 def read_map(path: Path, what: str = "label") -> np.ndarray:
@@ -292,10 +322,15 @@ def label_value_problem(raw: np.ndarray, index: np.ndarray, data_cfg: DataConfig
         noun = "value" if out_of_range.size == 1 else "values"
         dc_text = f" and not the don't-care value {dont_care}" if dont_care is not None else \
             " and the dataset has no don't-care value"
+        offset = 0 if data_cfg.dataset == "ade20k" else 1
+        others = [int(v) for v in out_of_range if v != top and v >= 0]
+        nc_with_dc = max([data_cfg.label_nc] + [v + offset for v in others])
+        dc_fix = f"--label-nc {nc_with_dc} --dont-care {top}"   # complete: the other values must fit too
         return (f"label {noun} {values} outside the class range {first}..{last} (label_nc={data_cfg.label_nc})"
                 f"{dc_text}. If the dataset has more classes pass --label-nc {needed} "
-                f"(config data.label_nc); if {top} marks unlabelled pixels pass --dont-care {top} "
-                f"(config data.dont_care_value={top} with data.contain_dontcare=true)")
+                f"(config data.label_nc); if {top} marks unlabelled pixels pass {dc_fix} "
+                f"(config data.dont_care_value={top} with data.contain_dontcare=true). "
+                f"`spade-bench data check` lists every value in the dataset")
     return (f"label value {dont_care} is the don't-care value, but data.contain_dontcare is false "
             f"(no channel for it); set data.contain_dontcare=true (--set data.contain_dontcare=true)")
 
@@ -304,11 +339,10 @@ def load_label_array(path: Path, data_cfg: DataConfig, palette: Optional[np.ndar
     """A label file -> validated class indices, integer [H, W] (index or colour PNG)."""
     raw = read_map(path, "label")
     if raw.ndim == 3:
-        from spade_bench.data.palette import dataset_palette, decode_colour_label
-        palette = dataset_palette(data_cfg) if palette is None else np.asarray(palette, dtype=np.uint8)
-        if data_cfg.contain_dontcare:
-            # `colorize` draws don't-care black; a class that is black itself keeps black.
-            palette = np.concatenate([palette[:data_cfg.label_nc], np.zeros((1, 3), dtype=np.uint8)])
+        if palette is None:
+            palette = dataset_palette(data_cfg)   # with the don't-care colour `colorize_labels` draws
+        elif data_cfg.contain_dontcare:
+            palette = with_dont_care_colour(np.asarray(palette, dtype=np.uint8)[:data_cfg.label_nc])
         index, unknown = decode_colour_label(raw, palette)
         if unknown:
             shown = ", ".join(str(c) for c in unknown[:5]) + (" ..." if len(unknown) > 5 else "")

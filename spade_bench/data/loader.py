@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from spade_bench.config import DataConfig
@@ -44,14 +45,22 @@ def load_pair(pair: Pair, data_cfg: DataConfig) -> tuple[Any, np.ndarray, Option
         raise PairError(pair.image, "image without its label map (no label file with the same name)")
     if pair.image is None:
         raise PairError(pair.label, "label map without its image (no image file with the same name)")
+    if pair.label.suffix.lower() in formats.JPEG_SUFFIXES:
+        raise PairError(pair.label, "label map saved as JPEG: lossy compression changes the class values at "
+                                    "every edge; save label maps as PNG (one class value per pixel)")
     try:
         image = formats.read_image(pair.image)
     except DataError as e:
         raise _pair_error(pair.image, e) from None
     label = load_label_array_checked(pair.label, data_cfg)
     if label.shape != (image.height, image.width):
+        hint = ""
+        if label.shape == (image.width, image.height) or formats.exif_orientation(pair.image) not in (None, 1):
+            hint = (" The photo carries an EXIF orientation tag, so viewers show it rotated; the label was "
+                    "probably drawn on the rotated view. Save the photo with the rotation applied "
+                    "(e.g. PIL.ImageOps.exif_transpose) and no orientation tag")
         raise PairError(pair.image, f"image is {image.width}x{image.height} but its label map {pair.label} is "
-                                    f"{label.shape[1]}x{label.shape[0]} (width x height); they must match")
+                                    f"{label.shape[1]}x{label.shape[0]} (width x height); they must match.{hint}")
     instance = None
     if data_cfg.use_instance:
         if pair.instance is None:
@@ -160,6 +169,26 @@ class SyntheticDataset(Dataset):
             label = transform_map(scene.label, params)
             instance = transform_map(scene.instance, params) if scene.instance is not None else None
             return _sample(image, label, instance, f"synthetic/{self.split}/{index}", index)
+
+
+def size_note(dataset, data_cfg: DataConfig) -> Optional[str]:
+    """A plain note when training changes the photos' aspect ratio (a 480x360 photo at 64x64),
+    from the first pair's size; None when it keeps it (or for synthetic data)."""
+    if not isinstance(dataset, PairedDataset) or not dataset.pairs:
+        return None
+    pair = dataset.pairs[0]
+    try:
+        with Image.open(pair.image) as opened:
+            width, height = opened.size
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+        return None
+    aspect = width / height
+    if abs(aspect - data_cfg.aspect_ratio) <= 0.01 * aspect:
+        return None
+    train_h, train_w = data_cfg.image_size
+    return (f"the photos are {width}x{height} (aspect {aspect:.3g}) but training uses {train_w}x{train_h} "
+            f"(data.aspect_ratio {data_cfg.aspect_ratio:g}), so they are resized and cropped to a different shape; "
+            f"--set data.aspect_ratio={aspect:.4g} keeps their shape")
 
 
 def _check_config(data_cfg: DataConfig) -> None:

@@ -44,14 +44,38 @@ def label_colormap(num_classes: int) -> np.ndarray:
     return cmap.astype(np.uint8)
 
 
+# Candidates for the don't-care colour, in order: black (SPADE's "unlabelled"), then colours
+# no built-in palette gives a class.
+DONT_CARE_COLOURS = ((0, 0, 0), (255, 255, 255), (128, 128, 128), (64, 64, 64), (192, 192, 192))
+
+
+def with_dont_care_colour(classes: np.ndarray) -> np.ndarray:
+    """uint8 [K + 1, 3]: class colours plus a don't-care colour that no class uses."""
+    classes = np.asarray(classes, dtype=np.uint8)
+    used = {tuple(int(v) for v in c) for c in classes}
+    colour = next((c for c in DONT_CARE_COLOURS if c not in used), None)
+    if colour is None:  # every candidate taken: the first RGB value no class uses
+        colour = next((r, g, b) for r in range(256) for g in range(256) for b in range(256)
+                      if (r, g, b) not in used)
+    return np.concatenate([classes, np.array([colour], dtype=np.uint8)])
+
+
 def dataset_palette(data_cfg: DataConfig) -> np.ndarray:
-    """uint8 [label_nc, 3]: the colours a dataset's labels are usually drawn in."""
+    """uint8 [label_nc (+1 with contain_dontcare), 3]: the colours a dataset's labels are drawn
+    in; the don't-care index label_nc gets its own colour, distinct from every class."""
     n = data_cfg.label_nc
     if data_cfg.dataset == "synthetic" and n == len(SYNTHETIC_PALETTE):
-        return SYNTHETIC_PALETTE.copy()
-    if data_cfg.dataset == "facades" and n == len(FACADES_PALETTE):
-        return FACADES_PALETTE.copy()
-    return label_colormap(n)
+        classes = SYNTHETIC_PALETTE.copy()
+    elif data_cfg.dataset == "facades" and n == len(FACADES_PALETTE):
+        classes = FACADES_PALETTE.copy()
+    else:
+        classes = label_colormap(n)
+    return with_dont_care_colour(classes) if data_cfg.contain_dontcare else classes
+
+
+def colorize_labels(label: Union[torch.Tensor, np.ndarray], data_cfg: DataConfig) -> Union[torch.Tensor, np.ndarray]:
+    """`colorize` with the dataset's palette, don't-care included: what grids and figures draw."""
+    return colorize(label, data_cfg.label_nc + int(data_cfg.contain_dontcare), palette=dataset_palette(data_cfg))
 
 
 def colorize(label: Union[torch.Tensor, np.ndarray], num_classes: int,

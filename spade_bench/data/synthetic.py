@@ -608,6 +608,10 @@ def write_scenes(out_dir: Union[str, Path], count: int, *, size: int = 256, seed
     """
     if image_format not in ("png", "jpg"):
         raise DataError(f"image format must be png or jpg, got {image_format!r}")
+    if split not in SPLIT_STREAMS:
+        raise DataError(f"--split must be one of {', '.join(SPLIT_STREAMS)}, got {split!r}")
+    if size < 8:
+        raise DataError(f"--size must be at least 8, got {size}")
     if count < 1:
         raise DataError(f"--n must be at least 1, got {count}")
     out = Path(out_dir)

@@ -129,8 +129,9 @@ def test_empty_dataset(tmp_path):
     (tmp_path / "facades" / "base").mkdir(parents=True)
     result = check("--dataset", "facades", "--root", str(tmp_path / "facades"))
     assert result.exit_code != 0 and "empty dataset" in result.output
-    (tmp_path / "user" / "images").mkdir(parents=True)
-    (tmp_path / "user" / "labels").mkdir(parents=True)
+    for split in ("train", "val"):
+        (tmp_path / "user" / split / "images").mkdir(parents=True)
+        (tmp_path / "user" / split / "labels").mkdir(parents=True)
     result = check("--dataset", "folder", "--root", str(tmp_path / "user"), "--label-nc", "4")
     assert result.exit_code != 0 and "empty dataset" in result.output
     with pytest.raises(DataError, match="no train pairs"):
@@ -145,7 +146,9 @@ def test_missing_root_and_folder_layout(tmp_path):
 
 
 def test_synth_output_checks_clean(tmp_path):
-    assert runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--n", "4", "--size", "32"]).exit_code == 0
+    assert runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--n", "3", "--size", "32"]).exit_code == 0
+    assert runner.invoke(app, ["data", "synth", "--out", str(tmp_path), "--n", "1", "--size", "32",
+                               "--split", "val"]).exit_code == 0
     result = check("--dataset", "folder", "--root", str(tmp_path), "--label-nc", "10")
     assert result.exit_code == 0, result.output
     assert "4 pairs" in result.output and "sky" in result.output

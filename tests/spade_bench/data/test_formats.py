@@ -173,15 +173,23 @@ def make_folder(base: Path, names=("a", "b", "sub/c"), value_range=5, dont_care=
         save(base / "instances" / f"{name}.png", (label.astype(np.int32) * 10).astype(np.uint8))
 
 
-def test_folder_flat_layout_serves_both_splits(tmp_path):
-    make_folder(tmp_path, dont_care=255)
+def test_folder_flat_layout_needs_a_split(tmp_path):
+    """A flat root used to serve as both train and val (validation on the training images);
+    now it is an error that names both fixes, and data.val_fraction holds out a fixed share."""
+    make_folder(tmp_path, names=("a", "b", "sub/c", "d", "e"), dont_care=255)
     cfg = DataConfig(dataset="folder", root=str(tmp_path), label_nc=5, contain_dontcare=True, dont_care_value=255,
                      use_instance=True, load_size=24, crop_size=16)
+    with pytest.raises(DataError, match=r"no train/ and val/ subfolders.*train/\{images,labels\}.*data\.val_fraction"):
+        build_dataset(cfg, "train")
+    cfg = replace(cfg, val_fraction=0.4)
     train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
-    assert [p.key for p in train.pairs] == [p.key for p in val.pairs] == ["a", "b", "sub/c"]
-    sample = val[2]
-    assert sample["label"].shape == (16, 16) and int(sample["label"].max()) == 5      # 255 -> label_nc
-    # The instance map went through the same crop and flip: ids are 10 x the raw label value.
+    train_keys, val_keys = [p.key for p in train.pairs], [p.key for p in val.pairs]
+    assert sorted(train_keys + val_keys) == ["a", "b", "d", "e", "sub/c"] and val_keys
+    assert not set(train_keys) & set(val_keys)
+    assert [p.key for p in build_dataset(cfg, "val").pairs] == val_keys          # deterministic
+    index = val_keys.index("sub/c") if "sub/c" in val_keys else None
+    sample = (val if index is not None else train)[index if index is not None else train_keys.index("sub/c")]
+    assert int(sample["label"].max()) == 5      # 255 -> label_nc
     raw_value = torch.where(sample["label"] == 5, torch.tensor(255), sample["label"])
     assert torch.equal(sample["instance"], (raw_value * 10 % 256).int())
     raw = np.asarray(Image.open(tmp_path / "labels" / "sub" / "c.png"))
@@ -206,7 +214,8 @@ def test_folder_split_layouts(tmp_path, layout):
 
 
 def test_folder_dont_care_needs_its_channel(tmp_path):
-    make_folder(tmp_path, dont_care=255)
+    make_folder(tmp_path / "train", dont_care=255)
+    make_folder(tmp_path / "val", dont_care=255)
     from spade_bench.errors import ConfigError
     cfg = DataConfig(dataset="folder", root=str(tmp_path), label_nc=5, dont_care_value=255)
     with pytest.raises(ConfigError, match="contain_dontcare"):

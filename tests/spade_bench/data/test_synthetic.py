@@ -130,10 +130,13 @@ def test_synth_cli_writes_pairs_that_load_back_as_folder(tmp_path):
     out = tmp_path / "scenes"
     result = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--n", "5", "--size", "48"])
     assert result.exit_code == 0, result.output
-    assert len(list((out / "images").iterdir())) == 5 and len(list((out / "labels").iterdir())) == 5
+    assert "--split val" in result.output
+    assert CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--n", "2", "--size", "48",
+                                    "--split", "val"]).exit_code == 0
+    assert len(list((out / "train" / "images").iterdir())) == 5 and len(list((out / "train" / "labels").iterdir())) == 5
     cfg = DataConfig(dataset="folder", root=str(out), label_nc=10, load_size=48, crop_size=48)
-    dataset = build_dataset(cfg, "val")
-    assert len(dataset) == 5
+    dataset = build_dataset(cfg, "train", augment=False)
+    assert len(dataset) == 5 and len(build_dataset(cfg, "val")) == 2
     sample = dataset[3]
     assert np.array_equal(sample["label"].numpy(), generate_scene(0, "train", 3, (48, 48)).label)
     assert class_names(cfg) == list(CLASS_NAMES)

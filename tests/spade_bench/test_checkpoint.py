@@ -1,0 +1,156 @@
+"""Checkpoints that survive one bad file, and the output-folder and config errors around training."""
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from spade_bench import checkpoint as ckpt
+from spade_bench.config import resolve
+from spade_bench.errors import CheckpointError, ConfigError, StorageError
+from spade_bench.trainer import Trainer, load_saved_config
+
+TINY = [
+    "generator.ngf=8", "generator.spade_hidden=16", "discriminator.ndf=8", "discriminator.n_layers=2",
+    "loss.perceptual=none", "train.batch_size=2", "train.steps=3", "train.decay_steps=1",
+    "train.log_every=1", "train.sample_every=100", "train.checkpoint_every=1", "train.keep_checkpoints=3",
+    "data.synthetic_train_size=6", "data.synthetic_val_size=2", "data.num_workers=0", "data.crop_size=32",
+    "data.load_size=36",
+]
+
+
+def tiny_cfg(*extra: str):
+    return resolve("spade", preset="smoke", overrides=TINY + list(extra))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("ckpt") / "run"
+    Trainer(tiny_cfg(), run, progress=False).fit()
+    return run
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(run, out, symlinks=True)
+    return out
+
+
+def test_step_files_are_independent_checksummed_and_weights_only(finished_run):
+    steps = ckpt.list_step_checkpoints(finished_run)
+    assert [s for s, _ in steps] == [1, 2, 3]
+    latest = ckpt.latest_path(finished_run)
+    assert latest.is_symlink() and latest.resolve() == steps[-1][1].resolve()
+    assert all(p.stat().st_nlink == 1 for _, p in steps)          # no hard link shared with latest
+    state = torch.load(latest, weights_only=True)                    # RNG states and config are plain
+    assert len(state["checksum"]) == 64 and ckpt.content_checksum(state) == state["checksum"]
+
+
+def test_corrupt_newest_is_reported_and_the_previous_one_used(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    newest = ckpt.step_path(run, 3)
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF                                     # one flipped byte inside a tensor
+    newest.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="step_0000003.pt"):
+        ckpt.load_checkpoint(newest)
+    cfg = tiny_cfg()
+    with pytest.warns(UserWarning, match=r"skipped a corrupt checkpoint.*step_0000003\.pt.*resuming from .*step_0000002"):
+        trainer = Trainer(cfg, run, resume=True, progress=False)
+    assert trainer.step == 2
+
+
+def test_resume_from_step_and_errors(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    with pytest.warns(UserWarning, match=r"newer checkpoints \(2, 3\) were moved"):
+        trainer = Trainer(tiny_cfg(), run, resume_from=1, progress=False)
+    assert trainer.step == 1 and [s for s, _ in ckpt.list_step_checkpoints(run)] == [1]
+    assert (run / "checkpoints" / "superseded-1" / "step_0000003.pt").is_file()      # nothing deleted
+    with pytest.raises(CheckpointError, match=r"no checkpoint for step 7 .*available steps: 1"):
+        Trainer(tiny_cfg(), run, resume_from=7, progress=False)
+    with pytest.raises(CheckpointError, match="has no checkpoint to resume from"):
+        Trainer(tiny_cfg(), tmp_path / "fresh", resume=True, require_checkpoint=True, progress=False)
+
+
+def test_config_json_deleted_and_finished_run(finished_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    run = copy_run(finished_run, tmp_path)
+    (run / "config.json").unlink()
+    with pytest.warns(UserWarning, match="config.json is missing; using the config stored in"):
+        assert load_saved_config(run) == tiny_cfg()
+    # Other options than the saved config: the refusal names the keys.
+    with pytest.raises(CheckpointError, match=r"differs from the checkpoint in generator\.ngf \(generator\.ngf: saved 8"):
+        Trainer(tiny_cfg("generator.ngf=16"), run, resume=True, progress=False)
+    # Plain --resume of the finished run: no "nan img/s".
+    result = CliRunner().invoke(app, ["train", "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "nothing to do" in result.output and "already finished its 3 steps" in result.output
+    assert "nan" not in result.output
+    missing = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "none"), "--resume"])
+    assert missing.exit_code != 0 and "no config.json and no checkpoints" in missing.output
+
+
+def test_batch_size_zero_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"train\.batch_size must be >= 1, got 0"):
+        tiny_cfg("train.batch_size=0")
+
+
+def test_unwritable_output_folder_is_caught_before_training(tmp_path, monkeypatch):
+    """We run as root, where chmod 555 does not stop writes, so a read-only folder is simulated
+    two ways: a run folder whose parent is a regular file, and a write probe that fails with
+    EROFS (what a read-only mount gives)."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError, match=r"file/run: cannot be used as the run folder: .*is a file"):
+        Trainer(tiny_cfg(), tmp_path / "file" / "run", progress=False)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("spade_bench.io.tempfile.mkstemp", read_only)
+    with pytest.raises(StorageError, match=r"run: the run folder is not writable \(Read-only file system\)"):
+        Trainer(tiny_cfg(), tmp_path / "run", progress=False)
+
+
+def test_full_disk_names_the_bytes_and_keeps_the_old_checkpoint(finished_run, tmp_path, monkeypatch):
+    run = copy_run(finished_run, tmp_path)
+    trainer = Trainer(tiny_cfg(), run, resume=True, progress=False)
+    trainer._start_time = 0.0
+
+    def full(obj, f, *args, **kwargs):
+        f.write(b"part of a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    trainer.step = 4
+    with pytest.raises(StorageError, match=r"no space left: .*step_0000004\.pt needs \d+ bytes"):
+        trainer.save()
+    monkeypatch.undo()
+    assert ckpt.load_checkpoint(ckpt.latest_path(run))["step"] == 3
+
+    monkeypatch.setattr("spade_bench.io.free_bytes", lambda folder: 10)
+    with pytest.raises(StorageError, match=r"no space left: .*needs \d+ bytes .* but has 10 bytes"):
+        Trainer(tiny_cfg(), tmp_path / "other", progress=False)
+
+
+def test_threads_setting(monkeypatch):
+    from spade_bench.distributed import DistInfo, available_cores, resolve_threads
+
+    assert resolve_threads(3) == 3
+    cores = available_cores()
+    assert 1 <= cores <= (torch.multiprocessing.cpu_count() or cores)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert resolve_threads(0, DistInfo(rank=1, world_size=2)) == max(1, cores // 2)
+    with pytest.raises(ConfigError, match="train.threads"):
+        tiny_cfg("train.threads=-1")
+
+
+def test_cityscapes_smoke_keeps_its_aspect_ratio():
+    with pytest.warns(UserWarning, match=r"crop_size 64 -> 128 .*aspect ratio 2"):
+        cfg = resolve("spade", preset="smoke", dataset="cityscapes", root="/data/cityscapes")
+    assert cfg.data.image_size == (64, 128)
