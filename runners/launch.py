@@ -550,9 +550,14 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupted|Exit|Interrupt)\b.*")
+
+
 def _last_line(text: str) -> str:
+    """The exception line of a traceback (submitit wraps it in log paths), else the last line."""
     lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else str(text)
+    raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    return raised[-1] if raised else (lines[-1] if lines else str(text))
 
 
 def _logged_step(run_dir: Path) -> Optional[int]:
