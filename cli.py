@@ -455,8 +455,9 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
     Example: spade-bench ablate --launcher slurm --dataset ade20k --root data/ADEChallengeData2016 --preset paper
              --seeds 0,1,2 --gpus-per-pair 8 --slurm-partition gpu --slurm-time 3-00:00:00 --out runs/ade-ablation
     """
-    from runners.ablate import plan_sweep, run_ablation
-    from runners.launch import LaunchOptions, collect as collect_sweep, launch, pair_statuses, plan_lines
+    from runners.ablate import plan_sweep, run_ablation  # lazy (torch): keeps `--help` fast
+    from runners.launch import (LaunchOptions, collect as collect_sweep, launch,  # lazy (torch)
+                                pair_statuses, plan_lines)
 
     if status is not None or collect is not None:
         if status is not None and collect is not None:
