@@ -444,26 +444,95 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
            segmenter_steps: Optional[int] = typer.Option(None, "--segmenter-steps",
                                                          help="Steps for the evaluator if it must be trained."),
            label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
+           launcher: str = typer.Option("inline", "--launcher",
+                                        help="inline (one after another, here), local (jobs on this machine) "
+                                             "or slurm (a job array); local and slurm need spade-bench[slurm]."),
+           gpus_per_pair: Optional[int] = typer.Option(None, "--gpus-per-pair",
+                                                       help="GPUs per pair; above 1 the pair trains with DDP "
+                                                            "(default: slurm 1; local 1 with GPUs, else 0 = CPU)."),
+           max_parallel: Optional[int] = typer.Option(None, "--max-parallel",
+                                                      help="Most pairs running at once (local slots; the SLURM "
+                                                           "array's % cap)."),
+           slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="sbatch --partition."),
+           slurm_time: Optional[str] = typer.Option(None, "--slurm-time",
+                                                    help="Time limit per job, minutes or D-HH:MM:SS; "
+                                                         "a pair that reaches it is requeued from its checkpoint."),
+           slurm_account: Optional[str] = typer.Option(None, "--slurm-account", help="sbatch --account."),
+           slurm_extra: Optional[List[str]] = typer.Option(None, "--slurm-extra",
+                                                           help="Any other sbatch option, KEY=VALUE (repeatable), "
+                                                                "e.g. --slurm-extra cpus-per-task=10."),
+           dry_run: bool = typer.Option(False, "--dry-run", help="Print one line per pair (resources, "
+                                                                  "where it runs) and submit nothing."),
+           status: Optional[Path] = typer.Option(None, "--status", help="Print each pair's state in the sweep "
+                                                                        "launched into this --out folder, and exit."),
+           collect: Optional[Path] = typer.Option(None, "--collect", help="Build the report of the sweep in this "
+                                                                          "--out folder now, and exit."),
            ) -> None:
     """Train and score every variant x seed, then write the ablation report.
 
     Resumable: finished pairs are skipped and interrupted ones resume from their
     checkpoints. A failed pair is reported as failed and makes the exit code non-zero.
+    With --launcher local or slurm each pair is a job (submitit); a preempted job
+    checkpoints, requeues itself and resumes; --status OUT follows the sweep.
 
     Example: spade-bench ablate --preset smoke
     Example: spade-bench ablate --dataset facades --root data/cmp_facades --preset facades --seeds 0,1,2
+    Example: spade-bench ablate --launcher local --max-parallel 4 --preset smoke --seeds 0,1
+    Example: spade-bench ablate --launcher slurm --dataset ade20k --root data/ADEChallengeData2016 --preset paper
+             --seeds 0,1,2 --gpus-per-pair 8 --slurm-partition gpu --slurm-time 3-00:00:00 --out runs/ade-ablation
     """
-    from spade_bench.ablate import run_ablation
+    from runners.ablate import plan_sweep, run_ablation  # lazy (torch): keeps `--help` fast
+    from runners.launch import (LaunchOptions, collect as collect_sweep, launch,  # lazy (torch)
+                                pair_statuses, plan_lines)
 
+    if status is not None or collect is not None:
+        if status is not None and collect is not None:
+            raise typer.BadParameter("use --status OUT or --collect OUT, not both")
+        if status is not None:
+            states = pair_statuses(status)
+            for st in states:
+                typer.echo(st.line())
+            counts = {}
+            for st in states:
+                counts[st.state] = counts.get(st.state, 0) + 1
+            typer.echo(f"{len(states)} pairs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+            return
+        report_dir = collect_sweep(collect)
+        typer.echo(f"report: {report_dir / 'ablation.md'}")
+        return
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         raise typer.BadParameter(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
     names = tuple(v.strip() for v in variants_.split(",") if v.strip())
-    result = run_ablation(dataset=dataset, root=root, variants=names, seeds=seed_list, preset=preset,
-                          out=out, report_out=report_out, overrides=_data_flags(label_nc, dont_care) + list(set_ or []),
-                          device=device,
-                          segmenter_steps=segmenter_steps, echo=typer.echo)
+    opts = LaunchOptions(launcher=launcher, gpus_per_pair=gpus_per_pair, max_parallel=max_parallel,
+                         slurm_partition=slurm_partition, slurm_time=slurm_time, slurm_account=slurm_account,
+                         slurm_extra=tuple(slurm_extra or ()))
+    opts.check()
+    sweep_args = dict(dataset=dataset, root=root, variants=names, seeds=seed_list, preset=preset, out=out,
+                      report_out=report_out, overrides=_data_flags(label_nc, dont_care) + list(set_ or []),
+                      device=device,
+                      segmenter_steps=segmenter_steps)
+    if dry_run:
+        for line in plan_lines(plan_sweep(**sweep_args), opts):
+            typer.echo(line)
+        typer.echo("dry run: nothing was trained or submitted")
+        return
+    if launcher != "inline":
+        sweep = plan_sweep(**sweep_args)
+        launch(sweep, opts, echo=typer.echo)
+        if launcher == "slurm":
+            return
+        states = pair_statuses(sweep.out)
+        failed = [st for st in states if st.state == "failed"]
+        typer.echo(f"ablation: {len(states) - len(failed)}/{len(states)} pairs finished; runs in {sweep.out}; "
+                   f"report: {sweep.report_out / 'ablation.md'}")
+        for st in failed:
+            typer.secho(f"failed: {st.variant} seed {st.seed}: {st.detail} (see {st.run_dir})", err=True, fg="red")
+        if failed:
+            raise typer.Exit(1)
+        return
+    result = run_ablation(**sweep_args, echo=typer.echo)
     done = sum(p.status != "failed" for p in result.pairs)
     typer.echo(f"ablation: {done}/{len(result.pairs)} pairs finished; runs in {result.out}; "
                f"report: {result.report_dir / 'ablation.md'}")

@@ -1,0 +1,246 @@
+"""`spade-bench ablate`: train and score variants x seeds, then write the report.
+
+Resumable at every level: a pair whose metrics.json matches its finished checkpoint is
+skipped; an interrupted pair resumes from its latest checkpoint; the segmentation
+evaluator is trained once per dataset and resolution and then reused. A pair that fails
+is recorded as failed (RUN/train_summary.json) and shown as failed in the report; the
+other pairs still run.
+
+The pieces (`plan_sweep`, `ensure_segmenter`, `run_pair`, `record_failure`,
+`build_sweep_report`) are shared by the inline loop here and by the job launchers in
+runners/launch.py, so a pair does the same work in this process, in a local subprocess
+or in a SLURM job.
+"""
+from __future__ import annotations
+
+import json
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from tqdm import tqdm
+
+from eval.harness import evaluate_run
+from eval.segmenter import default_segmenter_path, train_segmenter
+from reports.build import build_report
+from spade_bench import checkpoint as ckpt
+from spade_bench import trainer as trainer_module
+from spade_bench.config import RunConfig, config_hash, resolve, save_config
+from spade_bench.errors import ConfigError
+from spade_bench.io import atomic_write_json
+
+CORE_VARIANTS = ("spade", "spade-gamma", "concat", "pix2pixhd")
+
+
+@dataclass
+class PairOutcome:
+    variant: str
+    seed: int
+    run_dir: Path
+    status: str  # "done" (already finished), "finished", "failed"
+    error: Optional[str] = None
+
+
+@dataclass
+class AblationResult:
+    out: Path
+    report_dir: Optional[Path]
+    pairs: list[PairOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[PairOutcome]:
+        return [p for p in self.pairs if p.status == "failed"]
+
+
+@dataclass
+class Sweep:
+    """What an ablation will run: one resolved config per (variant, seed), and where."""
+
+    name: str
+    preset: str
+    out: Path
+    report_out: Path
+    configs: dict[tuple[str, int], RunConfig]
+    segmenter: Path
+    segmenter_steps: int
+    device: str
+
+    @property
+    def pairs(self) -> list[tuple[str, int]]:
+        return list(self.configs)
+
+    def run_dir(self, variant: str, seed: int) -> Path:
+        return pair_dir(self.out, variant, seed)
+
+    @property
+    def run_dirs(self) -> list[Path]:
+        return [self.run_dir(v, s) for v, s in self.pairs]
+
+
+def pair_dir(out: Path, variant: str, seed: int) -> Path:
+    return Path(out) / f"{variant}-s{seed}"
+
+
+def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
+    """The pair's metrics.json scores its finished checkpoint under this exact config."""
+    metrics = run_dir / "eval" / "metrics.json"
+    if not metrics.is_file():
+        return False
+    try:
+        record = json.loads(metrics.read_text())
+    except json.JSONDecodeError:
+        return False
+    return record.get("checkpoint_step") == cfg.train.steps and \
+        record.get("run", {}).get("config_hash") == config_hash(cfg)
+
+
+def _trained(run_dir: Path, cfg: RunConfig) -> bool:
+    if not ckpt.has_checkpoint(run_dir):
+        return False
+    summary = run_dir / "train_summary.json"
+    if not summary.is_file():
+        return False
+    record = json.loads(summary.read_text())
+    return record.get("status") == "finished" and record.get("step") == cfg.train.steps
+
+
+def mark_failed(run_dir: Path, error: str, cfg: Optional[RunConfig] = None) -> None:
+    """Record a failed pair in RUN/train_summary.json (status "failed", the error), keeping
+    what the trainer wrote there. With `cfg`, a pair that never started also gets its
+    config.json, so the report files it under its variant, seed and dataset."""
+    path = run_dir / "train_summary.json"
+    record = {}
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            record = {}
+    record.update(status="failed", error=error)
+    atomic_write_json(path, record)
+    if cfg is not None and not (run_dir / "config.json").is_file():
+        save_config(cfg, run_dir / "config.json")
+
+
+def record_failure(run_dir: Path, cfg: RunConfig, error: BaseException) -> str:
+    """Mark the pair failed with the exception and keep its traceback; returns the message."""
+    message = f"{type(error).__name__}: {error}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mark_failed(run_dir, message, cfg)
+    (run_dir / "failure_traceback.txt").write_text(
+        "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    return message
+
+
+def plan_sweep(*, dataset: Optional[str] = None, root: Optional[str] = None,
+               variants: tuple[str, ...] = CORE_VARIANTS, seeds: tuple[int, ...] = (0,),
+               preset: str = "smoke", out: Optional[Path] = None, report_out: Optional[Path] = None,
+               overrides: Optional[list[str]] = None, device: str = "auto",
+               segmenter_steps: Optional[int] = None) -> Sweep:
+    """Resolve every pair's config (a typo in a variant name fails before any training)."""
+    if not variants:
+        raise ConfigError("no variants given; e.g. --variants spade,spade-gamma,concat,pix2pixhd")
+    if not seeds:
+        raise ConfigError("no seeds given; e.g. --seeds 0,1,2")
+    base_overrides = list(overrides or [])
+    if device != "auto":
+        base_overrides.append(f"train.device={device}")
+    configs = {(v, s): resolve(v, preset=preset, dataset=dataset, root=root,
+                               overrides=base_overrides + [f"train.seed={s}"])
+               for v in variants for s in seeds}
+    first = next(iter(configs.values()))
+    name = f"ablate-{first.data.dataset}-{preset}"
+    out = Path(out) if out else Path("runs") / name
+    report_out = Path(report_out) if report_out else Path("reports") / name
+    # One evaluator for all pairs (same dataset, resolution and root).
+    seg_path = Path(first.eval.segmenter) if first.eval.segmenter else default_segmenter_path(first.data)
+    return Sweep(name=name, preset=preset, out=out, report_out=report_out, configs=configs,
+                 segmenter=seg_path, segmenter_steps=segmenter_steps or first.eval.segmenter_steps,
+                 device=device)
+
+
+def ensure_segmenter(sweep: Sweep, echo: Callable[[str], None] = print) -> Path:
+    """Train the sweep's segmentation evaluator unless it is already there."""
+    if not sweep.segmenter.is_file():
+        echo(f"training the segmentation evaluator -> {sweep.segmenter}")
+        first = next(iter(sweep.configs.values()))
+        train_segmenter(first, sweep.segmenter, steps=sweep.segmenter_steps, device=sweep.device)
+    return sweep.segmenter
+
+
+def run_pair(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str = "auto", *,
+             hooks: Optional[list] = None, evaluate: bool = True,
+             on_warning: Optional[Callable[[str], None]] = None) -> str:
+    """Train (resuming) then score one pair; returns "done" when it was already finished,
+    else "finished". Errors propagate: the caller records them (`record_failure`)."""
+    if pair_is_done(run_dir, cfg):
+        return "done"
+    if not _trained(run_dir, cfg):
+        # Looked up on the module so that tests can stand in a failing trainer.
+        trainer_module.train_run(cfg, run_dir, resume=True, progress=False, hooks=hooks)
+    if not evaluate:
+        return "finished"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate_run(run_dir, metric="all", overrides=[f"eval.segmenter={segmenter}"], device=device,
+                     progress=False)
+    if on_warning is not None:
+        for w in caught:
+            on_warning(str(w.message))
+    return "finished"
+
+
+def build_sweep_report(sweep: Sweep) -> Path:
+    build_report(sweep.run_dirs, sweep.report_out, name=sweep.name)
+    return sweep.report_out
+
+
+def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
+                 variants: tuple[str, ...] = CORE_VARIANTS, seeds: tuple[int, ...] = (0,),
+                 preset: str = "smoke", out: Optional[Path] = None, report_out: Optional[Path] = None,
+                 overrides: Optional[list[str]] = None, device: str = "auto",
+                 segmenter_steps: Optional[int] = None, echo=print) -> AblationResult:
+    """Train, evaluate and report every (variant, seed) pair, one after another, here."""
+    sweep = plan_sweep(dataset=dataset, root=root, variants=variants, seeds=seeds, preset=preset, out=out,
+                       report_out=report_out, overrides=overrides, device=device,
+                       segmenter_steps=segmenter_steps)
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    ensure_segmenter(sweep, echo)
+
+    result = AblationResult(out=sweep.out, report_dir=None)
+    seen_warnings: set[str] = set()
+    steps_total = sum(cfg.train.steps for cfg in sweep.configs.values())
+    bar = tqdm(total=steps_total + len(sweep.pairs), unit="step", dynamic_ncols=True, desc="ablate")
+
+    def warn_once(text: str) -> None:
+        # Each distinct evaluator warning once, above the bar (all are in metrics.json).
+        key = text.split(" from ")[0] if "FID from" in text else text
+        if key not in seen_warnings:
+            seen_warnings.add(key)
+            bar.write(f"warning: {text}")
+
+    try:
+        for variant, seed in sweep.pairs:
+            cfg = sweep.configs[(variant, seed)]
+            run_dir = sweep.run_dir(variant, seed)
+            bar.set_description(f"ablate {variant} s{seed}")
+            done = {"step": 0}
+
+            def progress(event, trainer, done=done):
+                if event == "log":
+                    bar.update(trainer.step - done["step"])
+                    done["step"] = trainer.step
+
+            try:
+                status = run_pair(cfg, run_dir, sweep.segmenter, device, hooks=[progress], on_warning=warn_once)
+                bar.update(cfg.train.steps - done["step"] + 1)
+                result.pairs.append(PairOutcome(variant, seed, run_dir, status))
+            except Exception as e:  # noqa: BLE001 - one pair's crash must not end the ablation
+                message = record_failure(run_dir, cfg, e)
+                bar.write(f"{variant} seed {seed} failed: {message}")
+                result.pairs.append(PairOutcome(variant, seed, run_dir, "failed", message))
+    finally:
+        bar.close()
+    result.report_dir = build_sweep_report(sweep)
+    return result
