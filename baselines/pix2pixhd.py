@@ -12,5 +12,5 @@ from spade_bench.variants import register_variant
 
 @register_variant("pix2pixhd")
 def pix2pixhd(base):
-    """pix2pixHD global generator (encoder-resnet-decoder, instance norm), segmap in at the input."""
+    """pix2pixHD global generator (encoder-resnet-decoder, spectral + instance norm), segmap in at the input."""
     return replace(base, generator=replace(base.generator, arch="pix2pixhd", pix2pixhd_norm="instance"))

@@ -177,6 +177,8 @@ def loss_curves(records: Sequence[RunRecord], path: Path) -> Optional[Path]:
     if not frames:
         return None
     terms = loss_terms([f for _, f in frames])
+    if not terms:
+        return None
     colours = variant_colours([r.variant for r in records])
     ncols = min(3, len(terms))
     nrows = math.ceil(len(terms) / ncols)

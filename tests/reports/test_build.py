@@ -125,6 +125,14 @@ def test_sample_grid_and_losses_tolerate_missing_pieces(tmp_path, real_stats):
     assert loss_curves(records, tmp_path / "losses.png").is_file()
 
 
+def test_loss_log_without_loss_terms_draws_no_figure(tmp_path, real_stats):
+    """A run whose losses.jsonl holds only bookkeeping (a job killed before its first loss
+    record) used to raise ZeroDivisionError in the report; now the figure is just left out."""
+    run = make_run(tmp_path, "spade", 0, real_stats=real_stats)
+    (run / "logs" / "losses.jsonl").write_text(json.dumps({"step": 1, "time": 0.5}) + "\n")
+    assert loss_curves(collect_runs([tmp_path]), tmp_path / "losses.png") is None
+
+
 def test_scores_beyond_resolution_and_degenerate_runs_are_flagged(tmp_path, real_stats):
     # spade's mIoU (~74) sits above what the segmenter scores on real photos (60), and every
     # FID below the real train-vs-val floor: neither may carry a verdict.
