@@ -137,6 +137,8 @@ def _show(value_json: str) -> str:
         return value[:12] + "…"
     if isinstance(value, dict):
         return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]}x{value[1]}"  # an (H, W) size
     if isinstance(value, list):
         return ", ".join(map(str, value)) if len(value) <= 8 else \
             f"{', '.join(map(str, value[:8]))}, … ({len(value)})"
