@@ -30,7 +30,7 @@ from spade_bench.distributed import DistInfo, resolve_device
 from spade_bench.errors import ConfigError, WeightsError
 from spade_bench.generators import build_generator
 from spade_bench.io import atomic_write_json
-from spade_bench.losses import PerceptualLoss
+from spade_bench.losses import PerceptualLoss, generator_loss_values
 from spade_bench.nn import count_parameters
 from spade_bench.trainer import Trainer, autocast, environment_record, hardware_name, peak_memory_gib, unwrap
 
@@ -201,14 +201,9 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
         with torch.no_grad(), autocast(device, fast):
             fake = generator(segmap)
             pred_fake, pred_real = discriminate(disc, segmap, fake, image)
-            losses = {}
-            for name, (module, weight) in trainer.generator_losses.items():
-                if name == "gan":
-                    losses[name] = float(module(pred_fake, True, for_discriminator=False)) * weight
-                elif name == "feat":
-                    losses[name] = float(module(pred_fake, pred_real)) * weight
-                elif name == "perceptual":
-                    losses[name] = float(module(fake, image)) * weight
+            values = generator_loss_values(trainer.generator_losses, pred_fake=pred_fake, pred_real=pred_real,
+                                           fake=fake, real=image)
+            losses = {name: float(value) for name, value in values.items()}
         return fake.float().cpu(), losses
 
     eager_out, eager_losses = forward("eager-fp32")

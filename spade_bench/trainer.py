@@ -48,7 +48,7 @@ from spade_bench.encoders import build_encoder, reparameterize
 from spade_bench.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from spade_bench.generators import build_generator
 from spade_bench.io import atomic_write_json, check_output_folder
-from spade_bench.losses import GANLoss, build_generator_losses
+from spade_bench.losses import GANLoss, build_generator_losses, generator_loss_values
 
 
 # ----------------------------------------------------------------------------- data order
@@ -528,20 +528,8 @@ class Trainer:
         with autocast(self.device, self.use_amp):
             fake, mu, logvar = self._generate(segmap, image)
             pred_fake, pred_real = discriminate(disc, segmap, fake, image)
-        losses: dict[str, torch.Tensor] = {}
-        for name, (module, weight) in self.generator_losses.items():
-            if name == "gan":
-                value = module(pred_fake, True, for_discriminator=False)
-            elif name == "feat":
-                value = module(pred_fake, pred_real)
-            elif name == "perceptual":
-                with autocast(self.device, self.use_amp):
-                    value = module(fake, image)
-            elif name == "kld":
-                value = module(mu, logvar)
-            else:
-                raise TrainingError(f"unknown generator loss {name!r}")
-            losses[name] = value.float() * weight
+            losses = generator_loss_values(self.generator_losses, pred_fake=pred_fake, pred_real=pred_real,
+                                           fake=fake, real=image, mu=mu, logvar=logvar)
         total = sum(losses.values())
         total.backward()
         self.optim_G.step()
