@@ -112,6 +112,7 @@ def variants() -> None:
 
     Example: spade-bench variants
     """
+    # In the command: eval/, reports/ and the variant scan are heavy imports the other commands skip.
     from spade_bench.registry import get_variant, list_variants
     names = list_variants()
     width = max(map(len, names))
@@ -364,6 +365,7 @@ def segmenter_train(
 
     Example: spade-bench segmenter train --dataset facades --root ../shared/datasets/cmp_facades --steps 300
     """
+    # In the command: eval/, reports/ and the variant scan are heavy imports the other commands skip.
     from eval.segmenter import train_segmenter
 
     cfg = _resolve("spade", preset, dataset, root, None, set_)
@@ -397,6 +399,7 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
     Example: spade-bench report runs/ablate-synthetic-smoke
     Example: spade-bench report runs/a runs/b --out reports/a-vs-b
     """
+    # In the command: eval/, reports/ and the variant scan are heavy imports the other commands skip.
     from reports.bootstrap import BootstrapSettings
     from reports.build import build_report
 
