@@ -45,7 +45,7 @@ from spade_bench.data import formats
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
 from spade_bench.data.palette import dataset_palette
 from spade_bench.discriminators import build_discriminator
-from spade_bench.distributed import resolve_device
+from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import ConfigError, EvalError
 from spade_bench.io import atomic_write, atomic_write_json
 from spade_bench.nn import count_parameters
@@ -563,7 +563,17 @@ def _finite(value: Any) -> Any:
 def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = "latest",
                  device: str = "auto", overrides: Optional[list[str]] = None,
                  progress: bool = True) -> dict[str, Any]:
-    """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content."""
+    """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content.
+
+    Runs with the process's own share of the cores (OMP_NUM_THREADS, else its cores), not
+    whatever thread count earlier work left, so the same command gives the same scores."""
+    with torch_threads(resolve_threads(0)):
+        return _evaluate_run(run_dir, metric=metric, checkpoint=checkpoint, device=device,
+                             overrides=overrides, progress=progress)
+
+
+def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: str,
+                  overrides: Optional[list[str]], progress: bool) -> dict[str, Any]:
     start = time.perf_counter()
     want_fid, want_kid, want_seg = _wants(metric)
     ev = _prepare(Path(run_dir), checkpoint, device, overrides, want_fid or want_kid)

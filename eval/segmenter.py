@@ -41,7 +41,7 @@ from eval.segmentation_metrics import ConfusionMatrixMetric
 from spade_bench.config import PRESETS, resolve
 from spade_bench.data import build_dataloader, build_dataset, class_names
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
-from spade_bench.distributed import resolve_device
+from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import EvalError, WeightsError
 from spade_bench.io import atomic_write
 
@@ -446,7 +446,16 @@ def train_segmenter(cfg, out_path: Optional[str | Path] = None, steps: int = 500
 
     Returns an info dict: path, sha256, steps, image_size, train_time_s, real_val_miou,
     real_val_pixel_accuracy (percent), per_class_iou, num_val_images, ...
+    It trains with the process's own share of the cores (OMP_NUM_THREADS, else its cores),
+    whatever ran before, so the same command gives the same weights and sha256.
     """
+    with torch_threads(resolve_threads(0)):
+        return _train_segmenter(cfg, out_path, steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                arch=arch, device=device, seed=seed, progress=progress)
+
+
+def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch, device, seed,
+                     progress) -> dict[str, Any]:
     if steps < 1:
         raise EvalError(f"--steps must be >= 1, got {steps}")
     data = cfg.data

@@ -6,6 +6,7 @@ CPUs. Only rank 0 logs and writes files.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -123,6 +124,22 @@ def resolve_threads(threads: int, info: DistInfo = DistInfo()) -> int:
         return int(env)
     local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.is_distributed else 1) or 1)
     return max(1, available_cores() // max(1, local_procs))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run a block with `count` intra-op threads, then restore the previous count.
+
+    A CPU result depends on the thread count (float sums are split differently), so work whose
+    output must be the same for the same command, such as the evaluator's weights (their hash
+    is its identity) or a run's scores, pins its own count instead of inheriting whatever ran
+    earlier in the process (a trainer sets train.threads; pytest sets 1)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
