@@ -58,6 +58,16 @@ def _weights(run_dir: Path) -> dict:
     return ckpt.load_checkpoint(ckpt.latest_path(run_dir))
 
 
+def _assert_same_weights(a: dict, b: dict) -> None:
+    for net in ("generator", "discriminator"):
+        for key, value in a[net].items():
+            assert torch.equal(value, b[net][key]), f"{net}.{key} differs after resume"
+    for opt in ("optim_G", "optim_D"):
+        for pid, st in a[opt]["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, b[opt]["state"][pid][k]), f"{opt} state {pid}.{k} differs"
+
+
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     overrides = TINY + ["train.deterministic=true", "generator.use_vae=false"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -69,13 +79,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 
     a, b = _weights(straight), _weights(killed)
     assert a["step"] == b["step"] == 6
-    for net in ("generator", "discriminator"):
-        for key, value in a[net].items():
-            assert torch.equal(value, b[net][key]), f"{net}.{key} differs after resume"
-    for opt in ("optim_G", "optim_D"):
-        for pid, st in a[opt]["state"].items():
-            for k, v in st.items():
-                assert torch.equal(v, b[opt]["state"][pid][k]), f"{opt} state {pid}.{k} differs"
+    _assert_same_weights(a, b)
     # The loss log of the resumed run has exactly one record per step.
     steps = [json.loads(ln)["step"] for ln in (killed / "logs" / "losses.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
@@ -235,16 +239,6 @@ def test_ddp_gloo_two_ranks_match_single_process(tmp_path):
 
 
 # ----------------------------------------------------------------------------- graceful stop
-
-def _assert_same_weights(a: dict, b: dict) -> None:
-    for net in ("generator", "discriminator"):
-        for key, value in a[net].items():
-            assert torch.equal(value, b[net][key]), f"{net}.{key} differs after resume"
-    for opt in ("optim_G", "optim_D"):
-        for pid, st in a[opt]["state"].items():
-            for k, v in st.items():
-                assert torch.equal(v, b[opt]["state"][pid][k]), f"{opt} state {pid}.{k} differs"
-
 
 def test_sigterm_mid_run_saves_then_resume_is_bit_identical(tmp_path):
     """A real `spade-bench train` gets SIGTERM mid-run (before its first checkpoint interval):
