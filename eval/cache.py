@@ -12,6 +12,8 @@ from typing import Mapping, Optional
 
 import torch
 
+from spade_bench.io import sha256_file  # noqa: F401 - re-exported: eval imports it from here
+
 
 def cache_dir() -> Path:
     """The cache root; created on first use."""
@@ -19,15 +21,6 @@ def cache_dir() -> Path:
     path = Path(root).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Full hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
