@@ -6,10 +6,10 @@ the harness, and every folder comparison, carries this record.
 """
 from __future__ import annotations
 
-import subprocess
 from importlib import metadata
-from pathlib import Path
 from typing import Any, Optional
+
+from spade_bench.trainer import code_state  # noqa: F401 - re-exported: the harness records it
 
 # Bump a version when the computation behind a metric changes in a way that moves its numbers.
 FID_VERSION = "spade-bench-fid/1"
@@ -36,26 +36,6 @@ def metric_versions() -> dict[str, str]:
                 f"predictions excluded)",
         "pixel_accuracy": f"{SEGMENTATION_VERSION} (correct / valid pixels, don't-care excluded)",
     }
-
-
-def code_state() -> dict[str, Optional[Any]]:
-    """{"commit": HEAD of the git tree this code runs from, "dirty": whether tracked files differ
-    from it}; both None outside a git tree (an installed wheel) or without git."""
-    source = Path(__file__).resolve().parent
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(["git", *args], cwd=source, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if not commit:
-        return {"commit": None, "dirty": None}
-    # Tracked files only: run outputs and caches inside the tree do not make the code dirty.
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
 def per_image_seed(eval_seed: int, index: int) -> int:

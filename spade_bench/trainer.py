@@ -124,22 +124,36 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def git_commit() -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+def code_state() -> dict[str, Any]:
+    """{"commit": HEAD of the git tree this code runs from, "dirty": whether tracked files differ
+    from it}; both None outside a git tree (an installed wheel) or without git. Recorded in
+    env.json by training and in metrics.json by evaluation."""
+    source = Path(__file__).resolve().parent
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", *args], cwd=source, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {"commit": None, "dirty": None}
+    # Tracked files only: run outputs and caches inside the tree do not make the code dirty.
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
 def environment_record(device: torch.device, info: DistInfo) -> dict[str, Any]:
     rec = {
         "python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "spade_bench": spade_bench.__version__, "git_commit": git_commit(), "platform": platform.platform(),
+        "spade_bench": spade_bench.__version__, "platform": platform.platform(),
         "hostname": platform.node(), "device": str(device), "world_size": info.world_size,
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "argv": sys.argv,
     }
+    code = code_state()
+    rec["git_commit"], rec["git_dirty"] = code["commit"], code["dirty"]
     if device.type == "cuda":
         rec["cuda"] = torch.version.cuda
         rec["cudnn"] = torch.backends.cudnn.version()
