@@ -72,9 +72,11 @@ def _ensure_loaded() -> None:
     global _LOADED
     if _LOADED:
         return
-    _LOADED = True
+    # Marked loaded only once both succeed: after a failure, the next lookup retries (and
+    # raises the same error) instead of answering from a half-filled registry.
     scan_package(PACKAGE)
     load_entry_points()
+    _LOADED = True
 
 
 def get_variant(name: str) -> Variant:

@@ -120,3 +120,23 @@ def test_unknown_name_suggests_the_closest_and_lists_all():
 def test_duplicate_names_both_modules():
     with pytest.raises(VariantError, match=r"registered twice \(baselines\.spade and "):
         register_variant("spade")(lambda base: base)
+
+
+def test_a_failed_scan_is_not_remembered_as_loaded(tmp_path):
+    """A baseline that raises leaves the registry unloaded: the next lookup raises the same
+    error again instead of "unknown variant" from the modules imported before it."""
+    root = copy_of_baselines(tmp_path)
+    # Sorted first, so the scan fails before any other baseline registers.
+    (root / "baselines" / "a_broken.py").write_text("raise RuntimeError('broken baseline')\n")
+    code = textwrap.dedent('''
+        from spade_bench.registry import get_variant
+        for attempt in range(2):
+            try:
+                get_variant("spade")
+            except Exception as e:
+                print(attempt, type(e).__name__, e)
+        ''')
+    proc = run_python(code, root)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all("broken baseline" in line for line in lines), proc.stdout
