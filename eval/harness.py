@@ -7,7 +7,8 @@ and write RUN/eval/metrics.json with the full protocol record.
    at the evaluation size;
 2. score: the uint8 pixels as stored: FID features (and real features, unless cached), the
    segmenter on generated and on real images (the ceiling); after the pass, FID / KID against
-   the cached real statistics, FID of real train vs val images (the floor), mIoU and pixel
+   the cached real statistics, FID of real train images vs the real set FID compares
+   against (eval.real_set: val or test photos; the floor), mIoU and pixel
    accuracy from one confusion matrix, and how much the outputs depend on the label map;
 3. record: metrics.json (schema in docs/ARCHITECTURE.md).
 
@@ -317,6 +318,7 @@ class _Scores:
             files["real_stats"] = str(self.stats_path.resolve())
             if self.want_fid:
                 metrics["fid"] = fid_from_features(fake_array, real_stats.features)
+                # Key kept for schema stability: the floor is against protocol.real_set (val or test).
                 references["fid_train_vs_val"] = _fid_train_vs_val(ev, self.extractor, real_stats, progress)
                 warning = fid_bias_warning(ev.count)
                 if warning:
@@ -385,7 +387,8 @@ def _real_features(ev: _Evaluation, extractor: FeatureExtractor, real_set) -> np
 
 def _fid_train_vs_val(ev: _Evaluation, extractor: FeatureExtractor, val_stats, progress: bool) -> Optional[float]:
     """FID of real training images (same count, evenly spaced, no augmentation) against the real
-    validation images at the same protocol and size: the floor a generator can approach."""
+    photos FID compares with (eval.real_set: the validation or the test photos; `val_stats`),
+    at the same protocol and size: the floor a generator can approach."""
     cfg, data, scoring_hw = ev.cfg, ev.cfg.data, ev.scoring_hw
     train_set = build_dataset(data, "train", augment=False)
     n = min(ev.count, len(train_set))

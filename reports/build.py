@@ -59,6 +59,8 @@ class DatasetSection:
     beyond: dict = field(default_factory=dict)
     scale: str = ""
     figures: dict[str, Path] = field(default_factory=dict)
+    # protocol.real_set (refused when runs differ): the photos FID and its floor compare with.
+    real_set: str = "val"
 
     @property
     def slug(self) -> str:
@@ -198,26 +200,36 @@ def _scale(records: Sequence[RunRecord]) -> tuple[str, bool]:
     return ", ".join(parts), small
 
 
+def real_set_of(protocol: dict) -> str:
+    """protocol.real_set of a section's runs ("val" when not recorded: runs before the key)."""
+    values = [json.loads(v) for v in (protocol.get("real_set") or {}).get("values") or {}]
+    values = [v for v in values if v is not None]
+    return values[0] if len(values) == 1 else "val"
+
+
 def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSettings,
                   figures_dir: Optional[Path], progress: bool) -> DatasetSection:
     table = main_table(records, dataset)
     references = reference_values(records)
+    protocol = protocol_summary(records)
+    real_set = real_set_of(protocol)
     # Released weights are one model each, not a seed of our training: never in the intervals.
     bootstrap = bootstrap_differences([r for r in records if r.ok and not r.released], settings,
                                       progress=progress)
     present = {v for v in table.index if table.loc[v, "ok"] > 0}
     params = {v: (None if math.isnan(table.loc[v, "generator_params_mean"])
                   else float(table.loc[v, "generator_params_mean"])) for v in table.index}
-    beyond = beyond_resolution(table, references)
+    beyond = beyond_resolution(table, references, real_set)
     scale, _ = _scale(records)
     verdicts, untested = judge(bootstrap.intervals, present, params, blocked=beyond, scale=scale)
     section = DatasetSection(dataset, records, table, references, bootstrap, verdicts, untested,
-                             protocol_summary(records), beyond, scale)
+                             protocol, beyond, scale, real_set=real_set)
     if figures_dir is not None:
         slug = section.slug
         made = {"samples": figs.sample_grid(records, figures_dir / f"{slug}_samples.png"),
                 "losses": figs.loss_curves(records, figures_dir / f"{slug}_losses.png"),
-                "metrics": figs.metric_bars(table, references, figures_dir / f"{slug}_metrics.png")}
+                "metrics": figs.metric_bars(table, references, figures_dir / f"{slug}_metrics.png",
+                                            real_set)}
         section.figures = {k: v for k, v in made.items() if v is not None}
     return section
 
@@ -415,7 +427,7 @@ _METRIC_NAMES = {"miou": "mIoU", "pixel_accuracy": "accuracy", "fid": "FID", "ki
 
 def _section_markdown(s: DatasetSection) -> str:
     lines = [f"## Dataset: {s.dataset}", "", "### Main table", "",
-             to_markdown(render_main(s.table, s.references, s.dataset)), ""]
+             to_markdown(render_main(s.table, s.references, s.dataset, real_set=s.real_set)), ""]
     lines.append("Cells: mean ± sample std over evaluated seeds; \"seeds\" counts evaluated runs "
                  "(failed runs in brackets are never averaged); (n=…) where a value is missing "
                  "for some seeds. **Bold**: best mean per column — higher mIoU, pixel accuracy "
@@ -515,7 +527,7 @@ def render_markdown(name: str, inputs: Sequence[str], sections: Sequence[Dataset
 def render_latex(sections: Sequence[DatasetSection]) -> str:
     parts = ["% spade-bench ablation tables; needs \\usepackage{booktabs,graphicx}", ""]
     for s in sections:
-        main = render_main(s.table, s.references, s.dataset, latex=True)
+        main = render_main(s.table, s.references, s.dataset, latex=True, real_set=s.real_set)
         parts.append(to_latex(
             main, caption=f"SPADE ablation on {latex_escape(s.dataset)}: mean $\\pm$ std over seeds; bold = "
                           f"best per column.", label=f"tab:ablation-{s.slug}",

@@ -218,11 +218,13 @@ def loss_curves(records: Sequence[RunRecord], path: Path) -> Optional[Path]:
 
 _REFERENCE_LINE = {"miou": ("real_val_miou", "real val photos"),
                    "pixel_accuracy": ("real_val_pixel_accuracy", "real val photos"),
-                   "fid": ("fid_train_vs_val", "real train vs val")}
+                   "fid": ("fid_train_vs_val", "real train vs {real_set}")}
 
 
-def metric_bars(table: pd.DataFrame, references: Mapping[str, dict], path: Path) -> Path:
-    """A panel per main-table column: bars = mean over seeds, error bars = std over seeds."""
+def metric_bars(table: pd.DataFrame, references: Mapping[str, dict], path: Path,
+                real_set: Optional[str] = "val") -> Path:
+    """A panel per main-table column: bars = mean over seeds, error bars = std over seeds.
+    `real_set`: protocol.real_set, named in the FID floor's line."""
     variants = list(table.index)
     colours = variant_colours(variants)
     ncols = 4
@@ -245,7 +247,7 @@ def metric_bars(table: pd.DataFrame, references: Mapping[str, dict], path: Path)
             value = references.get(key, {}).get("mean")
             if value is not None:
                 ax.axhline(value * spec.scale, color="black", linestyle="--", linewidth=1,
-                           label=label)
+                           label=label.format(real_set=real_set or "val"))
         paper_key = f"paper_{spec.key}"
         if paper_key in table and table[paper_key].notna().any():
             ax.scatter(x, table[paper_key].to_numpy() * spec.scale, marker="x", color="black",

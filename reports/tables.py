@@ -5,7 +5,8 @@ Main table: one row per variant, each cell the mean +- std over its evaluated se
 mIoU, pixel accuracy and training images/s; lower FID, KID and peak memory. Generator
 parameters are not marked: size is a design choice, not a score. Failed runs count in
 the "seeds" column and never in a mean. Reference rows give the segmenter on real
-photos (the mIoU ceiling) and real training vs validation photos (the FID floor); a mean
+photos (the mIoU ceiling) and real training vs the real set FID compares with (validation
+or test photos, protocol.real_set: the FID floor); a mean
 beyond them is marked † ("beyond the evaluator's resolution"), and a variant with runs
 flagged degenerate in metrics.json says so beside its name. Paper columns sit beside ours
 where the dataset is one of the paper's; with NVlabs released-weights runs, each metric
@@ -68,7 +69,7 @@ def variant_order(variants: Sequence[str]) -> list[str]:
 
 # Reference -> (metric, direction): a variant's mean beyond it is beyond the evaluator's
 # resolution (scores above what the segmenter achieves on real photos, FIDs below real
-# train vs val photos cannot be ranked by this evaluator).
+# train vs val (or test) photos cannot be ranked by this evaluator).
 RESOLUTION_LIMITS = {"real_val_miou": ("miou", "above"),
                      "real_val_pixel_accuracy": ("pixel_accuracy", "above"),
                      "fid_train_vs_val": ("fid", "below")}
@@ -128,7 +129,15 @@ def main_table(records: Sequence[RunRecord], dataset: str) -> pd.DataFrame:
     return table
 
 
-def beyond_resolution(table: pd.DataFrame, references: Mapping[str, dict]) -> dict[str, dict[str, str]]:
+def fid_floor_label(real_set: Optional[str] = "val") -> str:
+    """What the FID floor (metrics.json `fid_train_vs_val`, a key kept for schema stability)
+    compares: real training photos against the real set FID uses (protocol.real_set; runs
+    that predate the key used the validation photos)."""
+    return f"real train vs {real_set or 'val'} photos"
+
+
+def beyond_resolution(table: pd.DataFrame, references: Mapping[str, dict],
+                      real_set: Optional[str] = "val") -> dict[str, dict[str, str]]:
     """variant -> metric -> why its mean is beyond the evaluator's resolution."""
     out: dict[str, dict[str, str]] = {}
     for reference, (metric, direction) in RESOLUTION_LIMITS.items():
@@ -136,9 +145,10 @@ def beyond_resolution(table: pd.DataFrame, references: Mapping[str, dict]) -> di
         for variant in table.index:
             if table.loc[variant, f"{metric}_beyond"]:
                 spec = SPECS[metric]
+                what = f" ({fid_floor_label(real_set)})" if reference == "fid_train_vs_val" else ""
                 out.setdefault(variant, {})[metric] = (
                     f"{spec.label} {table.loc[variant, f'{metric}_mean']:.{spec.digits}f} {direction} "
-                    f"the {'ceiling' if direction == 'above' else 'floor'} {limit:.{spec.digits}f}")
+                    f"the {'ceiling' if direction == 'above' else 'floor'} {limit:.{spec.digits}f}{what}")
     return out
 
 
@@ -214,12 +224,13 @@ BEYOND_MARK = ("†", r"$^{\dagger}$")
 
 
 def render_main(table: pd.DataFrame, references: Mapping[str, dict], dataset: str, *,
-                latex: bool = False) -> pd.DataFrame:
+                latex: bool = False, real_set: Optional[str] = "val") -> pd.DataFrame:
     """The main table as strings, with reference rows last; columns in display order.
 
     With released-weights runs, each published metric gets three columns: paper, released
     weights re-scored, retrained (KID: the last two). † marks a mean beyond the evaluator's
     resolution; "(degenerate …)" a variant whose outputs barely depend on the label map.
+    `real_set`: protocol.real_set, the photos the FID floor row compares the training photos with.
     """
     paper = has_paper_columns(dataset)
     released = has_released_columns(table)
@@ -267,7 +278,7 @@ def render_main(table: pd.DataFrame, references: Mapping[str, dict], dataset: st
     reference_rows = [
         ("real val photos (segmenter ceiling)",
          {"miou": "real_val_miou", "pixel_accuracy": "real_val_pixel_accuracy"}),
-        ("real train vs val photos (FID floor)", {"fid": "fid_train_vs_val"}),
+        (f"{fid_floor_label(real_set)} (FID floor)", {"fid": "fid_train_vs_val"}),
     ]
     for label, keys in reference_rows:
         cells = [rf"\textit{{{label}}}" if latex else f"*{label}*", ""]

@@ -198,3 +198,20 @@ def test_released_weights_get_paper_rescored_and_retrained_columns(tmp_path, rea
     assert row[4].startswith(f"{ours:.1f} ± ")             # the released run is not a seed
     assert "Protocol difference: the paper scored with DRN-D-105" in md
     assert "label mapping not recorded" not in md and "label mapping" in md
+
+
+def test_fid_floor_names_the_real_set_fid_compares_with(tmp_path, real_stats):
+    """With eval.real_set=test the floor (metrics.json fid_train_vs_val, key kept) is real train vs
+    TEST photos; the report used to call it "real train vs val photos"."""
+    root = tmp_path / "runs"
+    limits = {"real_val_miou": 99.0, "real_val_pixel_accuracy": 99.0, "fid_train_vs_val": 1e6}
+    for seed in range(2):
+        for variant in ("spade", "concat"):
+            make_run(root, variant, seed, real_stats=real_stats, references=limits,
+                     protocol={"real_set": "test"})
+    result = build_report([root], tmp_path / "out", settings=FAST, figures=False, progress=False)
+    md = result["markdown"].read_text()
+    assert "| *real train vs test photos (FID floor)* |" in md and "train vs val" not in md
+    assert r"\textit{real train vs test photos (FID floor)}" in result["latex"].read_text()
+    beyond = json.loads(result["summary"].read_text())["datasets"]["synthetic"]["beyond_resolution"]
+    assert beyond["spade"]["fid"].endswith("(real train vs test photos)")
