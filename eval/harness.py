@@ -41,10 +41,9 @@ from eval.segmentation_metrics import ConfusionMatrixMetric
 from eval.segmenter import (Segmenter, default_segmenter_path, load_segmenter, segmenter_train_command, sidecar_path,
                             summarise)
 from spade_bench.config import apply_overrides, config_hash
-from spade_bench.data import PairedDataset, build_dataset, class_names, colorize, semantic_input
+from spade_bench.data import PairedDataset, build_dataset, class_names, colorize_labels, semantic_input
 from spade_bench.data import formats
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
-from spade_bench.data.palette import dataset_palette
 from spade_bench.discriminators import build_discriminator
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import ConfigError, EvalError
@@ -215,7 +214,8 @@ def _render_batch(ev: _Evaluation, sample: dict[str, Any], indices: list[int],
         if not (out / "real" / f"{i:05d}.png").is_file():
             save_png(real[k], out / "real" / f"{i:05d}.png")
         if not (out / "labels" / f"{i:05d}.png").is_file():
-            save_png(_colour_labels(labels[k], cfg.data), out / "labels" / f"{i:05d}.png")
+            # The training grids' palette: don't-care gets its own colour, distinct from every class.
+            save_png(colorize_labels(labels[k], cfg.data), out / "labels" / f"{i:05d}.png")
     return torch.stack(fakes), real, labels, len(missing)
 
 
@@ -223,11 +223,6 @@ def _segmap(sample: dict[str, Any], ev: _Evaluation) -> torch.Tensor:
     label = sample["label"].to(ev.device)
     instance = sample.get("instance")
     return semantic_input(label, instance.to(ev.device) if instance is not None else None, ev.cfg.data)
-
-
-def _colour_labels(labels: torch.Tensor, data_cfg) -> torch.Tensor:
-    """Label maps in the dataset's own colours; don't-care is black."""
-    return colorize(labels, data_cfg.label_nc, palette=dataset_palette(data_cfg))
 
 
 def _read_png(path: Path, size_hw: tuple[int, int]) -> torch.Tensor:

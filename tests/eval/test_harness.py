@@ -238,3 +238,29 @@ def test_label_dependence_flags_a_generator_that_ignores_its_input(tmp_path, mak
         assert dependence["uniform_distinctness"] == 0.0 and dependence["label_spread"] == 0.0
     else:
         assert dependence["uniform_distinctness"] > 0.1 and dependence["label_spread"] > 0.01
+
+
+def test_label_pngs_give_dont_care_the_palettes_dont_care_colour(tmp_path, make_run, stub_inception):
+    """eval/labels/ used to draw don't-care black, which a 35-class palette also gives classes
+    0-4; it is drawn as the training grids draw it (colorize_labels: its own colour)."""
+    from PIL import Image
+
+    from spade_bench.data import dataset_palette
+
+    root = tmp_path / "dc"
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            (root / split / sub).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((80, 80, 3), 40 * i, np.uint8)).save(root / split / "images" / f"{i}.png")
+            label = np.full((80, 80), 10 + i, np.uint8)
+            label[:40] = 255                                            # don't-care
+            Image.fromarray(label).save(root / split / "labels" / f"{i}.png")
+    cfg, run = make_run("dc", extra=["data.dataset=folder", f"data.root={root}", "data.max_val_images=3",
+                                     "data.label_nc=35", "data.contain_dontcare=true", "data.dont_care_value=255"])
+    evaluate_run(run, metric="fid", device="cpu", progress=False)
+    dont_care = dataset_palette(cfg.data)[cfg.data.label_nc]
+    assert tuple(dont_care) != (0, 0, 0)                               # black is classes 0-4 here
+    drawn = np.asarray(Image.open(run / "eval" / "labels" / "00000.png").convert("RGB"))
+    assert (drawn == dont_care).all(axis=-1).any()
+    assert not (drawn == 0).all(axis=-1).any()
