@@ -292,8 +292,12 @@ class Networks:
         for name, sched in (("sched_G", self.sched_G), ("sched_D", self.sched_D)):
             if state.get(name) is not None:
                 sched.load_state_dict(state[name])
-            else:  # a checkpoint from before the schedules were saved: its optimiser holds the lr
+            else:  # a checkpoint from before the schedules were saved (upgrade_checkpoint): put the
+                # schedule where an uninterrupted run is after `step` steps, lr included, rather
+                # than keep the optimiser's saved lr, which is the previous step's
                 sched.last_epoch = step
+                for group, base_lr, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+                    group["lr"] = base_lr * factor(step)
 
 
 def build_networks(cfg: RunConfig, info: DistInfo, device: torch.device, channels_last: bool) -> Networks:

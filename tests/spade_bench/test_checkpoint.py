@@ -11,7 +11,8 @@ import torch
 from spade_bench import checkpoint as ckpt
 from spade_bench.config import resolve
 from spade_bench.errors import CheckpointError, ConfigError, StorageError
-from spade_bench.trainer import Trainer, load_saved_config
+from spade_bench.distributed import DistInfo
+from spade_bench.trainer import Trainer, build_networks, load_saved_config
 
 TINY = [
     "generator.ngf=8", "generator.spade_hidden=16", "discriminator.ndf=8", "discriminator.n_layers=2",
@@ -175,3 +176,25 @@ def test_older_format_is_named_and_can_be_upgraded(tmp_path):
     ckpt.set_rng_state(state["rng"][0])
     assert np.array_equal(np.random.get_state()[1], old["rng"][0]["numpy"][1])
     assert random.getstate() == old["rng"][0]["python"]
+
+
+def test_checkpoint_without_schedules_resumes_at_the_schedules_lr():
+    """An upgraded older checkpoint has no LR schedule state: resuming puts both schedules (and
+    the optimisers' lr) where an uninterrupted run is after the same number of steps."""
+    cfg = resolve("spade", preset="smoke", overrides=["train.steps=10", "train.decay_steps=6",
+                                                      "loss.perceptual=none"])
+    straight = build_networks(cfg, DistInfo(), torch.device("cpu"), False)
+    for _ in range(7):
+        for opt, sched in ((straight.optim_G, straight.sched_G), (straight.optim_D, straight.sched_D)):
+            opt.step()
+            sched.step()
+    state = straight.state_dict()
+    for opt in ("optim_G", "optim_D"):  # the older trainer's optimiser lr: the previous step's
+        for group in state[opt]["param_groups"]:
+            group["lr"] = 123.0
+    state["sched_G"] = state["sched_D"] = None
+    resumed = build_networks(cfg, DistInfo(), torch.device("cpu"), False)
+    resumed.load_state_dict(state, 7)
+    for opt, sched in (("optim_G", "sched_G"), ("optim_D", "sched_D")):
+        assert getattr(resumed, opt).param_groups[0]["lr"] == getattr(straight, opt).param_groups[0]["lr"]
+        assert getattr(resumed, sched).last_epoch == getattr(straight, sched).last_epoch == 7
