@@ -261,15 +261,19 @@ def dataset_fingerprint(dataset, indices: Iterable[int]) -> str:
 
 
 def real_stats_key(data_cfg, split: str, dataset, indices: Iterable[int], size_hw: tuple[int, int],
-                   extractor: "FeatureExtractor") -> dict:
+                   extractor: "FeatureExtractor", *, fingerprint: Optional[str] = None) -> dict:
     """Everything real-image statistics depend on: the image files (paths, sizes, mtimes), the
-    split, every data/preprocessing field, the scoring size, the FID protocol and the extractor."""
+    split, every data/preprocessing field, the scoring size, the FID protocol and the extractor.
+
+    `fingerprint`: `dataset_fingerprint(dataset, indices)` when the caller has it already (the
+    harness computes the validation photos' once, for its manifest); computed here otherwise."""
     indices = [int(i) for i in indices]
     data = {k: v for k, v in asdict(data_cfg).items() if k not in ("num_workers", "max_val_images")}
     data["root"] = str(Path(data_cfg.root).expanduser().resolve()) if data_cfg.root else None
     return {"dataset": data_cfg.dataset, "split": split, "size_hw": [int(v) for v in size_hw],
             "protocol": extractor.protocol, "extractor_sha256": extractor.weights_sha256,
-            "num_images": len(indices), "images": dataset_fingerprint(dataset, indices), "data": data}
+            "num_images": len(indices), "images": fingerprint if fingerprint is not None else dataset_fingerprint(dataset, indices),
+            "data": data}
 
 
 def real_stats_path(key: dict) -> Path:

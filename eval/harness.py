@@ -49,6 +49,7 @@ from spade_bench.distributed import resolve_device, resolve_threads, torch_threa
 from spade_bench.errors import ConfigError, EvalError
 from spade_bench.io import atomic_write, atomic_write_json
 from spade_bench.nn import count_parameters
+from spade_bench.nvlabs import PROVENANCE
 from spade_bench.render import render
 
 METRICS = ("fid", "kid", "miou", "acc", "all")
@@ -258,8 +259,11 @@ class _Scores:
         data = self.ev.cfg.data
         self.real_set = self.ev.val_set if self.ev.cfg.eval.real_set == "val" else _test_photos(data)
         if self.extractor is not None:
+            # For the validation photos, the fingerprint _prepare computed for the manifest.
+            fingerprint = self.ev.manifest["val_images"] if self.real_set is self.ev.val_set else None
             self.stats_meta = real_stats_key(data, self.ev.cfg.eval.real_set, self.real_set,
-                                             _real_indices(self.ev, self.real_set), self.ev.scoring_hw, self.extractor)
+                                             _real_indices(self.ev, self.real_set), self.ev.scoring_hw, self.extractor,
+                                             fingerprint=fingerprint)
             self.stats_path = real_stats_path(self.stats_meta)
         # Real features come with the validation batches; test photos are read on their own.
         self.need_real_features = (self.extractor is not None and not self.stats_path.is_file()
@@ -364,41 +368,44 @@ def _test_photos(data) -> _TestPhotos:
     return _TestPhotos(data, "test", [formats.Pair(p.stem, p, None) for p in photos], augment=False)
 
 
+def _evenly_spaced(count: int, size: int) -> list[int]:
+    """min(count, size) indices into a set of `size`, evenly spaced from the first to the last."""
+    return np.linspace(0, size - 1, min(count, size)).round().astype(int).tolist()
+
+
 def _real_indices(ev: _Evaluation, real_set) -> list[int]:
     """Which real photos: the evaluated validation ones, or as many test photos evenly spaced."""
     if real_set is ev.val_set:
         return list(range(ev.count))
-    n = min(ev.count, len(real_set))
-    return np.linspace(0, len(real_set) - 1, n).round().astype(int).tolist()
+    return _evenly_spaced(ev.count, len(real_set))
+
+
+def _photo_features(ev: _Evaluation, extractor: FeatureExtractor, dataset, indices: list[int],
+                    name: str) -> np.ndarray:
+    """FID features of a set's photos at `indices`, prepared as the validation photos are (uint8 at
+    the scoring size)."""
+    loader = DataLoader(Subset(dataset, indices), batch_size=ev.cfg.eval.batch_size, shuffle=False,
+                        num_workers=ev.cfg.data.num_workers)
+    batches = (resize_uint8(to_uint8(s["image"]), ev.scoring_hw, ev.cfg.data.image_resize) for s in loader)
+    return extractor.extract(batches, total=len(indices), desc=f"FID features (real {name})")
 
 
 def _real_features(ev: _Evaluation, extractor: FeatureExtractor, real_set) -> np.ndarray:
-    indices = _real_indices(ev, real_set)
-    loader = DataLoader(Subset(real_set, indices), batch_size=ev.cfg.eval.batch_size, shuffle=False,
-                        num_workers=ev.cfg.data.num_workers)
-    batches = (resize_uint8(to_uint8(s["image"]), ev.scoring_hw, ev.cfg.data.image_resize) for s in loader)
-    return extractor.extract(batches, total=len(indices), desc="FID features (real test)")
+    return _photo_features(ev, extractor, real_set, _real_indices(ev, real_set), "test")
 
 
 def _fid_train_vs_val(ev: _Evaluation, extractor: FeatureExtractor, val_stats, progress: bool) -> Optional[float]:
     """FID of real training images (same count, evenly spaced, no augmentation) against the real
     photos FID compares with (eval.real_set: the validation or the test photos; `val_stats`),
     at the same protocol and size: the floor a generator can approach."""
-    cfg, data, scoring_hw = ev.cfg, ev.cfg.data, ev.scoring_hw
+    data = ev.cfg.data
     train_set = build_dataset(data, "train", augment=False)
-    n = min(ev.count, len(train_set))
-    if n < 2:
+    indices = _evenly_spaced(ev.count, len(train_set))
+    if len(indices) < 2:
         return None
-    indices = np.linspace(0, len(train_set) - 1, n).round().astype(int).tolist()
-    meta = real_stats_key(data, "train", train_set, indices, scoring_hw, extractor)
-
-    def compute() -> np.ndarray:
-        loader = DataLoader(Subset(train_set, indices), batch_size=cfg.eval.batch_size, shuffle=False,
-                            num_workers=data.num_workers)
-        batches = (resize_uint8(to_uint8(s["image"]), scoring_hw, data.image_resize) for s in loader)
-        return extractor.extract(batches, total=n, desc="FID features (real train)")
-
-    train_stats = cached_real_statistics(real_stats_path(meta), compute, meta)
+    meta = real_stats_key(data, "train", train_set, indices, ev.scoring_hw, extractor)
+    train_stats = cached_real_statistics(real_stats_path(meta),
+                                         lambda: _photo_features(ev, extractor, train_set, indices, "train"), meta)
     return fid_from_features(train_stats.features, val_stats.features)
 
 
@@ -489,7 +496,7 @@ def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
         "train_images_per_s": summary.get("images_per_s"),
         "train_peak_memory_gib": summary.get("peak_memory_gib"),
         # Where the weights came from (an NVlabs import writes it); null for our own training.
-        "provenance": _read_json(run_dir / "provenance.json") or None,
+        "provenance": _read_json(run_dir / PROVENANCE) or None,
     }
 
 
