@@ -203,6 +203,16 @@ def kid_subset_size(requested: int, num_real: int, num_fake: int) -> int:
     return size
 
 
+def kid_subset_warning(requested: int, used: int, num_real: int, num_fake: int) -> Optional[str]:
+    """The warning to show when KID used another subset size than requested, else None."""
+    if int(used) == int(requested):
+        return None
+    return (f"KID subsets of {used} images instead of the requested {requested} "
+            f"(eval.kid_subset_size): a subset must be smaller than both sets ({num_real} real and "
+            f"{num_fake} generated images), so half the smaller set is used; compare KIDs only at "
+            f"equal subset sizes")
+
+
 def kid_from_features(real_features: np.ndarray, fake_features: np.ndarray, *, subsets: int = 100,
                       subset_size: int = 1000, seed: int = 0) -> tuple[float, float, int]:
     """torchmetrics' KernelInceptionDistance on precomputed features.

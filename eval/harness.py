@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 import spade_bench.checkpoint as checkpoints
 from eval.fid import (FeatureExtractor, cached_real_statistics, dataset_fingerprint, fid_bias_warning,
-                      fid_from_features, kid_from_features, real_stats_key, real_stats_path)
+                      fid_from_features, kid_from_features, kid_subset_warning, real_stats_key,
+                      real_stats_path)
 from eval.images import eval_hw, from_uint8, load_image, resize_labels, resize_uint8, save_png, to_uint8
 from eval.label_maps import IGNORE, LabelMapping, get_label_mapping
 from eval.protocol import PER_IMAGE_SEED, build_protocol, code_state, per_image_seed
@@ -327,6 +328,11 @@ class _Scores:
                 metrics["kid"], metrics["kid_std"], kid_subset_used = kid_from_features(
                     real_stats.features, fake_array, subsets=cfg.eval.kid_subsets,
                     subset_size=cfg.eval.kid_subset_size, seed=cfg.eval.seed)
+                warning = kid_subset_warning(cfg.eval.kid_subset_size, kid_subset_used,
+                                             len(real_stats.features), len(fake_array))
+                if warning:
+                    messages.append(warning)
+                    warnings.warn(warning)
         if self.segmenter is not None:
             names = list(self.mapping.class_names) if self.mapping is not None else list(class_names(cfg.data))
             fake_summary = summarise(self.fake_metric, names)

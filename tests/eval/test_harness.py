@@ -264,3 +264,18 @@ def test_label_pngs_give_dont_care_the_palettes_dont_care_colour(tmp_path, make_
     drawn = np.asarray(Image.open(run / "eval" / "labels" / "00000.png").convert("RGB"))
     assert (drawn == dont_care).all(axis=-1).any()
     assert not (drawn == 0).all(axis=-1).any()
+
+
+def test_a_kid_subset_size_too_large_for_the_sets_is_named_in_the_warnings(tmp_path, make_run, stub_inception):
+    """4 images and eval.kid_subset_size=16 (the smoke preset): KID uses subsets of 2. That was
+    recorded in protocol.kid_subset_size but not said; it is now an evaluator warning."""
+    _, run = make_run()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate_run(run, metric="kid", device="cpu", progress=False)
+    assert result["protocol"]["kid_subset_size"] == 2
+    said = [w for w in result["warnings"] if "requested 16" in w]
+    assert len(said) == 1 and "subsets of 2 images" in said[0]
+    assert any("requested 16" in str(w.message) for w in caught)
+    fitting = evaluate_run(run, metric="kid", device="cpu", overrides=["eval.kid_subset_size=3"], progress=False)
+    assert not any("requested" in w for w in fitting["warnings"])
