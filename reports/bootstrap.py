@@ -164,7 +164,9 @@ def seed_and_image_interval(variant_reps: np.ndarray, baseline_reps: np.ndarray,
     differences = np.asarray(variant_reps).mean(axis=0) - np.asarray(baseline_reps).mean(axis=0)
     # A resample of a tiny set can hold one distinct image, where KID is undefined (0/0).
     differences = differences[np.isfinite(differences)]
-    image_var = float(np.var(differences, ddof=1)) if len(differences) > 1 else 0.0
+    # Fewer than 2 finite resamples measure no image variance: unknown (NaN, so the interval is
+    # not available), never 0, which would shrink the interval to the seed part alone.
+    image_var = float(np.var(differences, ddof=1)) if len(differences) > 1 else math.nan
     tail = 1 - (1 - confidence) / 2
     if min(n_v, n_b) >= MIN_SEEDS_FOR_SPREAD:
         part_v = float(np.var(variant_points, ddof=1)) / n_v

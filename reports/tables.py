@@ -294,10 +294,15 @@ def render_main(table: pd.DataFrame, references: Mapping[str, dict], dataset: st
 
 def format_interval(interval: Optional[Interval], spec: MetricSpec, *, latex: bool) -> str:
     """'-2.1 [-3.0, -1.2]*', the star when the interval excludes 0 and both sides have
-    MIN_SEEDS_FOR_VERDICT seeds (fewer make no seed-robustness claim)."""
+    MIN_SEEDS_FOR_VERDICT seeds (fewer make no seed-robustness claim); '-2.1 [n/a]' when the
+    interval is not available (not finite)."""
     if interval is None:
         return "--" if latex else "–"
     d = spec.digits + (1 if spec.key != "kid" else 0)
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        # e.g. fewer than 2 finite image resamples: the interval is not available.
+        point = f"{interval.point * spec.scale:+.{d}f}"
+        return f"${point}$ [n/a]" if latex else f"{point} [n/a]"
     values = [interval.point * spec.scale, interval.low * spec.scale, interval.high * spec.scale]
     point, low, high = (f"{v:+.{d}f}" for v in values)
     star = "*" if interval.excludes_zero and interval.min_seeds >= MIN_SEEDS_FOR_VERDICT else ""

@@ -182,3 +182,22 @@ def test_resamples_with_one_distinct_image_are_left_out_not_nan():
     assert np.isnan(reps["kid"][0]) and np.isfinite(reps["kid"][1])
     interval = seed_and_image_interval(reps["kid"][None], np.zeros((1, 4)), [points["kid"]], [0.0])
     assert np.isfinite(interval.low) and interval.replicates == 2
+
+
+def test_fewer_than_two_finite_resamples_give_no_interval_not_a_zero_image_part():
+    """One finite resample measures no image variance; it used to count as 0, which left a
+    one-seed interval of zero width (low == high == point) that 'excluded' 0."""
+    from reports.tables import SPECS, format_interval
+
+    reps_v = np.array([[np.nan, 4.0, np.nan]])
+    iv = seed_and_image_interval(reps_v, np.zeros((1, 3)), [1.0], [0.0])
+    assert iv.point == 1.0 and iv.replicates == 1
+    assert np.isnan(iv.image_se) and np.isnan(iv.low) and np.isnan(iv.high)
+    assert not iv.excludes_zero
+    assert format_interval(iv, SPECS["fid"], latex=False) == "+1.00 [n/a]"
+    assert format_interval(iv, SPECS["fid"], latex=True) == "$+1.00$ [n/a]"
+    # With seeds on both sides the seed part is measured, but the image part is still unknown.
+    flat = np.full((3, 3), np.nan)
+    flat[:, 1] = 0.0
+    iv = seed_and_image_interval(flat + np.array([[1.0], [3.0], [5.0]]), flat, [1, 3, 5], [0, 0, 0])
+    assert np.isnan(iv.low) and not iv.excludes_zero
