@@ -235,7 +235,8 @@ def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSet
 
 
 def last_discriminator_loss(record: RunRecord) -> Optional[tuple[int, float]]:
-    """(step, D/total) of the last logged step with a finite D loss (D/real + D/fake when no total)."""
+    """(step, D/total) of the last logged step with a finite D loss (D/real + D/fake when the log
+    has no total: `read_losses` derives the D/total column from them)."""
     frame = read_losses(record)
     if frame is None or "D/total" not in frame:
         return None
