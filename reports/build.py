@@ -58,6 +58,7 @@ class DatasetSection:
     protocol: dict
     beyond: dict = field(default_factory=dict)
     scale: str = ""
+    small_scale: bool = False  # `_scale`'s verdict: the report says the scale cannot show the ordering
     figures: dict[str, Path] = field(default_factory=dict)
     # protocol.real_set (refused when runs differ): the photos FID and its floor compare with.
     real_set: str = "val"
@@ -209,8 +210,8 @@ def real_set_of(protocol: dict) -> str:
 
 def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSettings,
                   figures_dir: Optional[Path], progress: bool) -> DatasetSection:
-    table = main_table(records, dataset)
     references = reference_values(records)
+    table = main_table(records, dataset, references)
     protocol = protocol_summary(records)
     real_set = real_set_of(protocol)
     # Released weights are one model each, not a seed of our training: never in the intervals.
@@ -220,10 +221,10 @@ def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSet
     params = {v: (None if math.isnan(table.loc[v, "generator_params_mean"])
                   else float(table.loc[v, "generator_params_mean"])) for v in table.index}
     beyond = beyond_resolution(table, references, real_set)
-    scale, _ = _scale(records)
+    scale, small = _scale(records)
     verdicts, untested = judge(bootstrap.intervals, present, params, blocked=beyond, scale=scale)
     section = DatasetSection(dataset, records, table, references, bootstrap, verdicts, untested,
-                             protocol, beyond, scale, real_set=real_set)
+                             protocol, beyond, scale, small_scale=small, real_set=real_set)
     if figures_dir is not None:
         slug = section.slug
         made = {"samples": figs.sample_grid(records, figures_dir / f"{slug}_samples.png"),
@@ -298,8 +299,8 @@ def _is_smoke_demo(s: DatasetSection) -> bool:
 
 def scale_markdown(s: DatasetSection) -> list[str]:
     """What this scale can and cannot show, and why SPADE starts slowly when it does."""
-    scale, small = _scale(s.records)
-    if not small:
+    scale = s.scale
+    if not s.small_scale:
         return []
     lines = ["### Scale", "",
              f"At this scale ({scale}) the runs do **not** reproduce the paper's ordering, and "

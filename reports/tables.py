@@ -83,15 +83,17 @@ def _aggregate(row: dict, prefix: str, runs: Sequence[RunRecord], key: str) -> N
     row[f"{prefix}{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
-def main_table(records: Sequence[RunRecord], dataset: str) -> pd.DataFrame:
+def main_table(records: Sequence[RunRecord], dataset: str,
+               references: Optional[Mapping[str, dict]] = None) -> pd.DataFrame:
     """Numbers per variant: runs, ok, failed, seeds; <metric>_mean/_std/_n/_best/_beyond;
     paper_<metric>; released (NVlabs weights re-scored) and released_<metric>_mean;
     degenerate (runs flagged), uniform_distinctness and label_spread.
 
     Released-weights runs are never averaged with retrained ones: "ok", "seeds" and the
-    <metric> columns count retrained runs only.
+    <metric> columns count retrained runs only. `references`: `reference_values(records)`
+    when the caller has it already.
     """
-    references = reference_values(records)
+    references = reference_values(records) if references is None else references
     rows = []
     for variant in variant_order([r.variant for r in records]):
         runs = [r for r in records if r.variant == variant and not r.released]
