@@ -312,17 +312,21 @@ def _load_weights(net: torch.nn.Module, path: Path) -> None:
     for key, value in net.state_dict().items():
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(value)
-    result = net.load_state_dict(state, strict=False)
+    # Compared before loading: load_state_dict raises its own RuntimeError on a shape mismatch.
     own = net.state_dict()
-    shape = [k for k in state if k in own and own[k].shape != state[k].shape]
-    if result.missing_keys or result.unexpected_keys or shape:
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k} (file {tuple(state[k].shape)}, network {tuple(own[k].shape)})"
+             for k in state if k in own and own[k].shape != state[k].shape]
+    if missing or unexpected or shape:
         parts = []
-        if result.missing_keys:
-            parts.append(f"missing {', '.join(result.missing_keys[:4])}")
-        if result.unexpected_keys:
-            parts.append(f"unexpected {', '.join(result.unexpected_keys[:4])}")
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("shape", shape)):
+            if names:
+                more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+                parts.append(f"{label} {', '.join(names[:4])}{more}")
         raise CheckpointError(f"{path} does not fit the network opt.txt describes ({'; '.join(parts)}); "
                               f"check that opt.txt belongs to these weights")
+    net.load_state_dict(state, strict=True)
 
 
 def _sha256(path: Path) -> str:

@@ -20,8 +20,8 @@ from spade_bench.config import load_config_file, resolve, save_config
 from spade_bench.data import semantic_input
 from spade_bench.data.formats import load_instance_array, load_label_array
 from spade_bench.discriminators import build_discriminator
-from spade_bench.errors import ConfigError
-from spade_bench.nvlabs import (NETWORK_FILES, config_from_options, from_nvlabs_keys, import_nvlabs,
+from spade_bench.errors import CheckpointError, ConfigError
+from spade_bench.nvlabs import (NETWORK_FILES, _load_weights, config_from_options, from_nvlabs_keys, import_nvlabs,
                                 read_options, to_nvlabs_keys)
 from spade_bench.trainer import Trainer, load_saved_config, train_run
 
@@ -214,3 +214,21 @@ def test_export_refuses_what_the_original_cannot_build(tmp_path):
     result = CliRunner().invoke(app, ["export-nvlabs", str(run), "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "generator.arch=concat" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_weights_of_the_wrong_shape_are_named_with_both_shapes(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["0.weight"] = torch.zeros(4, 2)
+    state["extra.bias"] = torch.zeros(1)
+    del state["1.bias"]
+    torch.save(state, tmp_path / "net.pth")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        _load_weights(net, tmp_path / "net.pth")
+    message = str(info.value)
+    assert "0.weight (file (4, 2), network (3, 2))" in message
+    assert "missing 1.bias" in message and "unexpected extra.bias" in message
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing loaded
+    torch.save(before, tmp_path / "good.pth")
+    _load_weights(net, tmp_path / "good.pth")
