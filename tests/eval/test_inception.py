@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +71,33 @@ def test_modified_weights_file_is_refused_naming_the_file_and_the_fix(tmp_path, 
     monkeypatch.setenv("SPADE_BENCH_CACHE", str(cache))
     with pytest.raises(WeightsError, match=rf"{copy.name} do not match the sha256.*delete it"):
         load_fid_inception("cpu")
+
+
+def test_freshly_mapped_weights_are_not_hashed_again_in_the_same_process(tmp_path, monkeypatch):
+    """ensure_mapped_weights hashes the file it just wrote; the next load in the process used to
+    hash those 90 MB again before trusting them."""
+    import eval.inception as inception
+
+    source = tmp_path / "wheel.pt"
+    source.write_bytes(b"wheel weights")
+    mapped = tmp_path / "cache" / "mapped.pt"
+    mapped.parent.mkdir()
+
+    class Structure(torch.nn.Module):
+        def load_state_dict(self, state, strict=True):
+            return None
+
+    monkeypatch.setattr(inception, "mapped_weights_path", lambda: mapped)
+    monkeypatch.setattr(inception, "fid_helper_weights_path", lambda: source)
+    monkeypatch.setattr(inception, "load_fid_helper_torchscript", lambda path=None: torch.nn.Linear(2, 2))
+    monkeypatch.setattr(inception, "map_fid_helper_state_dict", lambda state: {"w": torch.ones(3)})
+    monkeypatch.setattr(inception, "build_fid_inception_structure", Structure)
+    hashed = []
+    real_sha256_file = inception.sha256_file
+    monkeypatch.setattr(inception, "sha256_file", lambda path: hashed.append(Path(path)) or real_sha256_file(path))
+    first = ensure_mapped_weights()
+    assert hashed.count(mapped) == 1
+    assert ensure_mapped_weights() == first and hashed.count(mapped) == 1
+    mapped.write_bytes(mapped.read_bytes() + b"x")              # modified: checked, and refused
+    with pytest.raises(WeightsError, match="do not match"):
+        ensure_mapped_weights()
