@@ -23,7 +23,6 @@ Options spade-bench cannot express raise one `ConfigError` naming each of them.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pickle
 import re
 import time
@@ -36,7 +35,9 @@ import torch
 from spade_bench import checkpoint as ckpt
 from spade_bench.config import RunConfig, apply_overrides, load_config_file, save_config, with_dataset
 from spade_bench.errors import CheckpointError, ConfigError, WeightsError
-from spade_bench.io import atomic_write, atomic_write_json, atomic_write_text
+from spade_bench.generators import UPSAMPLING_LAYERS
+from spade_bench.io import atomic_write, atomic_write_json, atomic_write_text, sha256_file
+from spade_bench.losses import GAN_MODES
 from spade_bench.trainer import Trainer, environment_record
 
 NETWORK_FILES = {"generator": "latest_net_G.pth", "discriminator": "latest_net_D.pth", "encoder": "latest_net_E.pth"}
@@ -155,11 +156,11 @@ def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, r
             generator.update(arch="spade", spectral_norm=bool(m.group(1)), param_free_norm=m.group(2),
                              spade_kernel=int(m.group(3)))
         layers = o.text("num_upsampling_layers", "normal")
-        if layers not in ("normal", "more", "most"):
-            o.unsupported("num_upsampling_layers", layers, "expected normal, more or most")
+        if layers not in UPSAMPLING_LAYERS:
+            o.unsupported("num_upsampling_layers", layers, f"expected {', '.join(UPSAMPLING_LAYERS)}")
         else:
             generator["num_upsampling_layers"] = layers
-            n = {"normal": 5, "more": 6, "most": 7}[layers]
+            n = UPSAMPLING_LAYERS[layers]
             crop, ratio = data["crop_size"], data["aspect_ratio"]
             if crop and int(round(crop / ratio)) // 2 ** n != int(round((crop // 2 ** n) / ratio)):
                 o.unsupported("aspect_ratio", ratio, f"with crop_size {crop} the original's first feature "
@@ -196,8 +197,8 @@ def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, r
             o.unsupported("norm_E", norm_e, "spade-bench's encoder is spectralinstance")
 
     gan_mode = o.text("gan_mode", "hinge")
-    if gan_mode not in ("hinge", "ls", "original"):
-        o.unsupported("gan_mode", gan_mode, "spade-bench has hinge, ls and original")
+    if gan_mode not in GAN_MODES:
+        o.unsupported("gan_mode", gan_mode, f"spade-bench has {', '.join(GAN_MODES)}")
         gan_mode = "hinge"
     no_vgg = o.boolean("no_vgg_loss", False)
     loss = dict(gan_mode=gan_mode,
@@ -329,14 +330,6 @@ def _load_weights(net: torch.nn.Module, path: Path) -> None:
     net.load_state_dict(state, strict=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ============================================================================= import / export
 
 def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optional[str] = None,
@@ -385,7 +378,7 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
         "source": "nvlabs",
         "note": "imported from NVlabs",
         "source_dir": str(source),
-        "files": {path.name: _sha256(path) for path in [source / "opt.txt", *files.values()]},
+        "files": {path.name: sha256_file(path) for path in [source / "opt.txt", *files.values()]},
         "networks": {role: ("imported" if role in files else "initialised (not in the folder)")
                      for role in ("generator", "discriminator") + (("encoder",) if cfg.generator.use_vae else ())},
         "options": raw,
