@@ -124,6 +124,11 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+# Under DDP, steps between the checks of whether any rank got a stop signal (each is an
+# all-reduce and a host sync); a scheduler's warning (SLURM --signal=USR1@180) is far longer.
+STOP_POLL_STEPS = 10
+
+
 def code_state() -> dict[str, Any]:
     """{"commit": HEAD of the git tree this code runs from, "dirty": whether tracked files differ
     from it}; both None outside a git tree (an installed wheel) or without git. Recorded in
@@ -781,10 +786,13 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, self.images_per_s, peak, time.time() - start_time, status)
 
     def _stop_requested(self, stop: StopSignals) -> bool:
-        """True when a stop signal arrived; under DDP, when it arrived at any rank (one
-        scalar all-reduce per step), so every rank stops after the same step."""
+        """True when a stop signal arrived. Under DDP, when it arrived at any rank, checked every
+        STOP_POLL_STEPS steps only: the all-reduce is a host sync, which the step loop otherwise
+        avoids. Every rank checks at the same steps, so all stop after the same step."""
         flag = 1.0 if stop.received else 0.0
         if self.info.is_distributed:
+            if self.step % STOP_POLL_STEPS:
+                return False
             flag = all_reduce_max(flag, self.device)
         return flag > 0
 
