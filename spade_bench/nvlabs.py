@@ -19,6 +19,12 @@ the original's outputs in eval and training mode (tests/spade_bench/test_nvlabs.
 this against files the original code wrote).
 
 Options spade-bench cannot express raise one `ConfigError` naming each of them.
+
+Export refuses, in one `ConfigError`, a run the original cannot build or whose weights it
+cannot load (generator.arch=concat, generator.cond_norm other than spade, ...). Settings
+that only training on with the original code would use (a perceptual loss other than
+VGG) are written as the closest options, with a warning; the original's test.py does not
+read them.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import argparse
 import pickle
 import re
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
@@ -233,6 +240,9 @@ def options_from_config(cfg: RunConfig, name: str) -> dict[str, Any]:
     problems = []
     if g.arch == "concat":
         problems.append("generator.arch=concat (the original has spade and pix2pixhd)")
+    if g.cond_norm != "spade":
+        problems.append(f"generator.cond_norm={g.cond_norm} (the original's blocks are SPADE; its netG=spade "
+                        f"could not load these weights)")
     if g.arch == "spade":
         if g.modulation != "one_plus_gamma":
             problems.append(f"generator.modulation={g.modulation} (the original computes 1 + gamma)")
@@ -242,6 +252,10 @@ def options_from_config(cfg: RunConfig, name: str) -> dict[str, Any]:
         problems.append(f"encoder.ndf={e.ndf} (the original's encoder is ngf={g.ngf} wide)")
     if problems:
         raise ConfigError(f"the original SPADE code cannot express: {'; '.join(problems)}")
+    if loss.perceptual not in ("vgg19", "none") and loss.lambda_perceptual:
+        warnings.warn(f"loss.perceptual={loss.perceptual} has no counterpart in the original: opt.txt states "
+                      f"no_vgg_loss False (the VGG loss, lambda_vgg {loss.lambda_perceptual}); this matters only "
+                      f"when training on with the original code (its test.py does not use it)", stacklevel=2)
     reverse_modes = {v: k for k, v in DATASET_MODES.items()}
     sn = "spectral" if g.spectral_norm else ""
     opts: dict[str, Any] = {

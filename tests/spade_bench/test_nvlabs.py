@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from spade_bench.data.formats import load_instance_array, load_label_array
 from spade_bench.discriminators import build_discriminator
 from spade_bench.errors import CheckpointError, ConfigError
 from spade_bench.nvlabs import (NETWORK_FILES, _load_weights, config_from_options, from_nvlabs_keys, import_nvlabs,
-                                read_options, to_nvlabs_keys)
+                                options_from_config, read_options, to_nvlabs_keys)
 from spade_bench.trainer import Trainer, load_saved_config, train_run
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "nvlabs-spade"
@@ -214,6 +215,28 @@ def test_export_refuses_what_the_original_cannot_build(tmp_path):
     result = CliRunner().invoke(app, ["export-nvlabs", str(run), "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "generator.arch=concat" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_export_refuses_a_conditioning_layer_other_than_spade(tmp_path):
+    """netG=spade with the original's SPADE blocks could not load CLADE's weights."""
+    with pytest.raises(ConfigError, match="generator.cond_norm=clade"):
+        options_from_config(resolve("clade"), "x")
+    run = _trained_here(resolve("clade", overrides=["generator.ngf=4", "discriminator.ndf=4",
+                                                    "loss.perceptual=none", "data.crop_size=64",
+                                                    "data.load_size=64"]), tmp_path / "run")
+    result = CliRunner().invoke(app, ["export-nvlabs", str(run), "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "generator.cond_norm=clade" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_of_a_substitute_perceptual_loss_warns_that_opt_txt_states_vgg():
+    cfg = resolve("spade", overrides=["loss.perceptual=effnet-lite0"])
+    with pytest.warns(UserWarning, match=r"no_vgg_loss False.*only when training on with the original"):
+        opts = options_from_config(cfg, "x")
+    assert opts["no_vgg_loss"] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert options_from_config(resolve("spade", overrides=["loss.perceptual=none"]), "x")["no_vgg_loss"]
 
 
 def test_weights_of_the_wrong_shape_are_named_with_both_shapes(tmp_path):
