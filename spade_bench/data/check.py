@@ -176,7 +176,8 @@ def check_dataset(data_cfg: DataConfig, *, progress: bool = False) -> CheckRepor
         if data_cfg.dataset == "folder":
             report.instance_files += _count_instances(root, split, scan_cfg)
         for pair in tqdm(pairs, desc=f"check {split}", disable=not progress, unit="pair"):
-            _scan_raw_values(report, pair)
+            if data_cfg.dataset == "folder":  # raw values drive the label_nc / don't-care suggestion
+                _scan_raw_values(report, pair)
             try:
                 image, label, _ = load_pair(pair, scan_cfg)
             except PairError as e:
