@@ -18,13 +18,15 @@ in the original's order (`spade_bench.nn.spectral`), so an imported generator re
 the original's outputs in eval and training mode (tests/spade_bench/test_nvlabs.py checks
 this against files the original code wrote).
 
-Options spade-bench cannot express raise one `ConfigError` naming each of them.
+Options spade-bench cannot express raise one `ConfigError` naming each of them. Under TTUR
+the original trains with Adam betas (0, 0.9) whatever its beta1/beta2 say
+(pix2pix_model.create_optimizers), so import sets those.
 
 Export refuses, in one `ConfigError`, a run the original cannot build or whose weights it
 cannot load (generator.arch=concat, generator.cond_norm other than spade, ...). Settings
 that only training on with the original code would use (a perceptual loss other than
-VGG) are written as the closest options, with a warning; the original's test.py does not
-read them.
+VGG, betas other than (0, 0.9) under TTUR) are written as the closest options, with a
+warning; the original's test.py does not read them.
 """
 from __future__ import annotations
 
@@ -58,6 +60,9 @@ _LAYER_NORM = re.compile(r"^(spectral)?(instance|batch|syncbatch|sync_batch|none
 _SN_SUFFIXES = {"weight_orig": "parametrizations.weight.original",
                 "weight_u": "parametrizations.weight.0._u",
                 "weight_v": "parametrizations.weight.0._v"}
+# The Adam betas the original uses whenever TTUR is on, whatever --beta1/--beta2 say
+# (pix2pix_model.create_optimizers).
+TTUR_BETAS = (0.0, 0.9)
 
 
 # ============================================================================= options
@@ -212,8 +217,11 @@ def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, r
                 lambda_feat=0.0 if o.boolean("no_ganFeat_loss", False) else o.number("lambda_feat", float, 10.0),
                 perceptual="none" if no_vgg else "vgg19", lambda_perceptual=o.number("lambda_vgg", float, 10.0),
                 lambda_kld=o.number("lambda_kld", float, 0.05))
-    optim = dict(lr=o.number("lr", float, 2e-4), ttur=not o.boolean("no_TTUR", False),
-                 beta1=o.number("beta1", float, 0.0), beta2=o.number("beta2", float, 0.9))
+    ttur = not o.boolean("no_TTUR", False)
+    beta1, beta2 = o.number("beta1", float, 0.0), o.number("beta2", float, 0.9)
+    if ttur:
+        beta1, beta2 = TTUR_BETAS  # what the original trains with, whatever opt.txt says
+    optim = dict(lr=o.number("lr", float, 2e-4), ttur=ttur, beta1=beta1, beta2=beta2)
     train = dict(batch_size=o.number("batchSize", int, 1), d_steps_per_g=o.number("D_steps_per_G", int, 1),
                  amp=False)  # the original trains in fp32
 
@@ -256,6 +264,10 @@ def options_from_config(cfg: RunConfig, name: str) -> dict[str, Any]:
         warnings.warn(f"loss.perceptual={loss.perceptual} has no counterpart in the original: opt.txt states "
                       f"no_vgg_loss False (the VGG loss, lambda_vgg {loss.lambda_perceptual}); this matters only "
                       f"when training on with the original code (its test.py does not use it)", stacklevel=2)
+    if optim.ttur and (optim.beta1, optim.beta2) != TTUR_BETAS:
+        warnings.warn(f"optim.beta1={optim.beta1}, optim.beta2={optim.beta2} with TTUR: opt.txt states them, but "
+                      f"the original trains with TTUR's betas {TTUR_BETAS}; this matters only when training on "
+                      f"with the original code (its test.py does not use them)", stacklevel=2)
     reverse_modes = {v: k for k, v in DATASET_MODES.items()}
     sn = "spectral" if g.spectral_norm else ""
     opts: dict[str, Any] = {

@@ -7,6 +7,7 @@ it. Outputs are near initialisation (std about 1e-3), so tolerances are absolute
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -237,6 +238,37 @@ def test_export_of_a_substitute_perceptual_loss_warns_that_opt_txt_states_vgg():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert options_from_config(resolve("spade", overrides=["loss.perceptual=none"]), "x")["no_vgg_loss"]
+
+
+def _opt_txt_with(tmp_path, **changes) -> dict:
+    """The fixture's opt.txt, copied into tmp_path with some options changed, read back."""
+    text = (_fixture("spade") / "opt.txt").read_text()
+    for key, value in changes.items():
+        text, n = re.subn(rf"^(\s*{key}: )\S+", rf"\g<1>{value}", text, flags=re.M)
+        assert n == 1, key
+    (tmp_path / "opt.txt").write_text(text)
+    return read_options(tmp_path / "opt.txt")
+
+
+def test_import_with_ttur_uses_the_originals_betas_whatever_opt_txt_says(tmp_path):
+    """The original's create_optimizers replaces --beta1/--beta2 by (0, 0.9) under TTUR."""
+    cfg = config_from_options(_opt_txt_with(tmp_path, beta1="0.5", beta2="0.999"), dataset="synthetic")
+    assert (cfg.optim.ttur, cfg.optim.beta1, cfg.optim.beta2) == (True, 0.0, 0.9)
+    cfg = config_from_options(_opt_txt_with(tmp_path, beta1="0.5", beta2="0.999", no_TTUR="True"),
+                              dataset="synthetic")
+    assert (cfg.optim.ttur, cfg.optim.beta1, cfg.optim.beta2) == (False, 0.5, 0.999)
+
+
+def test_export_warns_when_ttur_betas_differ_from_the_originals():
+    cfg = resolve("spade", overrides=["loss.perceptual=none", "optim.beta1=0.5", "optim.beta2=0.999"])
+    with pytest.warns(UserWarning, match=r"original trains with TTUR's betas \(0.0, 0.9\)"):
+        opts = options_from_config(cfg, "x")
+    assert (opts["no_TTUR"], opts["beta1"], opts["beta2"]) == (False, 0.5, 0.999)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        options_from_config(resolve("spade", overrides=["loss.perceptual=none", "optim.ttur=false",
+                                                        "optim.beta1=0.5", "optim.beta2=0.999"]), "x")
+        options_from_config(resolve("spade", overrides=["loss.perceptual=none"]), "x")
 
 
 def test_weights_of_the_wrong_shape_are_named_with_both_shapes(tmp_path):
