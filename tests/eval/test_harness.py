@@ -247,7 +247,7 @@ def test_label_pngs_give_dont_care_the_palettes_dont_care_colour(tmp_path, make_
 
     from spade_bench.data import dataset_palette
 
-    root = tmp_path / "dc"
+    root = tmp_path / "dc_data"
     for split in ("train", "val"):
         for sub in ("images", "labels"):
             (root / split / sub).mkdir(parents=True)
