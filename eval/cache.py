@@ -12,6 +12,7 @@ from typing import Mapping, Optional
 
 import torch
 
+from spade_bench.checkpoint import tensor_bytes
 from spade_bench.io import sha256_file  # noqa: F401 - re-exported: eval imports it from here
 
 
@@ -33,10 +34,9 @@ def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     """
     digest = hashlib.sha256()
     for key in sorted(state_dict):
-        tensor = state_dict[key].detach().cpu().contiguous()
+        tensor = state_dict[key]
         digest.update(f"{key}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        # Raw bytes through a uint8 view: numpy has no bfloat16, a byte view works for every dtype.
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor_bytes(tensor))
     return digest.hexdigest()
 
 

@@ -108,11 +108,17 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
+def tensor_bytes(tensor: torch.Tensor):
+    """A tensor's raw bytes (contiguous, on the CPU) as a buffer hashlib reads without a copy.
+    Through a uint8 view: numpy has no bfloat16, and a byte view works for every dtype."""
+    t = tensor.detach().cpu().contiguous()
+    return t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+
+
 def _digest(obj: Any, h) -> None:
     if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(f"T{obj.dtype}{tuple(obj.shape)}".encode())
+        h.update(tensor_bytes(obj))
     elif isinstance(obj, dict):
         h.update(b"{")
         for key in sorted(obj, key=str):
