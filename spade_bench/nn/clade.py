@@ -65,12 +65,29 @@ class CLADE(nn.Module):
 
     def forward(self, x: Tensor, segmap: Tensor, cache: Optional[SegmapCache] = None) -> Tensor:
         normalized = self.param_free_norm(x)
-        segmap = resize_segmap(segmap, x.shape[-2:], cache)
-        classes = segmap[:, :self.num_classes].argmax(dim=1)
-        out = self.class_specified_affine(normalized, classes)
+        out = self.class_specified_affine(normalized, class_map(segmap, self.num_classes, x.shape[-2:], cache))
         if self.instance_edges:
-            out = torch.cat([out, self.inst_conv(segmap[:, -1:].to(out.dtype))], dim=1)
+            edges = resize_segmap(segmap, x.shape[-2:], cache)[:, -1:]
+            out = torch.cat([out, self.inst_conv(edges.to(out.dtype))], dim=1)
         return out
+
+
+def class_map(segmap: Tensor, num_classes: int, size: tuple[int, int],
+              cache: Optional[SegmapCache] = None) -> Tensor:
+    """Each pixel's class (argmax over the first `num_classes` channels) of `segmap` resized
+    to `size`, [N, H, W], memoised in `cache` next to the resized segmaps.
+
+    Every CLADE layer at one resolution reads the same map, so the generator's per-forward
+    cache computes it once per resolution. Its key, ("classes", num_classes, H, W), cannot
+    meet resize_segmap's (H, W).
+    """
+    key = ("classes", num_classes, int(size[0]), int(size[1]))
+    if cache is not None and key in cache:
+        return cache[key]  # type: ignore[index]
+    classes = resize_segmap(segmap, size, cache)[:, :num_classes].argmax(dim=1)
+    if cache is not None:
+        cache[key] = classes  # type: ignore[index]
+    return classes
 
 
 def make_clade(num_classes: int, *, norm: NormFactory, instance_edges: bool = False) -> CondNormFactory:

@@ -2,6 +2,8 @@
 parameter and conv-FLOP overhead in the generator against SPADE and the bare decoder."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,3 +84,49 @@ def test_generator_overhead_over_the_bare_decoder():
     mlp_params = sum(count_parameters(m) for m in spade.modules() if isinstance(m, SPADE))
     assert spade_params - bare_params == mlp_params
     assert spade_flops > 2 * bare_flops
+
+
+def test_class_map_is_computed_once_per_resolution_and_outputs_are_unchanged(monkeypatch):
+    """The generator's per-forward cache holds each resolution's class map next to its resized
+    segmap; the output is bit for bit the one where every layer runs its own argmax."""
+    import spade_bench.nn.clade as clade_module
+
+    cfg = resolve("clade", preset="smoke", overrides=["generator.ngf=8", "data.crop_size=32",
+                                                      "data.load_size=32", "data.use_instance=true"])
+    torch.manual_seed(0)
+    generator = build_generator(cfg).train()
+    twin = copy.deepcopy(generator)  # training-mode forwards update spectral norm's vectors
+    classes = cfg.data.semantic_channels - 1  # the last channel: instance edges
+    segmap = torch.cat([one_hot(torch.randint(0, classes, (2, 32, 32)), classes),
+                        torch.rand(2, 1, 32, 32).round()], dim=1)
+    layers = [m for m in generator.modules() if isinstance(m, CLADE)]
+    assert layers and layers[0].instance_edges
+    sizes = set()
+    hooks = [m.register_forward_hook(lambda m, args, out: sizes.add(tuple(args[0].shape[-2:]))) for m in layers]
+    calls = []
+    argmax = torch.Tensor.argmax
+    monkeypatch.setattr(torch.Tensor, "argmax", lambda self, *a, **k: calls.append(1) or argmax(self, *a, **k))
+    torch.manual_seed(1)
+    cached = generator(segmap)
+    assert len(calls) == len(sizes) < len(layers)
+    for hook in hooks:
+        hook.remove()
+
+    uncached = clade_module.class_map
+    monkeypatch.setattr(clade_module, "class_map",
+                        lambda segmap, n, size, cache=None: uncached(segmap, n, size, None))
+    calls.clear()
+    torch.manual_seed(1)
+    assert torch.equal(twin(segmap), cached)
+    assert len(calls) == len(layers)
+
+
+def test_layers_sharing_a_cache_share_the_class_map():
+    torch.manual_seed(0)
+    first, second = CLADE(4, 5, norm=param_free_norm("batch")), CLADE(6, 5, norm=param_free_norm("batch"))
+    segmap = one_hot(torch.randint(0, 5, (2, 16, 16)), 5)
+    x, y = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 8, 8)
+    cache = {}
+    outs = first(x, segmap, cache), second(y, segmap, cache)
+    assert sorted(map(str, cache)) == ["('classes', 5, 8, 8)", "(8, 8)"]
+    assert torch.equal(outs[0], first(x, segmap)) and torch.equal(outs[1], second(y, segmap))
