@@ -189,7 +189,6 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
                                      "train.batch_size": batch, "train.device": str(device)})
         torch.manual_seed(0)
         trainer, _ = build_bench_trainer(mcfg, device)
-        trainer.use_amp = mode == "fast"
         fast = mode == "fast"
         segmap, image = random_batch(mcfg, batch, device, torch.Generator().manual_seed(1))
         if fast:
