@@ -43,7 +43,7 @@ from spade_bench.data import build_dataset, colorize_labels, semantic_input
 from spade_bench.data.loader import size_note
 from spade_bench.discriminators import build_discriminator, discriminate
 from spade_bench.distributed import (DistInfo, all_reduce_max, cleanup, init_distributed, prepare_batchnorm,
-                                     resolve_threads, unwrap, wrap_for_training)
+                                     resolve_threads, torch_threads, unwrap, wrap_for_training)
 from spade_bench.encoders import build_encoder, reparameterize
 from spade_bench.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from spade_bench.generators import build_generator
@@ -457,13 +457,14 @@ class Trainer:
 
     def _set_determinism(self) -> None:
         tc = self.cfg.train
+        # fit() trains with this many threads and restores the caller's count after, so a run
+        # never leaves its thread count to whatever the process does next.
+        self.threads = 1 if tc.deterministic else resolve_threads(tc.threads, self.info)
         if tc.deterministic:
             torch.use_deterministic_algorithms(True)
-            torch.set_num_threads(1)
             torch.backends.cudnn.benchmark = False
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             return
-        torch.set_num_threads(resolve_threads(tc.threads, self.info))
         if self.on_cuda:
             torch.backends.cudnn.benchmark = tc.cudnn_benchmark
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -679,10 +680,15 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> TrainResult:
-        """Train to `train.steps`, checkpointing, logging and sampling along the way.
+        """Train to `train.steps`, checkpointing, logging and sampling along the way, on
+        `self.threads` intra-op threads (train.threads), restoring the caller's count after.
 
         On SIGINT, SIGTERM or SIGUSR1 it finishes the step, saves and raises TrainingInterrupted.
         """
+        with torch_threads(self.threads):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         tc = self.cfg.train
         start_time = self._start_time = time.time()
         if self.info.is_main:

@@ -154,6 +154,20 @@ def test_threads_setting(monkeypatch):
         tiny_cfg("train.threads=-1")
 
 
+def test_fit_trains_on_its_threads_and_restores_the_callers(tmp_path):
+    """train.threads holds while fit() runs and is put back after: a run must not leave its
+    thread count to whatever the process does next (an evaluator trained after it, say)."""
+    seen = []
+    torch.set_num_threads(2)
+    try:
+        Trainer(tiny_cfg("train.threads=1", "train.steps=1"), tmp_path / "run", progress=False,
+                hooks=[lambda event, trainer: seen.append(torch.get_num_threads())]).fit()
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_cityscapes_smoke_keeps_its_aspect_ratio():
     with pytest.warns(UserWarning, match=r"crop_size 64 -> 128 .*aspect ratio 2"):
         cfg = resolve("spade", preset="smoke", dataset="cityscapes", root="/data/cityscapes")
