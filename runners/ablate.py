@@ -78,31 +78,38 @@ class Sweep:
     def run_dirs(self) -> list[Path]:
         return [self.run_dir(v, s) for v, s in self.pairs]
 
+    def todo(self) -> list[tuple[str, int]]:
+        """The pairs still to do (not `pair_is_done`), in the sweep's order."""
+        return [pair for pair in self.pairs if not pair_is_done(self.run_dir(*pair), self.configs[pair])]
+
 
 def pair_dir(out: Path, variant: str, seed: int) -> Path:
     return Path(out) / f"{variant}-s{seed}"
 
 
+def read_json(path: Path) -> dict:
+    """The JSON object in `path`; {} when the file is missing, unreadable, not JSON or not an
+    object (a run's records are rewritten atomically, but a hand-edited or foreign file must
+    not crash a sweep, its status or its report)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):   # ValueError: JSONDecodeError and UnicodeDecodeError
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
     """The pair's metrics.json scores its finished checkpoint under this exact config."""
-    metrics = run_dir / "eval" / "metrics.json"
-    if not metrics.is_file():
-        return False
-    try:
-        record = json.loads(metrics.read_text())
-    except json.JSONDecodeError:
-        return False
-    return record.get("checkpoint_step") == cfg.train.steps and \
-        record.get("run", {}).get("config_hash") == config_hash(cfg)
+    record = read_json(run_dir / "eval" / "metrics.json")
+    run = record.get("run")
+    return record.get("checkpoint_step") == cfg.train.steps and isinstance(run, dict) and \
+        run.get("config_hash") == config_hash(cfg)
 
 
 def _trained(run_dir: Path, cfg: RunConfig) -> bool:
     if not ckpt.has_checkpoint(run_dir):
         return False
-    summary = run_dir / "train_summary.json"
-    if not summary.is_file():
-        return False
-    record = json.loads(summary.read_text())
+    record = read_json(run_dir / "train_summary.json")
     return record.get("status") == "finished" and record.get("step") == cfg.train.steps
 
 
@@ -111,12 +118,7 @@ def mark_failed(run_dir: Path, error: str, cfg: Optional[RunConfig] = None) -> N
     what the trainer wrote there. With `cfg`, a pair that never started also gets its
     config.json, so the report files it under its variant, seed and dataset."""
     path = run_dir / "train_summary.json"
-    record = {}
-    if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            record = {}
+    record = read_json(path)
     record.update(status="failed", error=error)
     atomic_write_json(path, record)
     if cfg is not None and not (run_dir / "config.json").is_file():

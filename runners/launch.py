@@ -38,9 +38,9 @@ from typing import Any, Callable, Optional
 import torch
 
 from reports.build import build_report
-from runners.ablate import (Sweep, ensure_segmenter, mark_failed, pair_is_done,
+from runners.ablate import (Sweep, ensure_segmenter, mark_failed, pair_is_done, read_json,
                             record_failure, run_pair)
-from spade_bench.config import save_config
+from spade_bench.config import load_config_file, save_config
 from spade_bench.errors import ConfigError, TrainingInterrupted
 from spade_bench.io import atomic_write_json
 
@@ -373,7 +373,8 @@ def resolve_options(sweep: Sweep, opts: LaunchOptions) -> LaunchOptions:
 def plan_lines(sweep: Sweep, opts: LaunchOptions) -> list[str]:
     """One line per pair: what would run where, with which resources (for --dry-run)."""
     opts = resolve_options(sweep, opts)
-    todo = [(v, s) for v, s in sweep.pairs if not pair_is_done(sweep.run_dir(v, s), sweep.configs[(v, s)])]
+    todo = sweep.todo()
+    todo_set = set(todo)
     lines = []
     slots = local_slots(opts, max(len(todo), 1)) if opts.launcher == "local" else []
     params = slurm_parameters(sweep, opts, len(todo)) if opts.launcher == "slurm" else {}
@@ -391,7 +392,7 @@ def plan_lines(sweep: Sweep, opts: LaunchOptions) -> list[str]:
     for variant, seed in sweep.pairs:
         cfg = sweep.configs[(variant, seed)]
         run_dir = sweep.run_dir(variant, seed)
-        if (variant, seed) not in todo:
+        if (variant, seed) not in todo_set:
             lines.append(f"{variant} seed {seed}: already finished ({run_dir}); skipped")
             continue
         lines.append(f"{variant} seed {seed}: {cfg.train.steps} steps, batch {cfg.train.batch_size}; "
@@ -413,6 +414,10 @@ def launch(sweep: Sweep, opts: LaunchOptions, echo: Callable[[str], None] = prin
     """Run the sweep's pairs as jobs. local: blocks until every pair ends, then builds the
     report. slurm: submits the evaluator, the array and the report job, then returns."""
     opts.check()
+    if opts.launcher not in ("local", "slurm"):
+        raise ConfigError(f"launch() runs the pairs as local or slurm jobs, not --launcher {opts.launcher}; "
+                          f"run an inline sweep with runners.ablate.run_ablation (spade-bench ablate without "
+                          f"--launcher)")
     opts = resolve_options(sweep, opts)
     submitit = _import_submitit()
     sweep = _absolute(sweep)
@@ -431,9 +436,10 @@ def launch(sweep: Sweep, opts: LaunchOptions, echo: Callable[[str], None] = prin
 
 def _launch_local(submitit, sweep: Sweep, opts: LaunchOptions, manifest: dict, echo) -> dict[str, Any]:
     ensure_segmenter(sweep, echo)   # before any pair is scored, here, once
-    todo = [i for i, (v, s) in enumerate(sweep.pairs) if not pair_is_done(sweep.run_dir(v, s), sweep.configs[(v, s)])]
+    todo = _todo_indices(sweep)
+    todo_set = set(todo)
     for i, (v, s) in enumerate(sweep.pairs):
-        if i not in todo:
+        if i not in todo_set:
             echo(f"{v} seed {s}: already finished")
     slots = local_slots(opts, max(len(todo), 1))
     executor = submitit.LocalExecutor(folder=sweep.out / JOBS_DIR, max_num_timeout=MAX_REQUEUES)
@@ -471,6 +477,12 @@ def _launch_local(submitit, sweep: Sweep, opts: LaunchOptions, manifest: dict, e
     return manifest
 
 
+def _todo_indices(sweep: Sweep) -> list[int]:
+    """Indices into sweep.pairs of the pairs still to do (`Sweep.todo`), in order."""
+    todo = set(sweep.todo())
+    return [i for i, pair in enumerate(sweep.pairs) if pair in todo]
+
+
 def _job_outcome(job, run_dir: Path) -> str:
     """'finished', or 'failed: reason' (the job's own error, or how it ended without one)."""
     try:
@@ -478,7 +490,7 @@ def _job_outcome(job, run_dir: Path) -> str:
         return "finished"
     except Exception as e:  # noqa: BLE001 - submitit raises the job's error, or that it never completed
         reason = _last_line(str(e))
-        summary = _read_json(run_dir / "train_summary.json")
+        summary = read_json(run_dir / "train_summary.json")
         if summary.get("status") != "failed":
             mark_failed(run_dir, f"job {job.job_id}: {reason}")
         return f"failed: {summary.get('error') if summary.get('status') == 'failed' else reason}"
@@ -486,7 +498,7 @@ def _job_outcome(job, run_dir: Path) -> str:
 
 def _launch_slurm(submitit, sweep: Sweep, opts: LaunchOptions, manifest: dict, echo) -> dict[str, Any]:
     folder = sweep.out / JOBS_DIR
-    todo = [i for i, (v, s) in enumerate(sweep.pairs) if not pair_is_done(sweep.run_dir(v, s), sweep.configs[(v, s)])]
+    todo = _todo_indices(sweep)
     params = slurm_parameters(sweep, opts, len(todo))
     single = {k: v for k, v in params.items() if k not in ("ntasks_per_node", "gpus_per_node", "array_parallelism")}
 
@@ -540,14 +552,6 @@ class PairStatus:
     def line(self) -> str:
         job = f" [job {self.job_id}]" if self.job_id else ""
         return f"{self.variant} seed {self.seed}: {self.state}{': ' + self.detail if self.detail else ''}{job}"
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupted|Exit|Interrupt)\b.*")
@@ -604,21 +608,32 @@ def _job_record(manifest: dict, job_id: Optional[str]) -> tuple[Optional[str], b
     return state, over or ended_with_result, error
 
 
+def _pair_done(run_dir: Path) -> bool:
+    """`pair_is_done` under the pair's own RUN/config.json (written at launch): metrics.json
+    scores its final checkpoint under exactly that config. The rule a relaunch skips by."""
+    try:
+        cfg = load_config_file(run_dir / "config.json")
+    except (ConfigError, OSError, ValueError):
+        return False
+    return pair_is_done(run_dir, cfg)
+
+
 def pair_statuses(out: Path) -> list[PairStatus]:
-    """One status per pair, from the run folders and submitit's job records."""
+    """One status per pair, from the run folders and submitit's job records. "finished" is
+    `pair_is_done`'s rule, the one a relaunch uses to skip a pair."""
     manifest = read_manifest(out)
     statuses = []
     for pair in manifest["pairs"]:
         run_dir = Path(pair["run_dir"])
-        summary = _read_json(run_dir / "train_summary.json")
-        metrics = _read_json(run_dir / "eval" / "metrics.json")
+        summary = read_json(run_dir / "train_summary.json")
+        metrics = read_json(run_dir / "eval" / "metrics.json")
         state, over, error = _job_record(manifest, pair.get("job_id"))
         steps = pair.get("steps")
         st = PairStatus(pair["variant"], int(pair["seed"]), run_dir, "pending", job_id=pair.get("job_id"),
                         job_over=over)
         train_status = summary.get("status")
-        if metrics and train_status == "finished" and metrics.get("checkpoint_step") == summary.get("step"):
-            m = metrics.get("metrics") or {}
+        if metrics and _pair_done(run_dir):
+            m = metrics.get("metrics") if isinstance(metrics.get("metrics"), dict) else {}
             shown = ", ".join(f"{k} {m[k]:.4g}" for k in ("fid", "miou") if isinstance(m.get(k), (int, float)))
             st.state, st.detail = "finished", shown
         elif train_status == "failed":
@@ -653,7 +668,7 @@ def collect(out: Path) -> Path:
     running are shown as not evaluated."""
     manifest = read_manifest(out)
     for st in pair_statuses(out):
-        if st.state == "failed" and _read_json(st.run_dir / "train_summary.json").get("status") != "failed":
+        if st.state == "failed" and read_json(st.run_dir / "train_summary.json").get("status") != "failed":
             mark_failed(st.run_dir, st.detail)
     report_out = Path(manifest["report_out"])
     build_report([Path(p["run_dir"]) for p in manifest["pairs"]], report_out, name=manifest["name"])

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from spade_bench.config import config_hash, load_config_file
 
 pytest.importorskip("submitit")
 
@@ -95,7 +96,10 @@ def test_slurm_submission_carries_the_command_line_then_status_reads_folders_and
     for run_dir, status in ((done, "finished"), (running, "running"), (oom, "running")):
         (run_dir / "train_summary.json").write_text(json.dumps({"status": status, "step": 4 if done == run_dir else 0}))
     (done / "eval").mkdir()
-    (done / "eval" / "metrics.json").write_text(json.dumps({"checkpoint_step": 4, "metrics": {"fid": 123.4, "miou": 5.6}}))
+    # Scores of the final checkpoint under the pair's own config (pair_is_done's rule).
+    done_hash = config_hash(load_config_file(done / "config.json"))
+    (done / "eval" / "metrics.json").write_text(json.dumps({"checkpoint_step": 4, "run": {"config_hash": done_hash},
+                                                            "metrics": {"fid": 123.4, "miou": 5.6}}))
     (running / "logs").mkdir()
     (running / "logs" / "losses.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
     (crashed / "train_summary.json").write_text(json.dumps({"status": "failed", "error": "TrainingError: non-finite loss"}))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
+import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from runners.ablate import plan_sweep
-from runners.launch import LaunchOptions, _new_manifest, manifest_path
-from spade_bench.config import save_config
+from runners.ablate import mark_failed, pair_is_done, plan_sweep, read_json
+from runners.launch import LaunchOptions, _new_manifest, launch, manifest_path, pair_statuses, plan_lines
+from spade_bench.config import config_hash, save_config
+from spade_bench.errors import ConfigError
 from spade_bench.io import atomic_write_json
 
 TINY = ["generator.ngf=8", "train.steps=4", "train.decay_steps=1"]
@@ -41,3 +44,55 @@ def test_dead_local_job_is_failed_in_status_and_collected_report(tmp_path):
     assert summary["status"] == "failed" and "job ended without finishing" in summary["error"]
     report = (tmp_path / "report" / "ablation.md").read_text()
     assert "1 runs (0 evaluated, 1 failed)" in report and "job ended without finishing" in report
+
+
+def _local_sweep(tmp_path, steps: int = 4):
+    sweep = plan_sweep(variants=("spade",), seeds=(0,), preset="smoke", out=tmp_path / "runs",
+                       report_out=tmp_path / "report", overrides=TINY[:1] + [f"train.steps={steps}",
+                                                                             "train.decay_steps=1"],
+                       device="cpu")
+    run_dir = sweep.run_dir("spade", 0)
+    save_config(sweep.configs[("spade", 0)], run_dir / "config.json")
+    atomic_write_json(manifest_path(sweep.out), _new_manifest(sweep, LaunchOptions(launcher="local")))
+    return sweep, run_dir
+
+
+def test_status_calls_a_pair_finished_by_the_rule_a_relaunch_skips_it_by(tmp_path):
+    """Scores of the final step under another config (here: the run was later relaunched with
+    other settings) are not "finished": a relaunch retrains that pair (pair_is_done)."""
+    sweep, run_dir = _local_sweep(tmp_path)
+    cfg = sweep.configs[("spade", 0)]
+    atomic_write_json(run_dir / "train_summary.json", {"status": "finished", "step": 4})
+    other = replace(cfg, optim=replace(cfg.optim, lr=cfg.optim.lr * 2))
+    metrics = {"checkpoint_step": 4, "run": {"config_hash": config_hash(other)}, "metrics": {"fid": 1.0}}
+    atomic_write_json(run_dir / "eval" / "metrics.json", metrics)
+    assert sweep.todo() == [("spade", 0)]
+    assert pair_statuses(sweep.out)[0].state != "finished"
+
+    metrics["run"]["config_hash"] = config_hash(cfg)
+    atomic_write_json(run_dir / "eval" / "metrics.json", metrics)
+    assert sweep.todo() == []
+    st = pair_statuses(sweep.out)[0]
+    assert (st.state, st.detail) == ("finished", "fid 1")
+    assert plan_lines(sweep, LaunchOptions(launcher="local"))[0].startswith("spade seed 0: already finished")
+
+
+def test_bad_json_records_read_as_empty(tmp_path):
+    sweep, run_dir = _local_sweep(tmp_path)
+    cfg = sweep.configs[("spade", 0)]
+    (run_dir / "eval").mkdir()
+    for text in ("[1, 2]", "{not json", '{"checkpoint_step": 4, "run": "x"}', "\xff\xfe"):
+        (run_dir / "eval" / "metrics.json").write_bytes(text.encode("latin-1"))
+        (run_dir / "train_summary.json").write_bytes(text.encode("latin-1"))
+        assert read_json(run_dir / "eval" / "metrics.json") == ({"checkpoint_step": 4, "run": "x"}
+                                                                 if text.startswith('{"') else {})
+        assert not pair_is_done(run_dir, cfg)
+        assert pair_statuses(sweep.out)[0].state == "pending"
+    mark_failed(run_dir, "boom")
+    assert read_json(run_dir / "train_summary.json") == {"status": "failed", "error": "boom"}
+
+
+def test_launch_refuses_the_inline_launcher(tmp_path):
+    sweep, _ = _local_sweep(tmp_path)
+    with pytest.raises(ConfigError, match="not --launcher inline.*run_ablation"):
+        launch(sweep, LaunchOptions(launcher="inline"))
