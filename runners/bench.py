@@ -26,7 +26,7 @@ from eval.segmenter import build_segmentation_network
 from spade_bench.config import RunConfig, apply_overrides, resolve
 from spade_bench.data import semantic_input
 from spade_bench.discriminators import discriminate
-from spade_bench.distributed import DistInfo, resolve_device
+from spade_bench.distributed import DistInfo, resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import ConfigError, WeightsError
 from spade_bench.generators import build_generator
 from spade_bench.io import atomic_write_json
@@ -271,9 +271,16 @@ def run_bench(config: str, *, variant: str = "spade", batch: Optional[int] = Non
               warmup: int = 3, modes: tuple[str, ...] = MODES, device: str = "auto",
               overrides: Optional[list[str]] = None, out: Optional[Path] = None,
               eval_images: int = 64) -> dict[str, Any]:
-    """Benchmark the given modes in one process and write the JSON record."""
+    """Benchmark the given modes in one process and write the JSON record, on train.threads
+    intra-op threads as training uses (the caller's count is restored after)."""
     dev = resolve_device(device)
     cfg = bench_config(config, variant, batch, overrides)
+    with torch_threads(resolve_threads(cfg.train.threads)):
+        return _run_bench(cfg, config, variant, dev, steps, warmup, modes, out, eval_images)
+
+
+def _run_bench(cfg, config: str, variant: str, dev: torch.device, steps: int, warmup: int,
+               modes: tuple[str, ...], out: Optional[Path], eval_images: int) -> dict[str, Any]:
     result: dict[str, Any] = {
         "config": config, "variant": variant, "batch": cfg.train.batch_size, "steps": steps, "warmup": warmup,
         "image_size": list(cfg.data.image_size), "semantic_channels": cfg.data.semantic_channels,
