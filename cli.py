@@ -19,6 +19,7 @@ import typer
 from spade_bench.config import RunConfig, config_hash, resolve, to_json
 from spade_bench.errors import DataError, EvalError, SpadeBenchError, TrainingInterrupted
 from spade_bench.io import check_output_folder
+from spade_bench.run_folder import RunFolder
 
 app = typer.Typer(
     add_completion=False,
@@ -227,7 +228,7 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
     typer.echo(
         f"done: {result.step} steps, {result.images_per_s:.1f} img/s, peak {result.peak_memory_gib:.2f} GiB. "
         f"Run in {out}: config.json, checkpoints/latest.pt, samples/step_{result.step:07d}.png, "
-        f"logs/losses.csv (TensorBoard: tensorboard --logdir {out / 'logs' / 'tb'})")
+        f"logs/losses.csv (TensorBoard: tensorboard --logdir {RunFolder(out).tensorboard})")
 
 
 # ----------------------------------------------------------------------------- eval, synth, segmenter
@@ -280,7 +281,7 @@ def eval_command(
             from spade_bench.checkpoint import check_run_label_flags  # lazy (torch)
 
             check_run_label_flags(run, _data_flags(label_nc, dont_care))
-            check_output_folder(Path(run) / "eval", what="evaluation folder RUN/eval")
+            check_output_folder(RunFolder(run).eval, what="evaluation folder RUN/eval")
 
             result = evaluate_run(run, metric=metric, checkpoint=checkpoint, device=device,
                                   overrides=list(set_ or []))
@@ -292,7 +293,7 @@ def eval_command(
             typer.echo("\n".join(lines))
             typer.echo(f"{p['num_images']} images at {p['eval_size'][0]}x{p['eval_size'][1]}, FID protocol "
                        f"{p['fid_protocol']}, segmenter {p['segmenter']}; "
-                       f"wrote {Path(run) / 'eval' / 'metrics.json'}")
+                       f"wrote {RunFolder(run).metrics}")
             return
         if real is None or fake is None:
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")

@@ -18,7 +18,6 @@ generated again.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -50,8 +49,8 @@ from spade_bench.distributed import resolve_device, resolve_threads, torch_threa
 from spade_bench.errors import ConfigError, EvalError
 from spade_bench.io import atomic_write, atomic_write_json
 from spade_bench.nn import count_parameters
-from spade_bench.nvlabs import PROVENANCE
 from spade_bench.render import render
+from spade_bench.run_folder import RunFolder, read_json_or_empty, read_provenance
 
 METRICS = ("fid", "kid", "miou", "acc", "all")
 SCHEMA_VERSION = 1
@@ -111,15 +110,6 @@ def find_segmenter(cfg, device) -> Segmenter:
     return segmenter
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
-
-
 # ----------------------------------------------------------------------------- setup
 
 @dataclass
@@ -142,8 +132,9 @@ class _Evaluation:
 
 def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[list[str]],
              want_fid_or_kid: bool) -> _Evaluation:
-    if not (run_dir / "config.json").is_file():
-        raise EvalError(f"{run_dir} is not a run directory (no config.json); pass the folder `train --out` wrote")
+    folder = RunFolder(run_dir)
+    if not folder.config.is_file():
+        raise EvalError(f"{run_dir} is not a run directory (no {folder.config.name}); pass the folder `train --out` wrote")
     device = resolve_device(str(device))
     cfg, generator, encoder, step = checkpoints.load_generator(run_dir, checkpoint, device)
     cfg = apply_eval_overrides(cfg, overrides)
@@ -167,7 +158,7 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
                 # Validation photos edited in place (or other files) make every stored image stale.
                 "val_images": dataset_fingerprint(val_set, range(count))}
     return _Evaluation(run_dir, cfg, generator, encoder, step, device, val_set, count, generation_hw,
-                       scoring_hw, run_dir / "eval", manifest)
+                       scoring_hw, folder.eval, manifest)
 
 
 def _start_output(ev: _Evaluation) -> None:
@@ -175,7 +166,7 @@ def _start_output(ev: _Evaluation) -> None:
     for sub in ("images", "real", "labels"):
         (ev.out / sub).mkdir(parents=True, exist_ok=True)
     manifest_path = ev.out / "images" / "generation.json"
-    if _read_json(manifest_path) != ev.manifest:
+    if read_json_or_empty(manifest_path) != ev.manifest:
         stale = [p for sub in ("images", "real", "labels") for p in (ev.out / sub).glob("*.png")]
         if stale:
             warnings.warn(f"{ev.out / 'images'} holds images from other generation settings "
@@ -490,8 +481,9 @@ def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
         discriminator_params = count_parameters(build_discriminator(cfg))
     except Exception:  # noqa: BLE001 - a parameter count must not block an evaluation
         discriminator_params = None
-    summary = _read_json(run_dir / "train_summary.json")
-    env = _read_json(run_dir / "env.json")
+    folder = RunFolder(run_dir)
+    summary = read_json_or_empty(folder.summary)
+    env = read_json_or_empty(folder.env)
     perceptual = cfg.loss.perceptual if cfg.loss.lambda_perceptual > 0 else "none"
     return {
         "dir": str(run_dir.resolve()), "variant": cfg.variant, "seed": cfg.train.seed, "preset": cfg.preset,
@@ -502,7 +494,7 @@ def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
         "train_images_per_s": summary.get("images_per_s"),
         "train_peak_memory_gib": summary.get("peak_memory_gib"),
         # Where the weights came from (an NVlabs import writes it); null for our own training.
-        "provenance": _read_json(run_dir / PROVENANCE) or None,
+        "provenance": read_provenance(run_dir),
     }
 
 
@@ -546,7 +538,7 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         "files": scored["files"],
         "warnings": scored["warnings"],
     }
-    atomic_write_json(ev.out / "metrics.json", _finite(result))
+    atomic_write_json(RunFolder(ev.run_dir).metrics, _finite(result))
     return result
 
 

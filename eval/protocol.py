@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any, Optional
 
-from spade_bench.trainer import code_state  # noqa: F401 - re-exported: the harness records it
+from spade_bench.run_folder import code_state  # noqa: F401 - re-exported: the harness records it
 
 # Bump a version when the computation behind a metric changes in a way that moves its numbers.
 FID_VERSION = "spade-bench-fid/1"

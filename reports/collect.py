@@ -8,7 +8,6 @@ dropping it.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -16,12 +15,11 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from spade_bench.errors import SpadeBenchError
+from spade_bench.run_folder import SUBFOLDERS, TENSORBOARD, RunFolder, try_read_json
 
 METRICS_SCHEMA = 1
-# Any of these marks a folder as a run directory; the walk does not descend into one.
-RUN_MARKERS = ("train_summary.json", "config.json", "eval/metrics.json")
-# Run sub-folders that never hold other runs.
-_NOT_RUNS = {"eval", "logs", "checkpoints", "samples", "tb", "figures", "__pycache__"}
+# Folders that never hold other runs: a run's sub-folders, and what reports write.
+_NOT_RUNS = {*SUBFOLDERS, TENSORBOARD, "figures", "__pycache__"}
 MAX_SEARCH_DEPTH = 4
 
 
@@ -62,7 +60,7 @@ class RunRecord:
 
     @property
     def eval_dir(self) -> Path:
-        return self.dir / "eval"
+        return RunFolder(self.dir).eval
 
     @property
     def label(self) -> str:
@@ -141,7 +139,8 @@ def _finite_or_none(value: Any) -> Optional[float]:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / marker).is_file() for marker in RUN_MARKERS)
+    """Any of `run_folder.MARKERS` marks a folder as a run directory; the walk does not descend into one."""
+    return RunFolder(path).is_run()
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -183,24 +182,13 @@ def _walk(path: Path, depth: int) -> list[Path]:
     return runs
 
 
-def _read_json(path: Path) -> tuple[Optional[dict], Optional[str]]:
-    if not path.is_file():
-        return None, None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        return None, f"{path} is not readable JSON ({e})"
-    if not isinstance(data, dict):
-        return None, f"{path} does not hold a JSON object"
-    return data, None
-
-
 def load_run(run_dir: str | Path) -> RunRecord:
     """Read one run directory into a RunRecord; problems make it "failed", never raise."""
     run_dir = Path(run_dir)
-    config, config_error = _read_json(run_dir / "config.json")
-    summary, summary_error = _read_json(run_dir / "train_summary.json")
-    metrics, metrics_error = _read_json(run_dir / "eval" / "metrics.json")
+    folder = RunFolder(run_dir)
+    config, config_error = try_read_json(folder.config)
+    summary, summary_error = try_read_json(folder.summary)
+    metrics, metrics_error = try_read_json(folder.metrics)
     config, summary = config or {}, summary or {}
     run_meta = (metrics or {}).get("run") or {}
 
@@ -220,14 +208,14 @@ def load_run(run_dir: str | Path) -> RunRecord:
     elif metrics is None:
         status = "failed"
         where = f"training status {train_status!r}" if train_status else "no train_summary.json"
-        error = (f"not evaluated: {run_dir / 'eval' / 'metrics.json'} is missing ({where}); "
+        error = (f"not evaluated: {folder.metrics} is missing ({where}); "
                  f"run `spade-bench eval --run {run_dir}`")
     elif metrics.get("schema") != METRICS_SCHEMA:
         status = "failed"
-        error = (f"{run_dir / 'eval' / 'metrics.json'} has schema {metrics.get('schema')!r}; this "
+        error = (f"{folder.metrics} has schema {metrics.get('schema')!r}; this "
                  f"report reads schema {METRICS_SCHEMA}; re-run `spade-bench eval --run {run_dir}`")
     elif not isinstance(metrics.get("metrics"), dict):
-        status, error = "failed", f"{run_dir / 'eval' / 'metrics.json'} has no 'metrics' object"
+        status, error = "failed", f"{folder.metrics} has no 'metrics' object"
     elif train_status not in (None, "finished"):
         notes.append(f"training status is {train_status!r}, not 'finished'; evaluated anyway")
     return RunRecord(dir=run_dir, variant=str(variant), seed=seed, dataset=str(dataset),

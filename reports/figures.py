@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from reports.collect import RunRecord
 from reports.tables import METRICS, variant_order
 from spade_bench.io import atomic_write
+from spade_bench.run_folder import RunFolder
 
 _DPI = 110
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -119,7 +120,7 @@ def sample_grid(records: Sequence[RunRecord], path: Path, num_images: int = 4) -
 def read_losses(record: RunRecord) -> Optional[pd.DataFrame]:
     """logs/losses.jsonl as a frame sorted by step; unreadable lines (a crash mid-write) skipped,
     D/total derived from D/real + D/fake when absent."""
-    path = record.dir / "logs" / "losses.jsonl"
+    path = RunFolder(record.dir).losses
     if not path.is_file():
         return None
     rows = []

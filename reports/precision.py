@@ -21,12 +21,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from reports.collect import ReportError
+from spade_bench.run_folder import RunFolder
 
 
 def read_losses(run_dir: Path) -> dict[str, np.ndarray]:
-    path = Path(run_dir) / "logs" / "losses.jsonl"
+    path = RunFolder(run_dir).losses
     if not path.is_file():
-        raise ReportError(f"{run_dir} has no logs/losses.jsonl; pass a run directory that `train` wrote")
+        raise ReportError(f"{run_dir} has no {path.relative_to(run_dir)}; pass a run directory that `train` wrote")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not rows:
         raise ReportError(f"{path} is empty")

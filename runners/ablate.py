@@ -13,7 +13,6 @@ or in a SLURM job.
 """
 from __future__ import annotations
 
-import json
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from spade_bench import trainer as trainer_module
 from spade_bench.config import RunConfig, config_hash, resolve, save_config
 from spade_bench.errors import ConfigError
 from spade_bench.io import atomic_write_json
+from spade_bench.run_folder import RunFolder, read_json_or_empty
 
 CORE_VARIANTS = ("spade", "spade-gamma", "concat", "pix2pixhd")
 
@@ -87,20 +87,10 @@ def pair_dir(out: Path, variant: str, seed: int) -> Path:
     return Path(out) / f"{variant}-s{seed}"
 
 
-def read_json(path: Path) -> dict:
-    """The JSON object in `path`; {} when the file is missing, unreadable, not JSON or not an
-    object (a run's records are rewritten atomically, but a hand-edited or foreign file must
-    not crash a sweep, its status or its report)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):   # ValueError: JSONDecodeError and UnicodeDecodeError
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
     """The pair's metrics.json scores its finished checkpoint under this exact config."""
-    record = read_json(run_dir / "eval" / "metrics.json")
+    # A hand-edited or foreign record must not crash a sweep, its status or its report.
+    record = read_json_or_empty(RunFolder(run_dir).metrics)
     run = record.get("run")
     return record.get("checkpoint_step") == cfg.train.steps and isinstance(run, dict) and \
         run.get("config_hash") == config_hash(cfg)
@@ -109,7 +99,7 @@ def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
 def _trained(run_dir: Path, cfg: RunConfig) -> bool:
     if not ckpt.has_checkpoint(run_dir):
         return False
-    record = read_json(run_dir / "train_summary.json")
+    record = read_json_or_empty(RunFolder(run_dir).summary)
     return record.get("status") == "finished" and record.get("step") == cfg.train.steps
 
 
@@ -117,12 +107,12 @@ def mark_failed(run_dir: Path, error: str, cfg: Optional[RunConfig] = None) -> N
     """Record a failed pair in RUN/train_summary.json (status "failed", the error), keeping
     what the trainer wrote there. With `cfg`, a pair that never started also gets its
     config.json, so the report files it under its variant, seed and dataset."""
-    path = run_dir / "train_summary.json"
-    record = read_json(path)
+    folder = RunFolder(run_dir)
+    record = read_json_or_empty(folder.summary)
     record.update(status="failed", error=error)
-    atomic_write_json(path, record)
-    if cfg is not None and not (run_dir / "config.json").is_file():
-        save_config(cfg, run_dir / "config.json")
+    atomic_write_json(folder.summary, record)
+    if cfg is not None and not folder.config.is_file():
+        save_config(cfg, folder.config)
 
 
 def record_failure(run_dir: Path, cfg: RunConfig, error: BaseException) -> str:
@@ -130,7 +120,7 @@ def record_failure(run_dir: Path, cfg: RunConfig, error: BaseException) -> str:
     message = f"{type(error).__name__}: {error}"
     run_dir.mkdir(parents=True, exist_ok=True)
     mark_failed(run_dir, message, cfg)
-    (run_dir / "failure_traceback.txt").write_text(
+    RunFolder(run_dir).failure_traceback.write_text(
         "".join(traceback.format_exception(type(error), error, error.__traceback__)))
     return message
 

@@ -38,11 +38,11 @@ from typing import Any, Callable, Optional
 import torch
 
 from reports.build import build_report
-from runners.ablate import (Sweep, ensure_segmenter, mark_failed, pair_is_done, read_json,
-                            record_failure, run_pair)
+from runners.ablate import Sweep, ensure_segmenter, mark_failed, pair_is_done, record_failure, run_pair
 from spade_bench.config import load_config_file, save_config
 from spade_bench.errors import ConfigError, TrainingInterrupted
 from spade_bench.io import atomic_write_json
+from spade_bench.run_folder import RunFolder, read_json_or_empty
 
 LAUNCHERS = ("inline", "local", "slurm")
 MANIFEST = "sweep.json"
@@ -424,9 +424,9 @@ def launch(sweep: Sweep, opts: LaunchOptions, echo: Callable[[str], None] = prin
     sweep.out.mkdir(parents=True, exist_ok=True)
     # A pending pair already has its config.json: --status and the report name it properly.
     for (variant, seed), cfg in sweep.configs.items():
-        run_dir = sweep.run_dir(variant, seed)
-        if not (run_dir / "config.json").is_file():
-            save_config(cfg, run_dir / "config.json")
+        config_path = RunFolder(sweep.run_dir(variant, seed)).config
+        if not config_path.is_file():
+            save_config(cfg, config_path)
     manifest = _new_manifest(sweep, opts)
     atomic_write_json(manifest_path(sweep.out), manifest)
     if opts.launcher == "local":
@@ -490,7 +490,7 @@ def _job_outcome(job, run_dir: Path) -> str:
         return "finished"
     except Exception as e:  # noqa: BLE001 - submitit raises the job's error, or that it never completed
         reason = _last_line(str(e))
-        summary = read_json(run_dir / "train_summary.json")
+        summary = read_json_or_empty(RunFolder(run_dir).summary)
         if summary.get("status") != "failed":
             mark_failed(run_dir, f"job {job.job_id}: {reason}")
         return f"failed: {summary.get('error') if summary.get('status') == 'failed' else reason}"
@@ -566,7 +566,7 @@ def _last_line(text: str) -> str:
 
 def _logged_step(run_dir: Path) -> Optional[int]:
     """The last step in logs/losses.jsonl (written every train.log_every steps)."""
-    path = run_dir / "logs" / "losses.jsonl"
+    path = RunFolder(run_dir).losses
     try:
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
         return int(json.loads(lines[-1])["step"]) if lines else None
@@ -612,7 +612,7 @@ def _pair_done(run_dir: Path) -> bool:
     """`pair_is_done` under the pair's own RUN/config.json (written at launch): metrics.json
     scores its final checkpoint under exactly that config. The rule a relaunch skips by."""
     try:
-        cfg = load_config_file(run_dir / "config.json")
+        cfg = load_config_file(RunFolder(run_dir).config)
     except (ConfigError, OSError, ValueError):
         return False
     return pair_is_done(run_dir, cfg)
@@ -625,8 +625,8 @@ def pair_statuses(out: Path) -> list[PairStatus]:
     statuses = []
     for pair in manifest["pairs"]:
         run_dir = Path(pair["run_dir"])
-        summary = read_json(run_dir / "train_summary.json")
-        metrics = read_json(run_dir / "eval" / "metrics.json")
+        summary = read_json_or_empty(RunFolder(run_dir).summary)
+        metrics = read_json_or_empty(RunFolder(run_dir).metrics)
         state, over, error = _job_record(manifest, pair.get("job_id"))
         steps = pair.get("steps")
         st = PairStatus(pair["variant"], int(pair["seed"]), run_dir, "pending", job_id=pair.get("job_id"),
@@ -668,7 +668,7 @@ def collect(out: Path) -> Path:
     running are shown as not evaluated."""
     manifest = read_manifest(out)
     for st in pair_statuses(out):
-        if st.state == "failed" and read_json(st.run_dir / "train_summary.json").get("status") != "failed":
+        if st.state == "failed" and read_json_or_empty(RunFolder(st.run_dir).summary).get("status") != "failed":
             mark_failed(st.run_dir, st.detail)
     report_out = Path(manifest["report_out"])
     build_report([Path(p["run_dir"]) for p in manifest["pairs"]], report_out, name=manifest["name"])

@@ -36,8 +36,8 @@ from spade_bench.encoders import build_encoder
 from spade_bench.errors import CheckpointError
 from spade_bench.generators import build_generator
 from spade_bench.io import atomic_write, raise_if_full
-
-CHECKPOINT_DIR = "checkpoints"
+from spade_bench.run_folder import CHECKPOINTS as CHECKPOINT_DIR
+from spade_bench.run_folder import RunFolder
 LATEST = "latest.pt"
 CHECKSUM_KEY = "checksum"
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
@@ -323,11 +323,11 @@ def saved_run_config(run_dir: str | Path):
     """A run's config: RUN/config.json, or, when that file is gone, the config stored in its
     newest readable checkpoint. Returns (RunConfig, source path)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
+    cfg_path = RunFolder(run_dir).config
     if cfg_path.is_file():
         return load_config_file(cfg_path), cfg_path
     if not has_checkpoint(run_dir):
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.json and no checkpoints); "
+        raise CheckpointError(f"{run_dir} is not a run directory (no {cfg_path.name} and no checkpoints); "
                               f"pass the folder `train --out` wrote")
     path, state, _ = find_resume_checkpoint(run_dir)
     return from_dict(state["config"]), path

@@ -27,6 +27,10 @@ class CheckpointError(SpadeBenchError):
     """A missing, corrupt or mismatched checkpoint."""
 
 
+class RunFolderError(SpadeBenchError):
+    """A run folder's record (config.json, train_summary.json, ...) is missing or unreadable."""
+
+
 class StorageError(SpadeBenchError):
     """An output folder that cannot be written: read-only, not a folder, or out of space."""
 

@@ -45,12 +45,12 @@ from spade_bench import checkpoint as ckpt
 from spade_bench.config import RunConfig, apply_overrides, load_config_file, save_config, with_dataset
 from spade_bench.errors import CheckpointError, ConfigError, WeightsError
 from spade_bench.generators import UPSAMPLING_LAYERS
-from spade_bench.io import atomic_write, atomic_write_json, atomic_write_text, sha256_file
+from spade_bench.io import atomic_write, atomic_write_text, sha256_file
 from spade_bench.losses import GAN_MODES
+from spade_bench.run_folder import RunFolder, write_json, write_provenance
 from spade_bench.trainer import Trainer, environment_record
 
 NETWORK_FILES = {"generator": "latest_net_G.pth", "discriminator": "latest_net_D.pth", "encoder": "latest_net_E.pth"}
-PROVENANCE = "provenance.json"
 
 # The original's dataset_mode -> spade-bench's dataset name.
 DATASET_MODES = {"custom": "folder", "coco": "coco-stuff", "ade20k": "ade20k", "cityscapes": "cityscapes",
@@ -396,9 +396,10 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
     nets = {"generator": trainer.generator, "discriminator": trainer.discriminator, "encoder": trainer.encoder}
     for role, path in files.items():
         _load_weights(nets[role], path)
+    folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json")
-    atomic_write_json(out / "env.json", environment_record(trainer.device, trainer.info))
+    save_config(cfg, folder.config)
+    write_json(folder.env, environment_record(trainer.device, trainer.info))
     now = time.time()
     provenance = {
         "source": "nvlabs",
@@ -410,14 +411,14 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
         "options": raw,
         "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
     }
-    atomic_write_json(out / PROVENANCE, provenance)
+    write_provenance(out, provenance)
     trainer.step = 0
     path = trainer.save()
     summary = {"status": "finished", "step": 0, "steps": 0, "images_per_s": None, "peak_memory_gib": None,
                "peak_memory_kind": None, "wall_time_s": 0.0, "device": "cpu", "hardware": None,
                "world_size": 1, "amp_bf16": False, "ema": cfg.train.ema, "imported": "nvlabs",
                "checkpoint": str(path)}
-    atomic_write_json(out / "train_summary.json", summary)
+    write_json(folder.summary, summary)
     return provenance
 
 
@@ -429,9 +430,9 @@ def export_nvlabs(run_dir: str | Path, out: str | Path, *, checkpoint: str = "la
     {file name: path}.
     """
     run_dir, out = Path(run_dir), Path(out)
-    cfg_path = run_dir / "config.json"
+    cfg_path = RunFolder(run_dir).config
     if not cfg_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.json); pass the folder `train --out` wrote")
+        raise CheckpointError(f"{run_dir} is not a run directory (no {cfg_path.name}); pass the folder `train --out` wrote")
     cfg = load_config_file(cfg_path)
     opts = options_from_config(cfg, name or out.name)
     state = ckpt.load_checkpoint(ckpt.resolve_checkpoint(run_dir, checkpoint))
@@ -454,4 +455,4 @@ def export_nvlabs(run_dir: str | Path, out: str | Path, *, checkpoint: str = "la
 
 
 __all__ = ["read_options", "config_from_options", "options_from_config", "format_options", "from_nvlabs_keys",
-           "to_nvlabs_keys", "import_nvlabs", "export_nvlabs", "NETWORK_FILES", "PROVENANCE"]
+           "to_nvlabs_keys", "import_nvlabs", "export_nvlabs", "NETWORK_FILES"]

@@ -18,7 +18,6 @@ import os
 import platform
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -47,8 +46,9 @@ from spade_bench.distributed import (DistInfo, all_reduce_max, cleanup, init_dis
 from spade_bench.encoders import build_encoder, reparameterize
 from spade_bench.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from spade_bench.generators import build_generator
-from spade_bench.io import atomic_write_json, check_output_folder
+from spade_bench.io import check_output_folder
 from spade_bench.losses import GANLoss, build_generator_losses, generator_loss_values
+from spade_bench.run_folder import RunFolder, code_state, read_json, write_json
 
 
 # ----------------------------------------------------------------------------- data order
@@ -127,27 +127,6 @@ def autocast(device: torch.device, enabled: bool):
 # Under DDP, steps between the checks of whether any rank got a stop signal (each is an
 # all-reduce and a host sync); a scheduler's warning (SLURM --signal=USR1@180) is far longer.
 STOP_POLL_STEPS = 10
-
-
-def code_state() -> dict[str, Any]:
-    """{"commit": HEAD of the git tree this code runs from, "dirty": whether tracked files differ
-    from it}; both None outside a git tree (an installed wheel) or without git. Recorded in
-    env.json by training and in metrics.json by evaluation."""
-    source = Path(__file__).resolve().parent
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(["git", *args], cwd=source, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if not commit:
-        return {"commit": None, "dirty": None}
-    # Tracked files only: run outputs and caches inside the tree do not make the code dirty.
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
 def environment_record(device: torch.device, info: DistInfo) -> dict[str, Any]:
@@ -375,6 +354,7 @@ class Trainer:
                  hooks: Optional[list[Callable[[str, "Trainer"], None]]] = None, progress: bool = True,
                  with_data: bool = True):
         self.cfg, self.run_dir, self.info = cfg, Path(run_dir), info
+        self.folder = RunFolder(self.run_dir)
         self.device = device or torch.device("cpu")
         self.hooks = list(hooks or [])
         self.progress = progress and info.is_main
@@ -471,17 +451,14 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
     def _check_run_dir(self, resume: bool) -> None:
-        saved = self.run_dir / "config.json"
+        saved = self.folder.config
         has_ckpt = ckpt.has_checkpoint(self.run_dir)
         if has_ckpt and not resume:
             raise CheckpointError(
                 f"{self.run_dir} already holds checkpoints; pass --resume to continue it, "
                 f"or choose another --out (nothing was overwritten)")
         if resume and saved.is_file() and has_ckpt:
-            try:
-                old = json.loads(saved.read_text())
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"{saved} is not valid JSON ({e})") from None
+            old = read_json(saved)
             if experiment_diff(old, self.cfg):
                 raise CheckpointError(
                     f"refusing to resume {self.run_dir}: {ckpt.config_mismatch_message(old, self.cfg, str(saved))}. "
@@ -507,7 +484,7 @@ class Trainer:
         ckpt.set_rng_state(rng)
         newer = [(s, p) for s, p in ckpt.list_step_checkpoints(self.run_dir) if s > self.step]
         if newer and self.info.is_main:
-            aside = self.run_dir / ckpt.CHECKPOINT_DIR / f"superseded-{self.step}"
+            aside = self.folder.checkpoints / f"superseded-{self.step}"
             aside.mkdir(exist_ok=True)
             for _, p in newer:
                 os.replace(p, aside / p.name)
@@ -641,7 +618,7 @@ class Trainer:
         self._raise_if_nonfinite()
         if not self._weights_finite():
             raise TrainingError(f"non-finite weights at step {self.step}; not writing a checkpoint "
-                                f"(the last good one stays in {self.run_dir / ckpt.CHECKPOINT_DIR})")
+                                f"(the last good one stays in {self.folder.checkpoints})")
         state = self._state()  # collective under DDP: every rank takes part
         path = None
         if self.info.is_main:
@@ -673,7 +650,7 @@ class Trainer:
             enc.train()
         colours = colorize_labels(label, self.cfg.data).float().to(self.device) / 255.0
         rows = torch.cat([colours, (fake.float() + 1) / 2, (real + 1) / 2], dim=3).clamp(0, 1)
-        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
+        path = self.folder.sample_grid(self.step)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(rows, path, nrow=1, padding=2)
 
@@ -693,10 +670,10 @@ class Trainer:
         start_time = self._start_time = time.time()
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.json")
-            atomic_write_json(self.run_dir / "env.json", environment_record(self.device, self.info))
+            save_config(self.cfg, self.folder.config)
+            write_json(self.folder.env, environment_record(self.device, self.info))
             self._write_summary("running", start_time)
-        logger = LossLogger(self.run_dir / "logs", enabled=self.info.is_main, resume_step=self.step,
+        logger = LossLogger(self.folder, enabled=self.info.is_main, resume_step=self.step,
                             resume_record=self._log_record)
 
         workers = self.cfg.data.num_workers
@@ -816,20 +793,20 @@ class Trainer:
         }
         if error:
             summary["error"] = error
-        atomic_write_json(self.run_dir / "train_summary.json", summary)
+        write_json(self.folder.summary, summary)
 
 
 class LossLogger:
     """losses.jsonl + losses.csv + TensorBoard, rank 0 only; a resumed run appends after its step."""
 
-    def __init__(self, folder: Path, *, enabled: bool, resume_step: int,
+    def __init__(self, folder: RunFolder, *, enabled: bool, resume_step: int,
                  resume_record: Optional[dict[str, Any]] = None):
         self.enabled = enabled
         if not enabled:
             return
-        folder.mkdir(parents=True, exist_ok=True)
-        self.jsonl_path = folder / "losses.jsonl"
-        self.csv_path = folder / "losses.csv"
+        folder.logs.mkdir(parents=True, exist_ok=True)
+        self.jsonl_path = folder.losses
+        self.csv_path = folder.losses_csv
         if resume_step and self.jsonl_path.is_file():
             # Drop records past the checkpoint we resumed from: they will be recomputed.
             kept = [ln for ln in self.jsonl_path.read_text().splitlines()
@@ -841,7 +818,7 @@ class LossLogger:
             self.jsonl_path.unlink()
         self.jsonl = open(self.jsonl_path, "a")
         from torch.utils.tensorboard import SummaryWriter  # function-local: slow import, rank 0 only
-        self.tb = SummaryWriter(str(folder / "tb"), purge_step=resume_step or None)
+        self.tb = SummaryWriter(str(folder.tensorboard), purge_step=resume_step or None)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -881,8 +858,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, resu
                           require_checkpoint=require_checkpoint, info=info, device=device, hooks=hooks,
                           progress=progress)
         if trainer.step >= cfg.train.steps:
-            summary_path = Path(run_dir) / "train_summary.json"
-            summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+            summary = read_json(trainer.folder.summary, missing_ok=True)
             rate = summary.get("images_per_s")
             return TrainResult(Path(run_dir), trainer.step, float("nan") if rate is None else float(rate),
                                float(summary.get("peak_memory_gib") or 0.0), 0.0, "finished", already_finished=True)
@@ -895,7 +871,8 @@ def load_saved_config(run_dir: str | Path) -> RunConfig:
     """The config a run was trained with: RUN/config.json, or the one stored in its newest
     readable checkpoint when config.json is gone (with a warning)."""
     cfg, source = ckpt.saved_run_config(run_dir)
-    if source.name != "config.json":
-        warnings.warn(f"{Path(run_dir) / 'config.json'} is missing; using the config stored in {source} "
-                      f"(training rewrites config.json)", stacklevel=2)
+    config_path = RunFolder(run_dir).config
+    if source != config_path:
+        warnings.warn(f"{config_path} is missing; using the config stored in {source} "
+                      f"(training writes it again)", stacklevel=2)
     return cfg

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from runners.ablate import mark_failed, pair_is_done, plan_sweep, read_json
+from runners.ablate import mark_failed, pair_is_done, plan_sweep
+from spade_bench.run_folder import read_json_or_empty
 from runners.launch import LaunchOptions, _new_manifest, launch, manifest_path, pair_statuses, plan_lines
 from spade_bench.config import config_hash, save_config
 from spade_bench.errors import ConfigError
@@ -84,12 +85,12 @@ def test_bad_json_records_read_as_empty(tmp_path):
     for text in ("[1, 2]", "{not json", '{"checkpoint_step": 4, "run": "x"}', "\xff\xfe"):
         (run_dir / "eval" / "metrics.json").write_bytes(text.encode("latin-1"))
         (run_dir / "train_summary.json").write_bytes(text.encode("latin-1"))
-        assert read_json(run_dir / "eval" / "metrics.json") == ({"checkpoint_step": 4, "run": "x"}
+        assert read_json_or_empty(run_dir / "eval" / "metrics.json") == ({"checkpoint_step": 4, "run": "x"}
                                                                  if text.startswith('{"') else {})
         assert not pair_is_done(run_dir, cfg)
         assert pair_statuses(sweep.out)[0].state == "pending"
     mark_failed(run_dir, "boom")
-    assert read_json(run_dir / "train_summary.json") == {"status": "failed", "error": "boom"}
+    assert read_json_or_empty(run_dir / "train_summary.json") == {"status": "failed", "error": "boom"}
 
 
 def test_launch_refuses_the_inline_launcher(tmp_path):
