@@ -1,7 +1,7 @@
 """`spade-bench bench`: training and evaluation throughput, memory and FLOPs.
 
-It times the Trainer's own generator and discriminator steps on random inputs of a
-config's shape. Warm-up steps first, then timed steps with a device sync at the ends
+It times the GAN step engine's own generator (with EMA) and discriminator steps, the ones
+training runs, on random inputs of a config's shape. Warm-up steps first, then timed steps with a device sync at the ends
 only (CUDA events split G from D without syncing in between). Two modes:
 
 - eager-fp32: what the original code does (fp32 with cuDNN TF32, cudnn.benchmark);
@@ -26,13 +26,14 @@ from eval.segmenter import build_segmentation_network
 from spade_bench.config import RunConfig, apply_overrides, resolve
 from spade_bench.data import semantic_input
 from spade_bench.discriminators import discriminate
-from spade_bench.distributed import DistInfo, resolve_device, resolve_threads, torch_threads
+from spade_bench.distributed import DistInfo, resolve_device, resolve_threads, torch_threads, unwrap
+from spade_bench.engine import GANEngine, autocast
+from spade_bench.environment import environment_record, hardware_name, peak_memory_gib
 from spade_bench.errors import ConfigError, WeightsError
 from spade_bench.generators import build_generator
 from spade_bench.io import atomic_write_json
 from spade_bench.losses import PerceptualLoss, generator_loss_values
 from spade_bench.nn import count_parameters
-from spade_bench.trainer import Trainer, autocast, environment_record, hardware_name, peak_memory_gib, unwrap
 
 # Dense bf16 tensor-core peaks (TFLOP/s), for the achieved share of peak.
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
@@ -84,19 +85,19 @@ def random_batch(cfg: RunConfig, batch: int, device: torch.device, generator: to
     return semantic_input(label, instance, cfg.data), image
 
 
-def build_bench_trainer(cfg: RunConfig, device: torch.device):
-    """A data-free Trainer; VGG19 gets random weights when no weights file exists (speed only)."""
+def build_bench_engine(cfg: RunConfig, device: torch.device) -> tuple[GANEngine, bool]:
+    """The config's GAN step engine, and whether VGG19 got random weights (no weights file; speed only)."""
     try:
-        return Trainer(cfg, Path("."), device=device, progress=False, with_data=False), False
+        return GANEngine(cfg, device=device), False
     except WeightsError:
         if cfg.loss.perceptual != "vgg19":
             raise  # only VGG19 has a random-weights stand-in; another backbone must not become VGG19
         plain = replace(cfg, loss=replace(cfg.loss, perceptual="none"))
-        trainer = Trainer(plain, Path("."), device=device, progress=False, with_data=False)
+        engine = GANEngine(plain, device=device)
         # Same network and cost as the real loss; only the (unavailable) ImageNet weights differ.
         module = PerceptualLoss("vgg19", random_weights=True).to(device)
-        trainer.generator_losses["perceptual"] = (module, cfg.loss.lambda_perceptual)
-        return trainer, True
+        engine.generator_losses["perceptual"] = (module, cfg.loss.lambda_perceptual)
+        return engine, True
 
 
 def run_mode(cfg: RunConfig, mode: str, device: torch.device, steps: int, warmup: int,
@@ -112,24 +113,28 @@ def run_mode(cfg: RunConfig, mode: str, device: torch.device, steps: int, warmup
         cfg = apply_overrides(cfg, {"train.compile": False})
     cfg = apply_overrides(cfg, {"train.device": str(device)})
     torch.manual_seed(0)
-    trainer, random_vgg = build_bench_trainer(cfg, device)
+    engine, random_vgg = build_bench_engine(cfg, device)
     batch = cfg.train.batch_size
     gen = torch.Generator().manual_seed(0)
     segmap, image = random_batch(cfg, batch, device, gen)
-    if trainer.channels_last:
+    if engine.channels_last:
         segmap = segmap.contiguous(memory_format=torch.channels_last)
         image = image.contiguous(memory_format=torch.channels_last)
+
+    def generator_step():
+        engine.generator_step(segmap, image)
+        engine.update_ema()  # part of the generator's iteration in training (nothing without train.ema)
 
     flops_per_image = None
     if count_flops:
         with FlopCounterMode(display=False) as counter:
-            trainer.generator_step(segmap, image)
-            trainer.discriminator_step(segmap, image)
+            generator_step()
+            engine.discriminator_step(segmap, image)
         flops_per_image = counter.get_total_flops() / batch
 
     for _ in range(warmup):
-        trainer.generator_step(segmap, image)
-        trainer.discriminator_step(segmap, image)
+        generator_step()
+        engine.discriminator_step(segmap, image)
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.cuda.synchronize(device)
@@ -139,12 +144,12 @@ def run_mode(cfg: RunConfig, mode: str, device: torch.device, steps: int, warmup
     cpu_marks = [time.perf_counter()]
     start = time.perf_counter()
     for i in range(steps):
-        trainer.generator_step(segmap, image)
+        generator_step()
         if on_cuda:
             marks[2 * i + 1].record()
         else:
             cpu_marks.append(time.perf_counter())
-        trainer.discriminator_step(segmap, image)
+        engine.discriminator_step(segmap, image)
         if on_cuda:
             marks[2 * i + 2].record()
         else:
@@ -170,9 +175,9 @@ def run_mode(cfg: RunConfig, mode: str, device: torch.device, steps: int, warmup
         "gflop_per_image": flops_per_image / 1e9 if flops_per_image else None,
         "achieved_tflops": achieved, "bf16_peak_tflops": peak_tf,
         "share_of_bf16_peak": achieved / peak_tf if achieved and peak_tf else None,
-        "generator_params": count_parameters(unwrap(trainer.generator)),
-        "discriminator_params": count_parameters(unwrap(trainer.discriminator)),
-        "amp_bf16": trainer.use_amp, "channels_last": trainer.channels_last, "compile": cfg.train.compile,
+        "generator_params": count_parameters(unwrap(engine.generator)),
+        "discriminator_params": count_parameters(unwrap(engine.discriminator)),
+        "amp_bf16": engine.use_amp, "channels_last": engine.channels_last, "compile": cfg.train.compile,
         "fused_modulation": cfg.generator.fused_modulation, "perceptual": cfg.loss.perceptual,
         "perceptual_random_weights": random_vgg,
     }
@@ -188,7 +193,7 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
         mcfg = apply_overrides(cfg, {**MODE_OVERRIDES[mode], "train.compile": False,
                                      "train.batch_size": batch, "train.device": str(device)})
         torch.manual_seed(0)
-        trainer, _ = build_bench_trainer(mcfg, device)
+        engine, _ = build_bench_engine(mcfg, device)
         fast = mode == "fast"
         segmap, image = random_batch(mcfg, batch, device, torch.Generator().manual_seed(1))
         if fast:
@@ -196,11 +201,11 @@ def compare_numerics(cfg: RunConfig, device: torch.device, batch: int = 2) -> di
             image = image.contiguous(memory_format=torch.channels_last)
         # Train mode, as in a training step: an untrained network in eval mode (batch norm on
         # its initial running statistics) saturates every pixel at +-1, which hides the numerics.
-        generator, disc = unwrap(trainer.generator).train(), unwrap(trainer.discriminator).train()
+        generator, disc = unwrap(engine.generator).train(), unwrap(engine.discriminator).train()
         with torch.no_grad(), autocast(device, fast):
             fake = generator(segmap)
             pred_fake, pred_real = discriminate(disc, segmap, fake, image)
-            values = generator_loss_values(trainer.generator_losses, pred_fake=pred_fake, pred_real=pred_real,
+            values = generator_loss_values(engine.generator_losses, pred_fake=pred_fake, pred_real=pred_real,
                                            fake=fake, real=image)
             losses = {name: float(value) for name, value in values.items()}
         return fake.float().cpu(), losses

@@ -15,7 +15,7 @@ kill mid-write never leaves a half-written checkpoint; a full disk is a `Storage
 says how many bytes the file needs.
 
 Public API (other parts write and read checkpoints only through these):
-`save_checkpoint`, `load_checkpoint`, `find_resume_checkpoint`, `resolve_checkpoint`,
+`training_state`, `save_checkpoint`, `load_checkpoint`, `find_resume_checkpoint`, `resolve_checkpoint`,
 `load_generator`, `rng_state` / `set_rng_state`, `latest_path`, `step_path`,
 `list_step_checkpoints`.
 """
@@ -31,7 +31,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from spade_bench.config import apply_overrides, experiment_diff, from_dict, load_config_file
+from spade_bench.config import (RunConfig, apply_overrides, config_hash, experiment_diff, from_dict,
+                                load_config_file, to_dict)
 from spade_bench.encoders import build_encoder
 from spade_bench.errors import CheckpointError
 from spade_bench.generators import build_generator
@@ -154,12 +155,38 @@ def state_nbytes(obj: Any) -> int:
 
 # ----------------------------------------------------------------------------- save
 
+def training_state(cfg: RunConfig, step: int, networks: dict[str, Any], *, rng: Optional[list] = None,
+                   data_position: tuple[int, int] = (0, 0), wall_time_s: float = 0.0,
+                   log_record: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The dict a checkpoint holds, in its one layout (the module docstring): a training run's
+    saves and an imported run's step 0 are the same kind of file.
+
+    Args:
+        cfg: the run config (stored with its hash).
+        step: iterations done.
+        networks: `GANEngine.state_dict()` (weights, EMA, optimiser and schedule states).
+        rng: `rng_state()` of every rank, rank order; default this process's only.
+        data_position: (epoch, batch) of the next training batch.
+        wall_time_s: training time so far, over every resume.
+        log_record: the loss record of `step` when it was logged (kept, should the log lose it).
+    """
+    return {
+        "step": step,
+        **networks,
+        "data_position": tuple(data_position),
+        "wall_time_s": wall_time_s,
+        "rng": [rng_state()] if rng is None else rng,
+        "config": to_dict(cfg),
+        "config_hash": config_hash(cfg),
+        "log_record": log_record,
+    }
+
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write step_XXXXXXX.pt atomically with its checksum, point latest.pt at it, and keep the
     last `keep` step files at or before `step`.
 
-    `state` is the Trainer's dict (see the module docstring); it must hold only tensors and
-    plain Python values. Raises StorageError when the disk is full or the folder read-only.
+    `state` is a `training_state` dict; it must hold only tensors and plain Python values. Raises StorageError when the disk is full or the folder read-only.
     """
     path = step_path(run_dir, step)
     state = _to_cpu(dict(state))

@@ -8,9 +8,10 @@ pickled) and `latest_net_G.pth`, `latest_net_D.pth` and, with the VAE, `latest_n
 Import reads opt.txt (never the pickle), maps the options to a `RunConfig`, renames the
 spectral-norm keys (the original's `weight_orig` / `weight_u` / `weight_v`, from
 `torch.nn.utils.spectral_norm`, become our parametrization's `parametrizations.weight.
-original` / `.0._u` / `.0._v`), loads the weights strictly into the networks a Trainer
-builds, and writes a standard run directory through `Trainer.save()`. Its step is 0 (the
-original's iteration count is not in the folder). `RUN/provenance.json` records where it
+original` / `.0._u` / `.0._v`), loads the weights strictly into the networks the GAN step
+engine builds, and writes a standard run directory with a checkpoint in the training layout
+(`checkpoint.training_state`). Its step is 0 (the original's iteration count is not in the
+folder). `RUN/provenance.json` records where it
 came from: `"source": "nvlabs"`, the folder, and each file's sha256.
 
 Networks are the original's tensor for tensor, and spectral norm runs its power iteration
@@ -43,12 +44,13 @@ import torch
 
 from spade_bench import checkpoint as ckpt
 from spade_bench.config import RunConfig, apply_overrides, load_config_file, save_config, with_dataset
+from spade_bench.engine import GANEngine
+from spade_bench.environment import environment_record
 from spade_bench.errors import CheckpointError, ConfigError, WeightsError
 from spade_bench.generators import UPSAMPLING_LAYERS
 from spade_bench.io import atomic_write, atomic_write_text, sha256_file
 from spade_bench.losses import GAN_MODES
 from spade_bench.run_folder import RunFolder, write_json, write_provenance
-from spade_bench.trainer import Trainer, environment_record
 
 NETWORK_FILES = {"generator": "latest_net_G.pth", "discriminator": "latest_net_D.pth", "encoder": "latest_net_E.pth"}
 
@@ -388,18 +390,21 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
     if not cfg.generator.use_vae:
         files.pop("encoder", None)
     try:
-        trainer = Trainer(cfg, out, device=torch.device("cpu"), progress=False, with_data=False)
+        engine = GANEngine(cfg, device=torch.device("cpu"))
     except WeightsError as e:
         raise WeightsError(f"{e} (opt.txt trains with the VGG loss, mapped to loss.perceptual=vgg19; "
                            f"or import with --set loss.perceptual=effnet-lite0 or none, which only "
                            f"changes fine-tuning)") from None
-    nets = {"generator": trainer.generator, "discriminator": trainer.discriminator, "encoder": trainer.encoder}
+    nets = {"generator": engine.generator, "discriminator": engine.discriminator, "encoder": engine.encoder}
     for role, path in files.items():
         _load_weights(nets[role], path)
+    if not engine.weights_finite():
+        raise CheckpointError(f"{source}: the weights hold NaN or infinite values; nothing was imported "
+                              f"(replace the files with good copies)")
     folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, folder.config)
-    write_json(folder.env, environment_record(trainer.device, trainer.info))
+    write_json(folder.env, environment_record(engine.device, engine.info))
     now = time.time()
     provenance = {
         "source": "nvlabs",
@@ -412,8 +417,7 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
         "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
     }
     write_provenance(out, provenance)
-    trainer.step = 0
-    path = trainer.save()
+    path = ckpt.save_checkpoint(out, 0, ckpt.training_state(cfg, 0, engine.state_dict()), cfg.train.keep_checkpoints)
     summary = {"status": "finished", "step": 0, "steps": 0, "images_per_s": None, "peak_memory_gib": None,
                "peak_memory_kind": None, "wall_time_s": 0.0, "device": "cpu", "hardware": None,
                "world_size": 1, "amp_bf16": False, "ema": cfg.train.ema, "imported": "nvlabs",

@@ -22,7 +22,7 @@ def test_paper_adam_reaches_both_optimisers(tmp_path):
     for variant, beta2 in (("spade", 0.9), ("spade-paper-adam", 0.999)):
         cfg = resolve(variant, preset="smoke", overrides=TINY)
         trainer = Trainer(cfg, tmp_path / variant, progress=False)
-        for optimiser, lr in ((trainer.optim_G, 1e-4), (trainer.optim_D, 4e-4)):
+        for optimiser, lr in ((trainer.engine.optim_G, 1e-4), (trainer.engine.optim_D, 4e-4)):
             group = optimiser.param_groups[0]
             assert group["betas"] == (0.0, beta2)
             assert abs(group["lr"] - lr) < 1e-12

@@ -15,7 +15,6 @@ Tolerances, all relative L2 errors (||a - b|| / ||b||) in fp32 with TF32 off:
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +24,7 @@ from runners.bench import MODE_OVERRIDES, random_batch
 from spade_bench.config import apply_overrides
 from spade_bench.discriminators import build_discriminator, discriminate
 from spade_bench.generators import build_generator
-from spade_bench.trainer import Trainer
+from spade_bench.engine import GANEngine
 
 
 def _forward_backward(generator, discriminator, segmap, image, memory_format=torch.contiguous_format):
@@ -104,23 +103,23 @@ def test_fused_adam_matches_foreach_adam(target):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_trainer_fast_path_switches(target):
+def test_engine_fast_path_switches(target):
     """The fast mode's config on CUDA gives bf16 autocast, channels_last weights and fused
     Adam; on a CPU the same config leaves them off (CPU autocast is opt-in: train.amp_cpu)."""
     device = torch.device(target)
     cfg = apply_overrides(tiny_config(), {**MODE_OVERRIDES["fast"], "train.compile": False,
                                           "train.device": str(device)})
-    trainer = Trainer(cfg, Path("."), device=device, progress=False, with_data=False)
+    engine = GANEngine(cfg, device=device)
     on_cuda = device.type == "cuda"
-    assert trainer.use_amp is on_cuda and trainer.channels_last is on_cuda
-    assert bool(trainer.optim_G.defaults["fused"]) is on_cuda and bool(trainer.optim_D.defaults["fused"]) is on_cuda
-    weights = [p for p in trainer.generator.parameters() if p.dim() == 4]
+    assert engine.use_amp is on_cuda and engine.channels_last is on_cuda
+    assert bool(engine.optim_G.defaults["fused"]) is on_cuda and bool(engine.optim_D.defaults["fused"]) is on_cuda
+    weights = [p for p in engine.generator.parameters() if p.dim() == 4]
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights) is on_cuda
     segmap, image = random_batch(cfg, 2, device, torch.Generator().manual_seed(0))
-    if trainer.channels_last:
+    if engine.channels_last:
         segmap = segmap.contiguous(memory_format=torch.channels_last)
         image = image.contiguous(memory_format=torch.channels_last)
-    before = [p.detach().clone() for p in trainer.generator.parameters()]
-    losses = {**trainer.generator_step(segmap, image), **trainer.discriminator_step(segmap, image)}
+    before = [p.detach().clone() for p in engine.generator.parameters()]
+    losses = {**engine.generator_step(segmap, image), **engine.discriminator_step(segmap, image)}
     assert all(torch.isfinite(v).all() for v in losses.values()), losses
-    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.generator.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, engine.generator.parameters()))

@@ -12,7 +12,8 @@ from spade_bench import checkpoint as ckpt
 from spade_bench.config import resolve
 from spade_bench.errors import CheckpointError, ConfigError, StorageError
 from spade_bench.distributed import DistInfo
-from spade_bench.trainer import Trainer, build_networks, load_saved_config
+from spade_bench.engine import build_networks
+from spade_bench.trainer import Trainer, load_saved_config
 
 TINY = [
     "generator.ngf=8", "generator.spade_hidden=16", "discriminator.ndf=8", "discriminator.n_layers=2",

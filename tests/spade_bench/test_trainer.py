@@ -133,14 +133,14 @@ def test_refuses_mismatched_resume_and_overwrite(tmp_path):
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_cfg("train.checkpoint_every=1", "train.steps=6")
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
-    gan_module, weight = trainer.generator_losses["gan"]
+    gan_module, weight = trainer.engine.generator_losses["gan"]
 
     class PoisonAfter(torch.nn.Module):
         def forward(self, *args, **kwargs):
             value = gan_module(*args, **kwargs)
             return value * float("nan") if trainer.step >= 2 else value
 
-    trainer.generator_losses["gan"] = (PoisonAfter(), weight)
+    trainer.engine.generator_losses["gan"] = (PoisonAfter(), weight)
     with pytest.raises(TrainingError, match=r"non-finite loss G/gan at step 3"):
         trainer.fit()
     state = _weights(tmp_path / "run")
@@ -179,14 +179,15 @@ DDP_SCRIPT = """
 import os, sys, torch
 from spade_bench.config import resolve
 from spade_bench.distributed import init_distributed, cleanup
-from spade_bench.trainer import Trainer, unwrap
+from spade_bench.distributed import unwrap
+from spade_bench.trainer import Trainer
 out = sys.argv[1]
 cfg = resolve("spade", preset="smoke", overrides=sys.argv[2:])
 info, device = init_distributed("cpu")
 t = Trainer(cfg, out, info=info, device=device, progress=False)
 t.fit()
-torch.save({"generator": unwrap(t.generator).state_dict(),
-            "discriminator": unwrap(t.discriminator).state_dict()},
+torch.save({"generator": unwrap(t.engine.generator).state_dict(),
+            "discriminator": unwrap(t.engine.discriminator).state_dict()},
            os.path.join(out, f"rank{info.rank}.pt"))
 cleanup()
 """
