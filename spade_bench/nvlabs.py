@@ -11,8 +11,8 @@ spectral-norm keys (the original's `weight_orig` / `weight_u` / `weight_v`, from
 original` / `.0._u` / `.0._v`), loads the weights strictly into the networks the GAN step
 engine builds, and writes a standard run directory with a checkpoint in the training layout
 (`checkpoint.training_state`). Its step is 0 (the original's iteration count is not in the
-folder). `RUN/provenance.json` records where it
-came from: `"source": "nvlabs"`, the folder, and each file's sha256.
+folder); with train.ema the EMA generator starts as the imported one. `RUN/provenance.json`
+records where it came from: `"source": "nvlabs"`, the folder, and each file's sha256.
 
 Networks are the original's tensor for tensor, and spectral norm runs its power iteration
 in the original's order (`spade_bench.nn.spectral`), so an imported generator reproduces
@@ -44,6 +44,7 @@ import torch
 
 from spade_bench import checkpoint as ckpt
 from spade_bench.config import RunConfig, apply_overrides, load_config_file, save_config, with_dataset
+from spade_bench.distributed import unwrap
 from spade_bench.engine import GANEngine
 from spade_bench.environment import environment_record
 from spade_bench.errors import CheckpointError, ConfigError, WeightsError
@@ -398,6 +399,8 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
     nets = {"generator": engine.generator, "discriminator": engine.discriminator, "encoder": engine.encoder}
     for role, path in files.items():
         _load_weights(nets[role], path)
+    if engine.ema is not None:  # built as a copy of the initial weights: it starts from the imported ones
+        engine.ema.load_state_dict(unwrap(engine.generator).state_dict())
     if not engine.weights_finite():
         raise CheckpointError(f"{source}: the weights hold NaN or infinite values; nothing was imported "
                               f"(replace the files with good copies)")

@@ -23,8 +23,8 @@ from spade_bench.data import semantic_input
 from spade_bench.data.formats import load_instance_array, load_label_array
 from spade_bench.discriminators import build_discriminator
 from spade_bench.errors import CheckpointError, ConfigError
-from spade_bench.nvlabs import (NETWORK_FILES, _load_weights, config_from_options, from_nvlabs_keys, import_nvlabs,
-                                options_from_config, read_options, to_nvlabs_keys)
+from spade_bench.nvlabs import (NETWORK_FILES, _load_weights, config_from_options, export_nvlabs, from_nvlabs_keys,
+                                import_nvlabs, options_from_config, read_options, to_nvlabs_keys)
 from spade_bench.trainer import Trainer, load_saved_config, train_run
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "nvlabs-spade"
@@ -207,6 +207,23 @@ def test_pix2pixhd_run_exports_in_the_originals_layout_and_round_trips(tmp_path)
     for net in ("generator", "discriminator"):
         assert sorted(first[net]) == sorted(second[net])
         assert all(torch.equal(first[net][k], second[net][k]) for k in first[net])
+
+
+def test_import_with_ema_starts_the_ema_from_the_imported_generator(tmp_path):
+    """With train.ema the EMA generator is what eval and export use: it must hold the imported
+    weights, not the initial ones it was copied from before the files were loaded."""
+    cfg = resolve("pix2pixhd", preset="smoke", overrides=[
+        "generator.ngf=4", "generator.pix2pixhd_blocks=1", "generator.pix2pixhd_downsamples=2",
+        "discriminator.ndf=4", "loss.perceptual=none", "train.seed=5"])
+    run = _trained_here(cfg, tmp_path / "run")
+    export_nvlabs(run, tmp_path / "x")
+    import_nvlabs(tmp_path / "x", tmp_path / "again", dataset="synthetic",
+                  overrides=["data.load_size=64", "data.num_workers=0", "train.ema=true"])
+    state = load_checkpoint(latest_path(tmp_path / "again"))
+    trained = load_checkpoint(latest_path(run))["generator"]
+    assert sorted(state["ema"]) == sorted(trained)
+    assert all(torch.equal(state["ema"][k], trained[k]) and torch.equal(state["generator"][k], trained[k])
+               for k in trained)
 
 
 def test_export_refuses_what_the_original_cannot_build(tmp_path):
