@@ -23,8 +23,8 @@ from cuda_helpers import TARGETS, relative_error, tiny_config
 from runners.bench import MODE_OVERRIDES, random_batch
 from spade_bench.config import apply_overrides
 from spade_bench.discriminators import build_discriminator, discriminate
-from spade_bench.generators import build_generator
 from spade_bench.engine import GANEngine
+from spade_bench.generators import build_generator
 
 
 def _forward_backward(generator, discriminator, segmap, image, memory_format=torch.contiguous_format):
