@@ -1,6 +1,6 @@
 """The GAN step engine: networks, optimisers, losses, a generator step, a discriminator step, EMA.
 
-It knows nothing of run folders, checkpoints files, signals or logs: the Trainer
+It knows nothing of run folders, checkpoint files, signals or logs: the Trainer
 (spade_bench/trainer.py) drives it through a run, `spade-bench bench` times its steps on
 random tensors, and `import-nvlabs` loads released weights into its networks.
 

@@ -128,6 +128,9 @@ class Trainer:
 
         On SIGINT, SIGTERM or SIGUSR1 it finishes the step, saves and raises TrainingInterrupted.
         """
+        if self.batches is None:
+            raise TrainingError(f"this Trainer of {self.run_dir} was built with with_data=False (networks "
+                                f"only) and has no data to train on; build it with with_data=True")
         with torch_threads(self.threads):
             return self._fit()
 

@@ -12,6 +12,7 @@ from spade_bench.data import build_dataset
 from spade_bench.data.order import TrainBatches
 from spade_bench.distributed import DistInfo, torch_threads, unwrap
 from spade_bench.engine import PHASES, GANEngine
+from spade_bench.errors import TrainingError
 from spade_bench.trainer import Trainer
 
 TINY = [
@@ -77,6 +78,13 @@ def test_the_first_nonfinite_loss_is_kept_with_its_step():
     with torch.no_grad():
         next(unwrap(engine.discriminator).parameters()).view(-1)[0] = float("nan")
     assert not engine.weights_finite()
+
+
+def test_a_networks_only_trainer_refuses_to_train(tmp_path):
+    trainer = Trainer(tiny_cfg(), tmp_path / "run", progress=False, with_data=False)
+    with pytest.raises(TrainingError, match="with_data=False"):
+        trainer.fit()
+    assert not (tmp_path / "run").exists()
 
 
 def _drive_engine(cfg) -> GANEngine:
