@@ -585,7 +585,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # Keys that change how a run is executed or logged, not what it computes. They may differ
-# on --resume. Everything else is part of the experiment and is hashed.
+# on --resume. Everything else is part of the experiment.
 NON_EXPERIMENT_KEYS = frozenset({
     "data.root", "data.num_workers", "train.device", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.cudnn_benchmark",
@@ -593,21 +593,55 @@ NON_EXPERIMENT_KEYS = frozenset({
 }) | {f"eval.{f.name}" for f in fields(EvalConfig)}
 
 
-def experiment_dict(cfg: RunConfig) -> dict[str, Any]:
-    return {k: v for k, v in flatten(to_dict(cfg)).items() if k not in NON_EXPERIMENT_KEYS}
+def experiment_dict(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Every experiment key and its value, flattened ("data.label_nc"). For a saved config (a
+    mapping, e.g. a run's config.json) a key it lacks, a field added since, has its default."""
+    if isinstance(cfg, Mapping):
+        values = {**flatten(to_dict(RunConfig())), **flatten(cfg)}
+    else:
+        values = flatten(to_dict(cfg))
+    return {k: v for k, v in values.items() if k not in NON_EXPERIMENT_KEYS}
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """sha256 (first 16 hex digits) of the experiment-defining keys."""
-    blob = json.dumps(experiment_dict(cfg), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def config_hash(cfg: RunConfig | Mapping[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of the experiment keys whose values differ from the schema's
+    defaults. A new field with a default leaves every existing hash as it was; `cfg` may be a
+    saved config (a mapping), whose missing keys count as defaults."""
+    defaults = experiment_dict(RunConfig())
+    changed = {k: v for k, v in experiment_dict(cfg).items() if k not in defaults or v != defaults[k]}
+    return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def experiment_diff(a: RunConfig | Mapping[str, Any], b: RunConfig) -> dict[str, tuple[Any, Any]]:
-    """Experiment keys whose values differ: {key: (a_value, b_value)}."""
-    fa = a if isinstance(a, Mapping) else experiment_dict(a)
-    fa = {k: v for k, v in flatten(fa).items() if k not in NON_EXPERIMENT_KEYS}
-    fb = experiment_dict(b)
+# The rule before config_hash skipped default values (up to commit 6b04d6e): every experiment
+# key, with these keys and every eval.* key left out. Frozen: it only recognises hashes that
+# older runs recorded (metrics.json run.config_hash, a checkpoint's config_hash).
+_V1_SKIPPED_KEYS = frozenset({
+    "data.root", "data.num_workers", "train.device", "train.log_every", "train.sample_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.cudnn_benchmark",
+    "train.channels_last", "optim.fused", "train.threads",
+})
+
+
+def _config_hash_v1(saved: Mapping[str, Any]) -> str:
+    kept = {k: v for k, v in flatten(saved).items() if k not in _V1_SKIPPED_KEYS and not k.startswith("eval.")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def hash_names_config(stored: Any, saved: RunConfig | Mapping[str, Any]) -> bool:
+    """Whether `stored`, a config hash a run recorded, is the hash of `saved`, the config that run
+    saved (as read from its config.json), under the current rule or the one the older code used.
+    Never compare a stored hash with a hash computed now from another config: compare configs
+    (`experiment_diff`) instead."""
+    if not isinstance(stored, str) or not stored:
+        return False
+    saved_map = saved if isinstance(saved, Mapping) else to_dict(saved)
+    return stored in (config_hash(saved_map), _config_hash_v1(saved_map))
+
+
+def experiment_diff(a: RunConfig | Mapping[str, Any], b: RunConfig | Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Experiment keys whose values differ: {key: (a_value, b_value)}. Either side may be a saved
+    config (a mapping); a key it lacks (a field added after it was saved) has its default."""
+    fa, fb = experiment_dict(a), experiment_dict(b)
     keys = sorted(set(fa) | set(fb))
     return {k: (fa.get(k), fb.get(k)) for k in keys if fa.get(k) != fb.get(k)}
 
