@@ -2,6 +2,11 @@
 
 Every command turns a `SpadeBenchError` into one line on stderr and a non-zero exit;
 `spade-bench --debug ...` shows the traceback instead.
+
+Imports: this module imports only what loads neither torch nor numpy (config, the variant
+registry, the dataset-format table). Each command that trains, evaluates, reads data or draws
+imports those library modules in its body, so `--help`, `config` and `variants` start without
+loading torch (tests/test_cli.py runs them and checks).
 """
 from __future__ import annotations
 
@@ -16,9 +21,11 @@ from typing import List, Optional
 
 import typer
 
-from spade_bench.config import RunConfig, config_hash, resolve, to_json
+from spade_bench.config import PRESETS, RunConfig, config_hash, resolve, to_json
+from spade_bench.data.formats import FORMATS
 from spade_bench.errors import DataError, EvalError, SpadeBenchError, TrainingInterrupted
 from spade_bench.io import check_output_folder
+from spade_bench.registry import get_variant, list_variants
 from spade_bench.run_folder import RunFolder
 
 app = typer.Typer(
@@ -64,9 +71,10 @@ def _errors(fn):
 
 # Options shared by the commands that resolve a run config.
 _VARIANT = typer.Option("spade", "--variant", "-v", help="Registered variant; see `spade-bench variants`.")
-_PRESET = typer.Option("default", "--preset", "-p", help="Named preset: default, smoke, facades, paper.")
-_DATASET = typer.Option(None, "--dataset", "-d",
-                        help="synthetic, facades, coco-stuff, cityscapes, ade20k or folder.")
+_PRESET_NAMES = ", ".join(PRESETS)
+_DATASET_NAMES = ", ".join(FORMATS)   # the dataset-format table (spade_bench/data/formats/)
+_PRESET = typer.Option("default", "--preset", "-p", help=f"Named preset: {_PRESET_NAMES}.")
+_DATASET = typer.Option(None, "--dataset", "-d", help=f"Dataset format: {_DATASET_NAMES}.")
 _ROOT = typer.Option(None, "--root", help="Dataset folder (not needed for synthetic).")
 _CONFIG = typer.Option(None, "--config", "-c", help="YAML or JSON config file, applied after the variant.")
 _SET = typer.Option(None, "--set", "-s", help="Override, e.g. --set generator.ngf=32 (repeatable).")
@@ -113,8 +121,6 @@ def variants() -> None:
 
     Example: spade-bench variants
     """
-    # In the command: eval/, reports/ and the variant scan are heavy imports the other commands skip.
-    from spade_bench.registry import get_variant, list_variants
     names = list_variants()
     width = max(map(len, names))
     for name in names:
@@ -150,7 +156,7 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Dataset folder
 
     Example: spade-bench data synth --out /tmp/scenes --n 16 --size 256 && spade-bench data synth --out /tmp/scenes --n 4 --size 256 --split val
     """
-    from spade_bench.data.synthetic import write_scenes  # lazy (torch): keeps `--help` fast
+    from spade_bench.data.synthetic import write_scenes
     written = write_scenes(out / split, n, size=size, seed=seed, split=split, image_format=image_format,
                            overwrite=overwrite)
     other = "val" if split == "train" else "train"
@@ -161,7 +167,7 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Dataset folder
 @data_app.command("check")
 @_errors
 def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
-                                           help="synthetic, facades, coco-stuff, cityscapes, ade20k or folder."),
+                                           help=f"Dataset format: {_DATASET_NAMES}."),
                root: Optional[str] = typer.Option(None, "--root", help="Dataset folder."),
                label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
                use_instance: Optional[bool] = typer.Option(
@@ -175,7 +181,7 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
 
     Example: spade-bench data check --dataset folder --root data/street
     """
-    from spade_bench.data import check_dataset  # lazy (torch): keeps `--help` fast
+    from spade_bench.data import check_dataset
     extra = [f"data.use_instance={str(use_instance).lower()}"] if use_instance is not None else []
     cfg = _resolve("spade", "default", dataset, root, None, extra + list(set_ or []), label_nc, dont_care)
     report = check_dataset(cfg.data, progress=True)
@@ -206,7 +212,7 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
 
     Example: spade-bench train --variant spade --preset smoke --out runs/smoke-spade
     """
-    from spade_bench.trainer import load_saved_config, train_run  # lazy (torch): keeps `--help` fast
+    from spade_bench.trainer import load_saved_config, train_run
 
     out = out or Path("runs") / variant
     resume = resume or resume_from is not None
@@ -277,8 +283,8 @@ def eval_command(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if run is not None:
-            from eval.harness import evaluate_run  # lazy (torch): keeps `--help` fast
-            from spade_bench.checkpoint import check_run_label_flags  # lazy (torch)
+            from eval.harness import evaluate_run
+            from spade_bench.checkpoint import check_run_label_flags
 
             check_run_label_flags(run, _data_flags(label_nc, dont_care))
             check_output_folder(RunFolder(run).eval, what="evaluation folder RUN/eval")
@@ -299,9 +305,9 @@ def eval_command(
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")
         if label_nc is not None or dont_care is not None:
             raise EvalError("--label-nc/--dont-care apply to --run (its label maps); image folders have no labels")
-        from eval.folders import compare_folders, parse_size  # lazy (torch): keeps `--help` fast
-        from eval.harness import apply_eval_overrides  # lazy (torch): the library checks the keys
-        from spade_bench.distributed import resolve_device  # lazy (torch)
+        from eval.folders import compare_folders, parse_size
+        from eval.harness import apply_eval_overrides
+        from spade_bench.distributed import resolve_device
 
         protocol = apply_eval_overrides(RunConfig(), list(set_ or [])).eval
         result = compare_folders(real, fake, metric=metric, protocol=protocol.fid_protocol,
@@ -329,8 +335,8 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
 
     Example: spade-bench synth --run runs/facades-vae --label label.png --style photo.jpg --out out.png
     """
-    from eval.synth import synthesize  # lazy (torch): keeps `--help` fast
-    from spade_bench.checkpoint import check_run_label_flags  # lazy (torch)
+    from eval.synth import synthesize
+    from spade_bench.checkpoint import check_run_label_flags
 
     check_run_label_flags(run, _data_flags(label_nc, dont_care))
     check_output_folder(Path(out).parent, what="output folder of --out")
@@ -348,7 +354,7 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
 @_errors
 def segmenter_train(
         dataset: str = typer.Option(..., "--dataset", "-d",
-                                    help="synthetic, facades, coco-stuff, cityscapes, ade20k or folder."),
+                                    help=f"Dataset format: {_DATASET_NAMES}."),
         root: Optional[str] = _ROOT, preset: str = _PRESET, set_: Optional[List[str]] = _SET,
         steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: eval.segmenter_steps)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o",
@@ -366,7 +372,6 @@ def segmenter_train(
 
     Example: spade-bench segmenter train --dataset facades --root ../shared/datasets/cmp_facades --steps 300
     """
-    # In the command: eval/, reports/ and the variant scan are heavy imports the other commands skip.
     from eval.segmenter import train_segmenter
 
     cfg = _resolve("spade", preset, dataset, root, None, set_)
@@ -400,7 +405,6 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
     Example: spade-bench report runs/ablate-synthetic-smoke
     Example: spade-bench report runs/a runs/b --out reports/a-vs-b
     """
-    # In the command: eval/, reports/ and the variant scan are heavy imports the other commands skip.
     from reports.bootstrap import BootstrapSettings
     from reports.build import build_report
 
@@ -427,7 +431,7 @@ def precision(run_a: Path = typer.Argument(..., metavar="RUN_A", help="Run train
 
     Example: spade-bench precision runs/fp32 runs/bf16 --reference runs/fp32-seed1 --out reports/precision-smoke
     """
-    from reports.precision import build  # imported here so `spade-bench --help` does not load matplotlib
+    from reports.precision import build
 
     typer.echo(build(run_a, run_b, out, tuple(labels.split(",")), reference=reference))
 
@@ -440,7 +444,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
            variants_: str = typer.Option("spade,spade-gamma,concat,pix2pixhd", "--variants",
                                          help="Comma-separated variant names."),
            seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
-           preset: str = typer.Option("smoke", "--preset", "-p", help="smoke, facades, paper or default."),
+           preset: str = typer.Option("smoke", "--preset", "-p", help=f"Named preset: {_PRESET_NAMES}."),
            set_: Optional[List[str]] = _SET,
            out: Optional[Path] = typer.Option(None, "--out", "-o", help="Runs folder (default runs/ablate-DATASET-PRESET)."),
            report_out: Optional[Path] = typer.Option(None, "--report", help="Report folder (default reports/ablate-DATASET-PRESET)."),
@@ -485,8 +489,8 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
     Example: spade-bench ablate --launcher slurm --dataset ade20k --root data/ADEChallengeData2016 --preset paper
              --seeds 0,1,2 --gpus-per-pair 8 --slurm-partition gpu --slurm-time 3-00:00:00 --out runs/ade-ablation
     """
-    from runners.ablate import plan_sweep, run_ablation  # lazy (torch): keeps `--help` fast
-    from runners.launch import (LaunchOptions, collect as collect_sweep, launch,  # lazy (torch)
+    from runners.ablate import plan_sweep, run_ablation
+    from runners.launch import (LaunchOptions, collect as collect_sweep, launch,
                                 pair_statuses, plan_lines)
 
     if status is not None or collect is not None:
@@ -567,7 +571,6 @@ def bench(variant: str = _VARIANT,
     Example: spade-bench bench --config ade20k --batch 8 --steps 50 --device cuda
     Example: spade-bench bench --config smoke --device cpu --steps 5
     """
-    # Imported in the command, as every command here does, so `spade-bench --help` stays quick.
     from runners.bench import MODES, format_bench, run_bench
     from spade_bench.distributed import resolve_device
 
@@ -605,13 +608,13 @@ def import_nvlabs_command(
     Example: spade-bench import-nvlabs checkpoints/cityscapes_pretrained --out runs/nvlabs-cityscapes
              --dataset cityscapes --root /data/cityscapes
     """
-    from spade_bench.nvlabs import import_nvlabs  # lazy, as every command: keeps --help fast
+    from spade_bench.nvlabs import import_nvlabs
 
     provenance = import_nvlabs(checkpoint_dir, out, dataset=dataset, root=root, overrides=list(set_ or []))
     nets = ", ".join(f"{role} {how}" for role, how in provenance["networks"].items())
     typer.echo(f"imported {checkpoint_dir} ({nets}) into {out}: config.json, checkpoints/latest.pt (step 0), "
                f"provenance.json")
-    if root is None and dataset != "synthetic":
+    if root is None and (dataset not in FORMATS or FORMATS[dataset].needs_root):
         typer.echo("note: no --root given, so `eval --run` has no real images to score against; import again "
                    "with --dataset NAME --root PATH to evaluate it")
 
@@ -627,7 +630,7 @@ def export_nvlabs_command(
 
     Example: spade-bench export-nvlabs runs/facades-spade --out SPADE/checkpoints/facades-spade
     """
-    from spade_bench.nvlabs import export_nvlabs  # lazy, as every command: keeps --help fast
+    from spade_bench.nvlabs import export_nvlabs
 
     written = export_nvlabs(run, out, checkpoint=checkpoint)
     typer.echo(f"wrote {', '.join(sorted(written))} to {out}; in the original code: python test.py "

@@ -42,7 +42,7 @@ from eval.segmenter import (Segmenter, default_segmenter_path, load_segmenter, s
                             summarise)
 from spade_bench.config import apply_overrides, config_hash
 from spade_bench.data import PairedDataset, build_dataset, class_names, colorize_labels, semantic_input
-from spade_bench.data import formats
+from spade_bench.data import files, formats
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
 from spade_bench.discriminators import build_discriminator
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
@@ -344,23 +344,24 @@ class _TestPhotos(PairedDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.pairs[index].image
-        image = formats.read_image(path)
+        image = files.read_image(path)
         params = transform_params(self.data_cfg, (image.height, image.width), False)
         return {"image": image_to_tensor(transform_image(image, params, self.data_cfg.image_resize)),
                 "path": str(path), "index": index}
 
 
 def _test_photos(data) -> _TestPhotos:
-    """eval.real_set=test: the test photos of cityscapes (leftImg8bit/test), coco-stuff (test_img)
-    or folder (ROOT/test/images)."""
-    layouts = {"cityscapes": ("leftImg8bit", "test"), "coco-stuff": ("test_img",), "folder": ("test", "images")}
-    if data.dataset not in layouts:
+    """eval.real_set=test: the photos in the folder the dataset's format file declares
+    (`DatasetFormat.test_photos`, spade_bench/data/formats/)."""
+    layout = formats.dataset_format(data.dataset).test_photos
+    if layout is None:
+        known = [name for name, fmt in formats.FORMATS.items() if fmt.test_photos is not None]
         raise EvalError(f"eval.real_set=test: spade-bench knows no test photos for {data.dataset} "
-                        f"(it does for {', '.join(layouts)}); use eval.real_set=val")
-    folders = {data.dataset: formats.dataset_root(data).joinpath(*layouts[data.dataset])}
-    photos = sorted(p for p in folders[data.dataset].rglob("*") if p.suffix.lower() in formats.IMAGE_SUFFIXES)
+                        f"(it does for {', '.join(known)}); use eval.real_set=val")
+    folder = formats.dataset_root(data).joinpath(*layout)
+    photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in formats.IMAGE_SUFFIXES)
     if len(photos) < 2:
-        raise EvalError(f"eval.real_set=test: {folders[data.dataset]} holds {len(photos)} photos, FID/KID need "
+        raise EvalError(f"eval.real_set=test: {folder} holds {len(photos)} photos, FID/KID need "
                         f"at least 2; put the test photos there or use eval.real_set=val")
     return _TestPhotos(data, "test", [formats.Pair(p.stem, p, None) for p in photos], augment=False)
 

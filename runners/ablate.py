@@ -26,7 +26,7 @@ from eval.segmenter import default_segmenter_path, train_segmenter
 from reports.build import build_report
 from spade_bench import checkpoint as ckpt
 from spade_bench import trainer as trainer_module
-from spade_bench.config import RunConfig, config_hash, resolve, save_config
+from spade_bench.config import RunConfig, experiment_diff, hash_names_config, resolve, save_config, to_dict
 from spade_bench.errors import ConfigError
 from spade_bench.io import atomic_write_json
 from spade_bench.run_folder import RunFolder, read_json_or_empty
@@ -88,12 +88,18 @@ def pair_dir(out: Path, variant: str, seed: int) -> Path:
 
 
 def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
-    """The pair's metrics.json scores its finished checkpoint under this exact config."""
+    """The pair's metrics.json scores its finished checkpoint under this experiment: the config
+    hash it records is the hash of the run's saved config (RUN/config.json, else `cfg`; under
+    the hashing rule of the code that scored it), and that config is `cfg`'s experiment. Hashes
+    are never compared across rules, so a run scored by older code stays finished."""
     # A hand-edited or foreign record must not crash a sweep, its status or its report.
-    record = read_json_or_empty(RunFolder(run_dir).metrics)
+    folder = RunFolder(run_dir)
+    record = read_json_or_empty(folder.metrics)
     run = record.get("run")
-    return record.get("checkpoint_step") == cfg.train.steps and isinstance(run, dict) and \
-        run.get("config_hash") == config_hash(cfg)
+    if record.get("checkpoint_step") != cfg.train.steps or not isinstance(run, dict):
+        return False
+    saved = read_json_or_empty(folder.config) or to_dict(cfg)
+    return hash_names_config(run.get("config_hash"), saved) and not experiment_diff(saved, cfg)
 
 
 def _trained(run_dir: Path, cfg: RunConfig) -> bool:

@@ -7,36 +7,67 @@ result is saved as JSON beside every output:
 
 Loading is strict: an unknown key, or a value of the wrong type, is a `ConfigError`
 that names the key and lists what is allowed.
+
+This module imports no other part of the project (but errors and io) and neither torch nor
+numpy: a field whose values are the names of a table says which table (`Names`), and the
+table is imported when a value is checked. Resolving, validating, saving and hashing a
+config therefore load no network or dataset code, and the tables may import this module.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Annotated, Any, Literal, Mapping, Optional
 
 from spade_bench.errors import ConfigError
 from spade_bench.io import atomic_write_text
-from spade_bench.generators import COND_NORMS, GENERATORS, UPSAMPLING_LAYERS, check_generator_config
-from spade_bench.losses import GAN_MODES, PERCEPTUAL_BACKBONES
-from spade_bench.nn.norms import LAYER_NORMS, NORMS
-from spade_bench.nn.spade import MODULATIONS
-from spade_bench.registry import get_variant
 
-# Vocabularies: each is read from the one table that defines it, never copied here.
-GeneratorArch = Literal[tuple(GENERATORS)]
-CondNormName = Literal[tuple(COND_NORMS)]
-UpsamplingLayers = Literal[tuple(UPSAMPLING_LAYERS)]
-NormName = Literal[tuple(NORMS)]
-LayerNormName = Literal[LAYER_NORMS]
-Modulation = Literal[MODULATIONS]
-GanMode = Literal[GAN_MODES]
-Perceptual = Literal[(*PERCEPTUAL_BACKBONES, "none")]
+
+@dataclass(frozen=True)
+class Names:
+    """The values of a config field are the names of one table: `Annotated[str, Names("module:TABLE")]`.
+
+    Args:
+        table: "package.module:attr" of the table, a dict (its keys are the names) or a tuple
+            of names. It is imported when a value is checked (strict loading, `validate`),
+            so importing config imports no table.
+    """
+
+    table: str
+
+    def load(self) -> Any:
+        module, _, attr = self.table.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.load())
+
+    def check(self, value: Any, key: str) -> None:
+        names = self.names()
+        if value not in names:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, names))}")
+
+
+# Vocabularies: each is the one table that defines it (spade_bench/names.py, the dataset formats).
+DATASET_FORMATS = Names("spade_bench.data.formats:FORMATS")
+GENERATOR_LAYOUTS = Names("spade_bench.names:GENERATORS")
+UPSAMPLINGS = Names("spade_bench.names:UPSAMPLING_LAYERS")
+DatasetName = Annotated[str, DATASET_FORMATS]
+GeneratorArch = Annotated[str, GENERATOR_LAYOUTS]
+CondNormName = Annotated[str, Names("spade_bench.names:COND_NORMS")]
+UpsamplingLayers = Annotated[str, UPSAMPLINGS]
+NormName = Annotated[str, Names("spade_bench.names:NORMS")]
+LayerNormName = Annotated[str, Names("spade_bench.names:LAYER_NORMS")]
+Modulation = Annotated[str, Names("spade_bench.names:MODULATIONS")]
+GanMode = Annotated[str, Names("spade_bench.names:GAN_MODES")]
+Perceptual = Annotated[str, Names("spade_bench.names:PERCEPTUAL_CHOICES")]
 
 
 @dataclass(frozen=True)
@@ -44,8 +75,9 @@ class DataConfig:
     """Which dataset, and how its pairs are turned into training tensors.
 
     Args:
-        dataset: synthetic (the procedural default), facades, coco-stuff, cityscapes,
-            ade20k or folder (a user's paired image/label folders).
+        dataset: a name of the dataset-format table (spade_bench/data/formats/, one file per
+            format): synthetic is the procedural default, folder a user's paired image/label
+            folders, the others the original SPADE layouts.
         root: dataset folder; unused for synthetic.
         label_nc: number of label classes, not counting don't-care.
         contain_dontcare: one extra one-hot channel for the don't-care label (index label_nc).
@@ -60,7 +92,7 @@ class DataConfig:
         image_resize: interpolation for photos; labels and instances always use nearest.
     """
 
-    dataset: Literal["synthetic", "facades", "coco-stuff", "cityscapes", "ade20k", "folder"] = "synthetic"
+    dataset: DatasetName = "synthetic"
     root: Optional[str] = None
     label_nc: int = 10
     contain_dontcare: bool = False
@@ -94,14 +126,14 @@ class GeneratorConfig:
     """Generator architecture.
 
     Args:
-        arch: a layout of `generators.GENERATORS`: spade (SPADE's decoder), concat (same
+        arch: a layout of `names.GENERATORS`: spade (SPADE's decoder), concat (same
             decoder, segmap concatenated to each block's input instead of modulating a
             norm) or pix2pixhd (global generator).
         cond_norm: the conditioning layer of arch=spade's blocks, from
-            `generators.COND_NORMS`: spade (the original), clade (per-class gamma and beta)
+            `names.COND_NORMS`: spade (the original), clade (per-class gamma and beta)
             or none (the parameter-free norm alone).
         param_free_norm: the normalisation inside the conditioning layer, always without
-            affine (an `nn.norms.NORMS` entry).
+            affine (a `names.NORMS` entry).
         modulation: one_plus_gamma (original code) or gamma (the paper's equation).
         spade_hidden / spade_kernel: width and kernel of SPADE's shared MLP.
         use_vae: take z from the style encoder instead of the downsampled segmap.
@@ -285,34 +317,17 @@ class RunConfig:
 
 # --------------------------------------------------------------------------- dataset defaults
 
-# ../shared/REFERENCE.md section 4: the original per-dataset defaults.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "synthetic": dict(label_nc=10, contain_dontcare=False, use_instance=False,
-                      preprocess="resize_and_crop", load_size=286, crop_size=256, aspect_ratio=1.0),
-    "facades": dict(label_nc=13, contain_dontcare=False, use_instance=False,
-                    preprocess="resize_and_crop", load_size=286, crop_size=256, aspect_ratio=1.0),
-    "ade20k": dict(label_nc=150, contain_dontcare=True, use_instance=False,
-                   preprocess="resize_and_crop", load_size=286, crop_size=256, aspect_ratio=1.0),
-    "coco-stuff": dict(label_nc=182, contain_dontcare=True, use_instance=True,
-                       preprocess="resize_and_crop", load_size=286, crop_size=256, aspect_ratio=1.0),
-    "cityscapes": dict(label_nc=35, contain_dontcare=False, use_instance=True,
-                       preprocess="fixed", load_size=512, crop_size=512, aspect_ratio=2.0),
-    "folder": dict(),
-}
-# Cityscapes is trained with one more upsampling layer (REFERENCE section 4).
-DATASET_GENERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cityscapes": dict(num_upsampling_layers="more"),
-}
-
-
 def with_dataset(cfg: RunConfig, dataset: str, root: Optional[str] = None) -> RunConfig:
-    """Switch the run to `dataset`, applying that dataset's original defaults."""
-    if dataset not in DATASET_DEFAULTS:
+    """Switch the run to `dataset`, applying that format's original defaults (its file in
+    spade_bench/data/formats/: `data_defaults`, `generator_defaults`)."""
+    formats = DATASET_FORMATS.load()
+    if dataset not in formats:
         raise ConfigError(
-            f"unknown dataset {dataset!r}; known: {', '.join(DATASET_DEFAULTS)}")
+            f"unknown dataset {dataset!r}; known: {', '.join(formats)}")
+    fmt = formats[dataset]
     data = replace(cfg.data, dataset=dataset, root=root if root is not None else cfg.data.root,
-                   **DATASET_DEFAULTS[dataset])
-    gen = replace(cfg.generator, **DATASET_GENERATOR_DEFAULTS.get(dataset, {}))
+                   **fmt.data_defaults)
+    gen = replace(cfg.generator, **fmt.generator_defaults)
     return replace(cfg, data=data, generator=gen)
 
 
@@ -369,14 +384,45 @@ def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
 # --------------------------------------------------------------------------- strict loading
 
 def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _names_of(tp: Any) -> Optional[Names]:
+    """The `Names` an `Annotated[str, Names(...)]` field draws from, or None."""
+    if typing.get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, Names)), None)
+    return None
+
+
+def name_fields(section: Optional[type] = None, prefix: str = "") -> dict[str, Names]:
+    """{dotted key: its `Names`} for every field of the run config whose values are a table's names."""
+    found: dict[str, Names] = {}
+    for name, tp in _field_types(section or RunConfig).items():
+        if dataclasses.is_dataclass(tp):
+            found.update(name_fields(tp, f"{prefix}{name}."))
+        elif (names := _names_of(tp)) is not None:
+            found[prefix + name] = names
+    return found
+
+
+def choices(section: type, key: str) -> tuple[Any, ...]:
+    """The values a field allows: its table's names (`Names`) or its Literal's values."""
+    tp = _field_types(section)[key]
+    names = _names_of(tp)
+    return names.names() if names is not None else typing.get_args(tp)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against annotation `tp`, converting strings from the command line."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:
+        value = _coerce(value, args[0], key)
+        names = _names_of(tp)
+        if names is not None:
+            names.check(value, key)
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:
@@ -539,7 +585,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # Keys that change how a run is executed or logged, not what it computes. They may differ
-# on --resume. Everything else is part of the experiment and is hashed.
+# on --resume. Everything else is part of the experiment.
 NON_EXPERIMENT_KEYS = frozenset({
     "data.root", "data.num_workers", "train.device", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.cudnn_benchmark",
@@ -547,21 +593,55 @@ NON_EXPERIMENT_KEYS = frozenset({
 }) | {f"eval.{f.name}" for f in fields(EvalConfig)}
 
 
-def experiment_dict(cfg: RunConfig) -> dict[str, Any]:
-    return {k: v for k, v in flatten(to_dict(cfg)).items() if k not in NON_EXPERIMENT_KEYS}
+def experiment_dict(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Every experiment key and its value, flattened ("data.label_nc"). For a saved config (a
+    mapping, e.g. a run's config.json) a key it lacks, a field added since, has its default."""
+    if isinstance(cfg, Mapping):
+        values = {**flatten(to_dict(RunConfig())), **flatten(cfg)}
+    else:
+        values = flatten(to_dict(cfg))
+    return {k: v for k, v in values.items() if k not in NON_EXPERIMENT_KEYS}
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """sha256 (first 16 hex digits) of the experiment-defining keys."""
-    blob = json.dumps(experiment_dict(cfg), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def config_hash(cfg: RunConfig | Mapping[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of the experiment keys whose values differ from the schema's
+    defaults. A new field with a default leaves every existing hash as it was; `cfg` may be a
+    saved config (a mapping), whose missing keys count as defaults."""
+    defaults = experiment_dict(RunConfig())
+    changed = {k: v for k, v in experiment_dict(cfg).items() if k not in defaults or v != defaults[k]}
+    return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def experiment_diff(a: RunConfig | Mapping[str, Any], b: RunConfig) -> dict[str, tuple[Any, Any]]:
-    """Experiment keys whose values differ: {key: (a_value, b_value)}."""
-    fa = a if isinstance(a, Mapping) else experiment_dict(a)
-    fa = {k: v for k, v in flatten(fa).items() if k not in NON_EXPERIMENT_KEYS}
-    fb = experiment_dict(b)
+# The rule before config_hash skipped default values (up to commit 6b04d6e): every experiment
+# key, with these keys and every eval.* key left out. Frozen: it only recognises hashes that
+# older runs recorded (metrics.json run.config_hash, a checkpoint's config_hash).
+_V1_SKIPPED_KEYS = frozenset({
+    "data.root", "data.num_workers", "train.device", "train.log_every", "train.sample_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.cudnn_benchmark",
+    "train.channels_last", "optim.fused", "train.threads",
+})
+
+
+def _config_hash_v1(saved: Mapping[str, Any]) -> str:
+    kept = {k: v for k, v in flatten(saved).items() if k not in _V1_SKIPPED_KEYS and not k.startswith("eval.")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def hash_names_config(stored: Any, saved: RunConfig | Mapping[str, Any]) -> bool:
+    """Whether `stored`, a config hash a run recorded, is the hash of `saved`, the config that run
+    saved (as read from its config.json), under the current rule or the one the older code used.
+    Never compare a stored hash with a hash computed now from another config: compare configs
+    (`experiment_diff`) instead."""
+    if not isinstance(stored, str) or not stored:
+        return False
+    saved_map = saved if isinstance(saved, Mapping) else to_dict(saved)
+    return stored in (config_hash(saved_map), _config_hash_v1(saved_map))
+
+
+def experiment_diff(a: RunConfig | Mapping[str, Any], b: RunConfig | Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Experiment keys whose values differ: {key: (a_value, b_value)}. Either side may be a saved
+    config (a mapping); a key it lacks (a field added after it was saved) has its default."""
+    fa, fb = experiment_dict(a), experiment_dict(b)
     keys = sorted(set(fa) | set(fb))
     return {k: (fa.get(k), fb.get(k)) for k in keys if fa.get(k) != fb.get(k)}
 
@@ -582,6 +662,8 @@ def resolve(variant: str = "spade", *, preset: str = "default", dataset: Optiona
                      ("load_size", "crop_size", "preprocess", "num_workers", "max_val_images",
                       "synthetic_train_size", "synthetic_val_size")}
         cfg = apply_overrides(cfg, size_keys)
+    # Imported when resolving, as the tables are: the variant files it imports import this module.
+    from spade_bench.registry import get_variant
     cfg = replace(get_variant(variant).fn(cfg), variant=variant)
     if config_file:
         cfg = load_config_file(config_file, base=cfg)
@@ -602,9 +684,12 @@ def fit_preset_size(cfg: RunConfig) -> RunConfig:
     smoke preset's 64 px) grows to the smallest size that keeps the aspect ratio, with a warning
     that says so. Sizes the user set are never changed (`validate` names the fix instead)."""
     d, g = cfg.data, cfg.generator
-    if not GENERATORS[g.arch].upsampled or cfg.preset not in PRESETS or "data.crop_size" not in PRESETS[cfg.preset]:
+    layout = GENERATOR_LAYOUTS.load().get(g.arch)
+    n = UPSAMPLINGS.load().get(g.num_upsampling_layers)
+    if layout is None or n is None:
+        return cfg   # an unknown name: `validate` says so
+    if not layout.upsampled or cfg.preset not in PRESETS or "data.crop_size" not in PRESETS[cfg.preset]:
         return cfg
-    n = UPSAMPLING_LAYERS[g.num_upsampling_layers]
     if d.crop_size != PRESETS[cfg.preset]["data.crop_size"] or _divisible_size(d.crop_size, d.aspect_ratio, n):
         return cfg
     crop = next((c for c in range(d.crop_size, 16 * d.crop_size + 1, 2 ** n)
@@ -618,16 +703,41 @@ def fit_preset_size(cfg: RunConfig) -> RunConfig:
     return replace(cfg, data=replace(d, crop_size=crop, load_size=load))
 
 
+def _check_names(section: Any, prefix: str = "") -> None:
+    """Every `Names` field of `section` (and its sub-sections) holds a name of its table."""
+    types_ = _field_types(type(section))
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_names(value, f"{prefix}{f.name}.")
+        elif (names := _names_of(types_[f.name])) is not None:
+            names.check(value, prefix + f.name)
+
+
+def check_generator_config(g: GeneratorConfig) -> None:
+    """Cross-field checks of a GeneratorConfig that the layout table answers (`validate` and
+    `build_generator` call it)."""
+    _check_names(g, "generator.")
+    layout = GENERATOR_LAYOUTS.load()[g.arch]
+    if g.use_vae and not layout.conditioned:
+        raise ConfigError(f"generator.use_vae needs generator.arch=spade (arch {g.arch} takes no z)")
+    if g.cond_norm != "spade" and not layout.conditioned:
+        raise ConfigError(f"generator.cond_norm={g.cond_norm} needs generator.arch=spade "
+                          f"(arch {g.arch} has no conditioning layers)")
+
+
 def validate(cfg: RunConfig) -> None:
-    """Cross-field checks that a type alone cannot express."""
+    """Names against their tables, then cross-field checks that a type alone cannot express."""
+    _check_names(cfg)
     d, g, t = cfg.data, cfg.generator, cfg.train
+    fmt = DATASET_FORMATS.load()[d.dataset]
     if d.label_nc < 1:
         raise ConfigError(f"data.label_nc must be >= 1, got {d.label_nc} (--label-nc N)")
     if d.dont_care_value is not None:
         if d.dont_care_value < 0:
             raise ConfigError(f"data.dont_care_value must be a label value >= 0, got {d.dont_care_value} "
                               f"(--dont-care V: the raw value in the label files that marks unlabelled pixels)")
-        first = 1 if d.dataset == "ade20k" else 0
+        first = fmt.first_class_value
         if first <= d.dont_care_value < first + d.label_nc:
             raise ConfigError(
                 f"data.dont_care_value {d.dont_care_value} is also a class value ({first}..{first + d.label_nc - 1} "
@@ -646,8 +756,8 @@ def validate(cfg: RunConfig) -> None:
             f"data.load_size ({d.load_size}) is smaller than data.crop_size ({d.crop_size}); "
             f"set data.load_size >= data.crop_size")
     check_generator_config(g)
-    if GENERATORS[g.arch].upsampled:
-        n = UPSAMPLING_LAYERS[g.num_upsampling_layers]
+    if GENERATOR_LAYOUTS.load()[g.arch].upsampled:
+        n = UPSAMPLINGS.load()[g.num_upsampling_layers]
         if not _divisible_size(d.crop_size, d.aspect_ratio, n):
             height, width = d.image_size
             raise ConfigError(
@@ -655,7 +765,7 @@ def validate(cfg: RunConfig) -> None:
                 f"{d.aspect_ratio:g}) is not divisible by 2^{n} on both sides "
                 f"(generator.num_upsampling_layers={g.num_upsampling_layers}); choose data.crop_size so "
                 f"that it and crop_size / aspect_ratio are multiples of {2 ** n}")
-    if d.dataset != "synthetic" and not d.root:
+    if fmt.needs_root and not d.root:
         raise ConfigError(f"dataset {d.dataset!r} needs --root PATH (the dataset folder)")
     if t.steps < 1:
         raise ConfigError(f"train.steps must be >= 1, got {t.steps}")

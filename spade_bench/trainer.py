@@ -218,7 +218,7 @@ class Trainer:
         path, state, skipped = ckpt.find_resume_checkpoint(self.run_dir, resume_from)
         for problem in skipped:
             warnings.warn(f"skipped a corrupt checkpoint: {problem}; resuming from {path}", stacklevel=2)
-        if state.get("config_hash") != config_hash(self.cfg):
+        if experiment_diff(state.get("config", {}), self.cfg):  # values, not hashes of older rules
             raise CheckpointError(
                 f"refusing to resume from {path}: {ckpt.config_mismatch_message(state.get('config', {}), self.cfg, 'the checkpoint')}. "
                 f"Resume with the run's own config (spade-bench train --out {self.run_dir} --resume, with no "

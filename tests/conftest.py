@@ -1,11 +1,16 @@
 """Shared fixtures: device from SPADE_BENCH_TEST_DEVICE (default cpu), gpu marker, shared data."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from dataclasses import field, make_dataclass
 from pathlib import Path
 
 import pytest
 import torch
+
+from spade_bench import config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -58,3 +63,40 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep caches (FID statistics, mapped weights) out of the user's home during tests."""
     cache = tmp_path_factory.getbasetemp() / "spade-bench-cache"
     monkeypatch.setenv("SPADE_BENCH_CACHE", str(cache))
+
+
+# ----------------------------------------------------------------------------- config schema changes
+
+# What a later version might add: train.warmup_steps, whose default keeps the old behaviour.
+# make_dataclass gives real annotations (this module's are strings, which typing would look up
+# in whichever module pytest last registered as "conftest").
+_TrainConfigWithNewField = make_dataclass("TrainConfig", [("warmup_steps", int, field(default=0))],
+                                          bases=(config.TrainConfig,), frozen=True)
+_RunConfigWithNewField = make_dataclass(
+    "RunConfig", [("train", _TrainConfigWithNewField, field(default_factory=_TrainConfigWithNewField))],
+    bases=(config.RunConfig,), frozen=True)
+
+
+@pytest.fixture
+def add_config_field(monkeypatch):
+    """`add()` gives the config schema one more field (train.warmup_steps, default 0), as a later
+    version of spade-bench would have it, and returns its key; undone after the test. Runs saved
+    before `add()` lack the field."""
+    def add() -> str:
+        monkeypatch.setattr(config, "TrainConfig", _TrainConfigWithNewField)
+        monkeypatch.setattr(config, "RunConfig", _RunConfigWithNewField)
+        return "train.warmup_steps"
+
+    return add
+
+
+def _hash_before_default_rule(saved: dict) -> str:
+    flat = {k: v for k, v in config.flatten(saved).items() if k not in config.NON_EXPERIMENT_KEYS}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@pytest.fixture
+def old_config_hash():
+    """config_hash as the code up to 6b04d6e computed it, the hash older runs recorded: sha256 of
+    every experiment key of a saved config (a dict), default values included."""
+    return _hash_before_default_rule

@@ -9,17 +9,39 @@ The contract API (docs/ARCHITECTURE.md, "Data"):
   the dataset's palette, the don't-care index in its own colour;
 - `build_dataloader(dataset, batch_size, *, shuffle, sampler, num_workers, drop_last, seed)`;
 - `check_dataset(data_cfg)` -> CheckReport; `load_label_file(path, data_cfg)` -> int64 [H, W];
-- `CLASS_NAMES` (the synthetic classes) and `class_names(data_cfg)`.
-"""
-from spade_bench.data.check import CheckReport, check_dataset
-from spade_bench.data.loader import (PairedDataset, PairError, SyntheticDataset, build_dataloader, build_dataset,
-                                     class_names, load_label_file)
-from spade_bench.data.palette import colorize, colorize_labels, dataset_palette, label_colormap
-from spade_bench.data.semantic import instance_edges, semantic_input
-from spade_bench.data.synthetic import CLASS_NAMES, SYNTHETIC_PALETTE, generate_scene
+- `CLASS_NAMES` (the synthetic classes) and `class_names(data_cfg)`;
+- `formats.FORMATS`: the dataset-format table, one file per format in data/formats/.
 
-__all__ = [
-    "CLASS_NAMES", "SYNTHETIC_PALETTE", "CheckReport", "PairError", "PairedDataset", "SyntheticDataset",
-    "build_dataloader", "build_dataset", "check_dataset", "class_names", "colorize", "colorize_labels", "dataset_palette",
-    "generate_scene", "instance_edges", "label_colormap", "load_label_file", "semantic_input",
-]
+The names above are imported from their modules on first use (PEP 562), so that importing the
+package, and with it the torch-free format table that config validation reads, loads neither
+torch nor numpy.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public name -> the module of this package that defines it.
+_EXPORTS = {
+    "CheckReport": "check", "check_dataset": "check",
+    "PairError": "loader", "PairedDataset": "loader", "SyntheticDataset": "loader", "build_dataloader": "loader",
+    "build_dataset": "loader", "class_names": "loader", "load_label_file": "loader",
+    "colorize": "palette", "colorize_labels": "palette", "dataset_palette": "palette", "label_colormap": "palette",
+    "instance_edges": "semantic", "semantic_input": "semantic",
+    "CLASS_NAMES": "synthetic", "SYNTHETIC_PALETTE": "synthetic", "generate_scene": "synthetic",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

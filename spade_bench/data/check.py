@@ -17,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from spade_bench.config import DataConfig
-from spade_bench.data import formats
+from spade_bench.data import files, formats
+from spade_bench.data.formats.folder import folder_dirs
 from spade_bench.data.loader import PairError, SyntheticDataset, _check_config, class_names, load_pair
 from spade_bench.data.synthetic import single_thread
 from spade_bench.errors import DataError
@@ -107,7 +108,7 @@ class CheckReport:
             values = sorted(self.raw_values)
             shown = ", ".join(map(str, values[:24])) + (" ..." if len(values) > 24 else "")
             lines.append(f"raw label values seen: {shown} ({len(values)} distinct)")
-        if self.dataset == "folder":
+        if formats.dataset_format(self.dataset).suggest_flags:
             if self.instance_files:
                 used = "used" if self.use_instance else "not used; add --set data.use_instance=true to train with them"
                 lines.append(f"instance maps: {self.instance_files} files in instances/ ({used})")
@@ -131,9 +132,10 @@ def check_dataset(data_cfg: DataConfig, *, progress: bool = False) -> CheckRepor
     dataset it also infers the flags `train` needs (`report.suggested`)."""
 
     _check_config(data_cfg)
+    fmt = formats.dataset_format(data_cfg.dataset)
     report = CheckReport(data_cfg.dataset, data_cfg.root, data_cfg.label_nc, data_cfg.contain_dontcare,
                          names=class_names(data_cfg))
-    if data_cfg.dataset == "synthetic":
+    if fmt.procedural:
         with single_thread():
             for split in SPLITS:
                 size = data_cfg.synthetic_train_size if split == "train" else data_cfg.synthetic_val_size
@@ -173,10 +175,10 @@ def check_dataset(data_cfg: DataConfig, *, progress: bool = False) -> CheckRepor
         if not pairs:
             report.problems.append((str(root), f"the {split} split is empty: no {split} files found "
                                                f"(check the {data_cfg.dataset} layout)"))
-        if data_cfg.dataset == "folder":
+        if fmt.suggest_flags:
             report.instance_files += _count_instances(root, split, scan_cfg)
         for pair in tqdm(pairs, desc=f"check {split}", disable=not progress, unit="pair"):
-            if data_cfg.dataset == "folder":  # raw values drive the label_nc / don't-care suggestion
+            if fmt.suggest_flags:  # raw values drive the label_nc / don't-care suggestion
                 _scan_raw_values(report, pair)
             try:
                 image, label, _ = load_pair(pair, scan_cfg)
@@ -187,7 +189,7 @@ def check_dataset(data_cfg: DataConfig, *, progress: bool = False) -> CheckRepor
                 report.problems.append((pair.display_path, _reason(e, pair.display_path)))
                 continue
             _count(report, label, image.size)
-    if data_cfg.dataset == "folder":
+    if fmt.suggest_flags:
         _suggest(report, data_cfg, scan_cfg, root)
     return report
 
@@ -200,7 +202,7 @@ def _scan_raw_values(report: CheckReport, pair: formats.Pair) -> None:
     if pair.label is None or pair.label.suffix.lower() not in formats.LABEL_SUFFIXES:
         return
     try:
-        raw = formats.read_map(pair.label)
+        raw = files.read_map(pair.label)
     except DataError:
         return  # load_pair reports it
     report.label_sizes[(int(raw.shape[1]), int(raw.shape[0]))] += 1
@@ -211,7 +213,7 @@ def _scan_raw_values(report: CheckReport, pair: formats.Pair) -> None:
 
 def _count_instances(root, split: str, data_cfg: DataConfig) -> int:
     try:
-        _, _, instances = formats.folder_dirs(root, split, data_cfg.val_fraction)
+        _, _, instances = folder_dirs(root, split, data_cfg.val_fraction)
     except DataError:
         return 0
     if split == "val" and data_cfg.val_fraction is not None and instances == root / "instances":

@@ -17,9 +17,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from spade_bench.config import DataConfig
-from spade_bench.data import formats
-from spade_bench.data.formats import Pair
-from spade_bench.data.synthetic import CLASS_NAMES, DATASET_SEED, generate_scene, single_thread
+from spade_bench.data import files, formats
+from spade_bench.data.formats import Pair, dataset_format
+from spade_bench.data.synthetic import DATASET_SEED, generate_scene, single_thread
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
 from spade_bench.errors import ConfigError, DataError
 
@@ -49,13 +49,13 @@ def load_pair(pair: Pair, data_cfg: DataConfig) -> tuple[Any, np.ndarray, Option
         raise PairError(pair.label, "label map saved as JPEG: lossy compression changes the class values at "
                                     "every edge; save label maps as PNG (one class value per pixel)")
     try:
-        image = formats.read_image(pair.image)
+        image = files.read_image(pair.image)
     except DataError as e:
         raise _pair_error(pair.image, e) from None
     label = load_label_array_checked(pair.label, data_cfg)
     if label.shape != (image.height, image.width):
         hint = ""
-        if label.shape == (image.width, image.height) or formats.exif_orientation(pair.image) not in (None, 1):
+        if label.shape == (image.width, image.height) or files.exif_orientation(pair.image) not in (None, 1):
             hint = (" The photo carries an EXIF orientation tag, so viewers show it rotated; the label was "
                     "probably drawn on the rotated view. Save the photo with the rotation applied "
                     "(e.g. PIL.ImageOps.exif_transpose) and no orientation tag")
@@ -67,7 +67,7 @@ def load_pair(pair: Pair, data_cfg: DataConfig) -> tuple[Any, np.ndarray, Option
             raise PairError(pair.image, "no instance map with the same name, but data.use_instance is on "
                                         "(set data.use_instance=false, or add the instance map)")
         try:
-            instance = formats.load_instance_array(pair.instance, pair.key)
+            instance = files.load_instance_array(pair.instance, pair.key)
         except DataError as e:
             raise _pair_error(pair.instance, e) from None
         if instance.shape != label.shape:
@@ -77,9 +77,9 @@ def load_pair(pair: Pair, data_cfg: DataConfig) -> tuple[Any, np.ndarray, Option
 
 
 def load_label_array_checked(path: Path, data_cfg: DataConfig) -> np.ndarray:
-    """`formats.load_label_array`, with its DataError turned into a PairError naming the file."""
+    """`files.load_label_array`, with its DataError turned into a PairError naming the file."""
     try:
-        return formats.load_label_array(path, data_cfg)
+        return files.load_label_array(path, data_cfg)
     except DataError as e:
         raise _pair_error(path, e) from None
 
@@ -106,7 +106,7 @@ def _sample(image: np.ndarray, label: np.ndarray, instance: Optional[np.ndarray]
 
 
 class PairedDataset(Dataset):
-    """A real dataset (facades, coco-stuff, cityscapes, ade20k or folder).
+    """A dataset read from files (any format that lists pairs: all but the procedural one).
 
     Args:
         data_cfg: the data section of the run config.
@@ -192,13 +192,15 @@ def size_note(dataset, data_cfg: DataConfig) -> Optional[str]:
 
 
 def _check_config(data_cfg: DataConfig) -> None:
-    if data_cfg.dont_care_value is not None and not data_cfg.contain_dontcare and data_cfg.dataset != "ade20k":
+    fmt = dataset_format(data_cfg.dataset)
+    if data_cfg.dont_care_value is not None and not data_cfg.contain_dontcare and not fmt.dont_care_fixed:
         raise ConfigError(
             f"data.dont_care_value={data_cfg.dont_care_value} needs data.contain_dontcare=true "
             f"(the don't-care pixels get their own input channel)")
-    if data_cfg.dataset == "synthetic" and data_cfg.label_nc < len(CLASS_NAMES):
-        raise ConfigError(f"the synthetic scenes have {len(CLASS_NAMES)} classes; data.label_nc is "
-                          f"{data_cfg.label_nc}; set data.label_nc={len(CLASS_NAMES)}")
+    classes = len(fmt.class_names or ())
+    if fmt.procedural and data_cfg.label_nc < classes:
+        raise ConfigError(f"the {fmt.name} scenes have {classes} classes; data.label_nc is "
+                          f"{data_cfg.label_nc}; set data.label_nc={classes}")
 
 
 def build_dataset(data_cfg: DataConfig, split: str, *, augment: Optional[bool] = None) -> Dataset:
@@ -208,7 +210,7 @@ def build_dataset(data_cfg: DataConfig, split: str, *, augment: Optional[bool] =
     augment = split == "train" if augment is None else augment
     _check_config(data_cfg)
     limit = data_cfg.max_val_images if split == "val" else None
-    if data_cfg.dataset == "synthetic":
+    if dataset_format(data_cfg.dataset).procedural:
         length = data_cfg.synthetic_train_size if split == "train" else data_cfg.synthetic_val_size
         length = min(length, limit) if limit is not None else length
         if length < 1:
@@ -266,18 +268,18 @@ def build_dataloader(dataset: Dataset, batch_size: int = 1, *, shuffle: bool = F
 # ============================================================================= class names
 
 def class_names(data_cfg: DataConfig) -> list[str]:
-    """One name per class index: the synthetic classes, Cityscapes' names, a root/label_names.txt
-    (CMP Facades ships one) when present, else class_<i>."""
+    """One name per class index: the format's names (`DatasetFormat.class_names`: the synthetic
+    classes, Cityscapes' ids), a root/label_names.txt (CMP Facades ships one) when present, else
+    class_<i>."""
     n = data_cfg.label_nc
     fallback = [f"class_{i}" for i in range(n)]
-    if data_cfg.dataset == "synthetic":
-        return list(CLASS_NAMES[:n]) + fallback[len(CLASS_NAMES):]
-    if data_cfg.dataset == "cityscapes" and n == len(formats.CITYSCAPES_CLASS_NAMES):
-        return list(formats.CITYSCAPES_CLASS_NAMES)
+    fmt = dataset_format(data_cfg.dataset)
+    if fmt.class_names is not None and (n == len(fmt.class_names) or fmt.procedural):
+        return list(fmt.class_names[:n]) + fallback[len(fmt.class_names):]
     if data_cfg.root:
         root = Path(data_cfg.root).expanduser()
         for candidate in (root / "label_names.txt", root / "train" / "label_names.txt"):
-            names = formats.read_label_names(candidate, data_cfg)
+            names = files.read_label_names(candidate, data_cfg)
             if names is not None:
                 return names
     return fallback

@@ -2,7 +2,8 @@
 
 The default colour map is the original SPADE one (`util.labelcolormap`): the Cityscapes
 colours for 35 classes, otherwise the PASCAL bit-interleaved map with class 0 given a
-colour. Datasets with their own palette (the synthetic scenes, CMP Facades) use it instead.
+colour. A format that declares a palette (data/formats/: the synthetic scenes, CMP Facades,
+Cityscapes) is drawn in it when label_nc matches its length.
 """
 from __future__ import annotations
 
@@ -12,23 +13,11 @@ import numpy as np
 import torch
 
 from spade_bench.config import DataConfig
-from spade_bench.data.synthetic import SYNTHETIC_PALETTE
+from spade_bench.data.formats import cityscapes, dataset_format, facades
 
-# Cityscapes label colours by label id 0..33, then the license plate (original SPADE order).
-CITYSCAPES_PALETTE = np.array([
-    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81),
-    (128, 64, 128), (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70), (102, 102, 156),
-    (190, 153, 153), (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100),
-    (0, 0, 230), (119, 11, 32), (0, 0, 142),
-], dtype=np.uint8)
-
-# The palette of the CMP Facades label PNGs (index 0 is unused; 1..12 are the classes).
-FACADES_PALETTE = np.array([
-    (0, 0, 0), (0, 0, 170), (0, 0, 255), (0, 85, 255), (0, 170, 255), (0, 255, 255), (85, 255, 170),
-    (170, 255, 85), (255, 255, 0), (255, 170, 0), (255, 85, 0), (255, 0, 0), (170, 0, 0),
-], dtype=np.uint8)
+# The original's colour map draws 35 classes in the Cityscapes colours (their format's palette).
+CITYSCAPES_PALETTE = np.array(cityscapes.FORMAT.palette, dtype=np.uint8)
+FACADES_PALETTE = np.array(facades.FORMAT.palette, dtype=np.uint8)
 
 
 def label_colormap(num_classes: int) -> np.ndarray:
@@ -64,12 +53,8 @@ def dataset_palette(data_cfg: DataConfig) -> np.ndarray:
     """uint8 [label_nc (+1 with contain_dontcare), 3]: the colours a dataset's labels are drawn
     in; the don't-care index label_nc gets its own colour, distinct from every class."""
     n = data_cfg.label_nc
-    if data_cfg.dataset == "synthetic" and n == len(SYNTHETIC_PALETTE):
-        classes = SYNTHETIC_PALETTE.copy()
-    elif data_cfg.dataset == "facades" and n == len(FACADES_PALETTE):
-        classes = FACADES_PALETTE.copy()
-    else:
-        classes = label_colormap(n)
+    own = dataset_format(data_cfg.dataset).palette
+    classes = np.array(own, dtype=np.uint8) if own is not None and n == len(own) else label_colormap(n)
     return with_dont_care_colour(classes) if data_cfg.contain_dontcare else classes
 
 

@@ -30,25 +30,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from spade_bench.data.formats import synthetic as synthetic_format
 from spade_bench.errors import DataError
 
-CLASS_NAMES: tuple[str, ...] = (
-    "sky", "cloud", "mountain", "water", "sand", "grass", "tree", "rock", "building", "road")
+# The classes and their colours are declared by the format (data/formats/synthetic.py).
+CLASS_NAMES: tuple[str, ...] = synthetic_format.FORMAT.class_names
 SKY, CLOUD, MOUNTAIN, WATER, SAND, GRASS, TREE, ROCK, BUILDING, ROAD = range(len(CLASS_NAMES))
-
-# Label colours for figures and for the palette PNGs that `data synth` writes.
-SYNTHETIC_PALETTE = np.array([
-    (110, 170, 235),  # sky
-    (235, 235, 245),  # cloud
-    (120, 100, 90),   # mountain
-    (30, 90, 200),    # water
-    (230, 200, 120),  # sand
-    (90, 190, 60),    # grass
-    (20, 100, 30),    # tree
-    (150, 150, 150),  # rock
-    (200, 70, 50),    # building
-    (60, 60, 70),     # road
-], dtype=np.uint8)
+SYNTHETIC_PALETTE = np.array(synthetic_format.FORMAT.palette, dtype=np.uint8)
 
 # Separate seed streams, so that the train and val splits never share a scene.
 SPLIT_STREAMS = {"train": 0x5EED_0001, "val": 0x5EED_0002}

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spade_bench.errors import ConfigError
+from spade_bench.names import UPSAMPLING_LAYERS
 from spade_bench.nn.blocks import ConcatResnetBlock, CondResnetBlock
 from spade_bench.nn.norms import CondNormFactory, SegmapCache, norm_factory, param_free_norm, resize_segmap
 from spade_bench.nn.spade import make_spade
 
-UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 BlockFactory = Callable[[int, int], nn.Module]
 
 

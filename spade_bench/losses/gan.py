@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spade_bench.errors import ConfigError
+from spade_bench.names import GAN_MODES  # noqa: F401 - re-exported
 
-GAN_MODES = ("hinge", "ls", "original")
 Prediction = Union[Tensor, Sequence[Union[Tensor, Sequence[Tensor]]]]
 
 

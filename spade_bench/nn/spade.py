@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spade_bench.errors import ConfigError
+from spade_bench.names import MODULATIONS  # noqa: F401 - re-exported
 from spade_bench.nn.norms import (CondNormFactory, NormFactory, SegmapCache,  # noqa: F401 - re-exported
                                   norm_factory, param_free_norm, resize_segmap)
-
-MODULATIONS = ("one_plus_gamma", "gamma")
 
 
 class SPADE(nn.Module):

@@ -13,6 +13,7 @@ from spade_bench.discriminators import build_discriminator, discriminate
 from spade_bench.encoders import build_encoder, reparameterize
 from spade_bench.generators import COND_NORMS, GENERATORS, build_generator
 from spade_bench.losses import GANLoss, build_generator_losses, generator_loss_values
+from spade_bench.names import load
 from spade_bench.nn.blocks import CondResnetBlock
 from spade_bench.nn.norms import NORMS
 from spade_bench.nn.spade import SPADE
@@ -119,14 +120,14 @@ def test_variant_builds_the_network_it_names(variant):
     g = cfg.generator
     generator = build_generator(cfg)
     layout = GENERATORS[g.arch]
-    assert type(generator) is type(layout.build(cfg))
+    assert type(generator) is type(load(layout.build)(cfg))
     blocks = [m for m in generator.modules() if isinstance(m, CondResnetBlock)]
     assert bool(blocks) == layout.conditioned
-    cond_layer = type(COND_NORMS[g.cond_norm](cfg)(8))
+    cond_layer = type(load(COND_NORMS[g.cond_norm])(cfg)(8))
     for block in blocks:
         for norm in (block.norm_0, block.norm_1):
             assert type(norm) is cond_layer
-            assert type(norm.param_free_norm) is NORMS[g.param_free_norm]
+            assert type(norm.param_free_norm) is load(NORMS[g.param_free_norm])
     spades = [m for m in generator.modules() if isinstance(m, SPADE)]
     assert bool(spades) == (layout.conditioned and g.cond_norm == "spade")
     for spade in spades:

@@ -13,7 +13,7 @@ from eval.harness import evaluate_run
 from eval.label_maps import CITYSCAPES_19_CLASSES, IGNORE, get_label_mapping
 from spade_bench.config import RunConfig, apply_overrides, config_hash, with_dataset
 from spade_bench.data import build_dataset
-from spade_bench.data.formats import load_label_array
+from spade_bench.data.files import load_label_array
 from spade_bench.errors import ConfigError, EvalError
 
 # (Cityscapes label id, name, trainId) from cityscapesScripts' labels.py, written out here

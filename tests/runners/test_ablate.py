@@ -8,7 +8,10 @@ from typer.testing import CliRunner
 
 import spade_bench.trainer as trainer_module
 from cli import app
+from runners.ablate import pair_dir, pair_is_done
+from spade_bench.config import apply_overrides, config_hash, resolve, save_config, to_dict
 from spade_bench.errors import TrainingError
+from spade_bench.io import atomic_write_json
 
 TINY = ["generator.ngf=8", "generator.spade_hidden=8", "discriminator.ndf=8", "discriminator.n_layers=2",
         "loss.perceptual=none", "train.batch_size=2", "train.steps=2", "train.decay_steps=1",
@@ -54,3 +57,28 @@ def test_failed_pair_is_reported_then_rerun_skips_finished_pairs(tmp_path, monke
     metrics = json.loads((tmp_path / "runs" / "concat-s0" / "eval" / "metrics.json").read_text())
     assert metrics["checkpoint_step"] == 2 and metrics["run"]["variant"] == "concat"
     assert "failed" not in json.loads((tmp_path / "runs" / "concat-s0" / "train_summary.json").read_text())["status"]
+
+
+def test_a_pair_scored_by_older_code_stays_finished(tmp_path, add_config_field, old_config_hash):
+    """A metrics.json written before config_hash skipped default values records the older rule's
+    hash: the pair stays finished, also once the schema gains a field, and only for its own
+    experiment (a relaunch skips what pair_is_done calls finished)."""
+    cfg = resolve("spade", preset="smoke", overrides=TINY)
+    run_dir = pair_dir(tmp_path, "spade", 0)
+    save_config(cfg, run_dir / "config.json")
+    metrics = {"checkpoint_step": cfg.train.steps, "run": {"config_hash": old_config_hash(to_dict(cfg))}}
+    atomic_write_json(run_dir / "eval" / "metrics.json", metrics)
+    assert metrics["run"]["config_hash"] != config_hash(cfg)
+    assert pair_is_done(run_dir, cfg)
+
+    key = add_config_field()
+    now = resolve("spade", preset="smoke", overrides=TINY)
+    assert pair_is_done(run_dir, now)
+    assert not pair_is_done(run_dir, apply_overrides(now, ["optim.lr=0.001"]))
+    assert not pair_is_done(run_dir, apply_overrides(now, [f"{key}=3"]))
+    assert not pair_is_done(run_dir, apply_overrides(now, ["train.steps=3"]))
+    # Scores of another experiment: the hash they record names no config this run saved.
+    other = apply_overrides(cfg, ["optim.lr=0.001"])
+    atomic_write_json(run_dir / "eval" / "metrics.json",
+                      {**metrics, "run": {"config_hash": old_config_hash(to_dict(other))}})
+    assert not pair_is_done(run_dir, now)

@@ -20,7 +20,7 @@ from cli import app
 from spade_bench.checkpoint import latest_path, load_checkpoint, load_generator
 from spade_bench.config import load_config_file, resolve, save_config
 from spade_bench.data import semantic_input
-from spade_bench.data.formats import load_instance_array, load_label_array
+from spade_bench.data.files import load_instance_array, load_label_array
 from spade_bench.discriminators import build_discriminator
 from spade_bench.errors import CheckpointError, ConfigError
 from spade_bench.nvlabs import (NETWORK_FILES, _load_weights, config_from_options, export_nvlabs, from_nvlabs_keys,

@@ -88,7 +88,7 @@ def test_image_resize_modes_and_tensor_range():
 def test_dataset_labels_keep_their_values(facades_root):
     cfg = replace(DataConfig(dataset="facades", root=str(facades_root), label_nc=13), load_size=143, crop_size=128)
     train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
-    from spade_bench.data.formats import load_label_array
+    from spade_bench.data.files import load_label_array
     for dataset in (train, val):
         for index in (0, 1):
             pair = dataset.pairs[index]
