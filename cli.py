@@ -19,6 +19,7 @@ import typer
 from spade_bench.config import RunConfig, config_hash, resolve, to_json
 from spade_bench.errors import DataError, EvalError, SpadeBenchError, TrainingInterrupted
 from spade_bench.io import check_output_folder
+from spade_bench.metrics import choices_text as metric_choices  # NumPy only: the registry, for --metric's help
 
 app = typer.Typer(
     add_completion=False,
@@ -249,7 +250,8 @@ def eval_command(
         run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate (writes RUN/eval/)."),
         real: Optional[Path] = typer.Option(None, "--real", help="Folder of real images (with --fake)."),
         fake: Optional[Path] = typer.Option(None, "--fake", help="Folder of generated images (with --real)."),
-        metric: str = typer.Option("all", "--metric", "-m", help="fid, kid, miou, acc or all."),
+        metric: str = typer.Option("all", "--metric", "-m", help=metric_choices() + "; with --real/--fake only "
+                                   "the feature metrics. Scoring some keeps the others in metrics.json."),
         checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, or a step number."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         set_: Optional[List[str]] = typer.Option(None, "--set", "-s",
@@ -259,7 +261,7 @@ def eval_command(
                                                 help="With --real/--fake: resize both folders to HxW (bicubic); "
                                                      "folders of different sizes are refused without it."),
 ) -> None:
-    """Score a run (generate, FID/KID, mIoU/accuracy, metrics.json), or two image folders.
+    """Score a run (generate, every registered metric or --metric ones, metrics.json), or two image folders.
 
     Every protocol choice (sizes, resize modes, FID protocol, extractor and segmenter hashes,
     seeds) is recorded in RUN/eval/metrics.json. Re-running keeps images already generated.
