@@ -54,3 +54,36 @@ def test_failed_pair_is_reported_then_rerun_skips_finished_pairs(tmp_path, monke
     metrics = json.loads((tmp_path / "runs" / "concat-s0" / "eval" / "metrics.json").read_text())
     assert metrics["checkpoint_step"] == 2 and metrics["run"]["variant"] == "concat"
     assert "failed" not in json.loads((tmp_path / "runs" / "concat-s0" / "train_summary.json").read_text())["status"]
+
+
+def test_a_trained_pair_lacking_metrics_is_scored_for_those_only(tmp_path, monkeypatch):
+    """A metric added after a sweep was scored: the relaunch neither retrains nor skips the pair,
+    it asks the harness for exactly the missing metrics (the harness keeps the others)."""
+    import runners.ablate as ablate
+    from spade_bench.config import config_hash
+    from spade_bench.io import atomic_write_json
+    from spade_bench.metrics import list_metrics
+
+    sweep = ablate.plan_sweep(variants=("spade",), seeds=(0,), preset="smoke", out=tmp_path / "runs",
+                              overrides=TINY, device="cpu")
+    cfg, run_dir = sweep.configs[("spade", 0)], sweep.run_dir("spade", 0)
+    newest = [m.name for m in list_metrics()][-2:]
+    record = {"checkpoint_step": cfg.train.steps, "run": {"config_hash": config_hash(cfg)},
+              "metrics": {m.name: 1.0 for m in list_metrics() if m.name not in newest},
+              "protocol": {"metric_versions": {m.name: m.version_string() for m in list_metrics()
+                                               if m.name not in newest}}}
+    atomic_write_json(run_dir / "eval" / "metrics.json", record)
+    calls = []
+
+    def never_train(*args, **kwargs):
+        raise AssertionError("a trained pair was trained again")
+
+    monkeypatch.setattr(ablate, "_trained", lambda run_dir, cfg: True)
+    monkeypatch.setattr(trainer_module, "train_run", never_train)
+    monkeypatch.setattr(ablate, "evaluate_run", lambda run_dir, *, metric, **kwargs: calls.append(metric))
+    assert ablate.run_pair(cfg, run_dir, tmp_path / "seg.pt", "cpu") == "finished"
+    assert calls == [",".join(newest)]
+    record["metrics"].update(dict.fromkeys(newest, 0.5))
+    record["protocol"]["metric_versions"] = {m.name: m.version_string() for m in list_metrics()}
+    atomic_write_json(run_dir / "eval" / "metrics.json", record)
+    assert ablate.run_pair(cfg, run_dir, tmp_path / "seg.pt", "cpu") == "done" and len(calls) == 1
