@@ -7,8 +7,8 @@ and write RUN/eval/metrics.json with the full protocol record.
    at the evaluation size;
 2. score: the requested metrics of the registry (spade_bench.metrics; `--metric`, default
    all), fed from the uint8 pixels as stored by two stages: the FID-Inception features of the
-   generated images (and of the real ones, unless cached) for the feature metrics (FID, KID),
-   and the segmenter's per-image counts on generated and on real images
+   generated images (and of the real ones, unless cached) for the feature metrics (FID, KID,
+   precision, recall), and the segmenter's per-image counts on generated and on real images
    for the segmentation metrics (mIoU, pixel accuracy). After the pass each metric computes
    itself, and its reference: the same metric on real photos (the segmenter's ceiling; real
    train images against the real set of eval.real_set, the floor). Then how much the outputs

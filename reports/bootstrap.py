@@ -18,7 +18,8 @@ both:
   - FID from the resampled generated-image features against the cached real statistics;
   - KID (unbiased MMD^2, cubic polynomial kernel) from the resampled generated-image
     features against all real features; pairs of an image with a copy of itself are left
-    out, so a resample stays an unbiased estimate.
+    out, so a resample stays an unbiased estimate;
+  - precision and recall from the resampled features against all real features.
   A run contributes the metrics its metrics.json holds (at the version the report's column
   shows, reports.columns).
 

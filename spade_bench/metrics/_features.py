@@ -1,4 +1,4 @@
-"""What the feature metrics (FID, KID) share: the generated images' FID-Inception
+"""What the feature metrics (FID, KID, precision, recall) share: the generated images' FID-Inception
 pool3 features, accumulated batch by batch and compared with the real photos' features.
 
 The harness extracts the features once per batch (eval/fid.py, under the run's FID protocol)

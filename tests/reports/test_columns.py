@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from fake_runs import make_run
@@ -12,7 +13,7 @@ from reports.bootstrap import BootstrapSettings, bootstrap_differences
 from reports.build import build_report
 from reports.collect import ReportError, collect_runs
 from reports.columns import metric_columns
-from spade_bench.metrics import get_metric, list_metrics
+from spade_bench.metrics import Batch, Context, get_metric, list_metrics
 
 FAST = BootstrapSettings(replicates=100, fid_replicates=20)
 CURRENT = {m.name: m.version_string() for m in list_metrics()}
@@ -20,6 +21,51 @@ CURRENT = {m.name: m.version_string() for m in list_metrics()}
 
 def _versions(**changes):
     return {"metric_versions": {**CURRENT, **changes}}
+
+
+def _score_precision_recall(run, real_stats):
+    """Add precision and recall to a fabricated run's metrics.json, as the harness would."""
+    features = np.load(run / "eval" / "fake_features.npy")
+    with np.load(real_stats) as stats:
+        real = stats["features"]
+    path = run / "eval" / "metrics.json"
+    record = json.loads(path.read_text())
+    for name in ("precision", "recall"):
+        metric = get_metric(name)()
+        metric.update(Batch(fake_features=features))
+        record["metrics"][name] = metric.compute(Context(real_features=real)).value
+    path.write_text(json.dumps(record))
+
+
+def test_a_metric_no_run_has_is_a_dash_column_with_a_note(ablation_runs, tmp_path):
+    result = build_report([ablation_runs], tmp_path / "out", settings=FAST, figures=False, progress=False)
+    md = result["markdown"].read_text()
+    spade_row = next(line for line in md.splitlines() if line.startswith("| spade |")).split(" | ")
+    header = next(line for line in md.splitlines() if line.startswith("| variant | seeds | mIoU")).split(" | ")
+    assert spade_row[header.index("precision ↑")] == "–" and spade_row[header.index("recall ↑")] == "–"
+    assert ("- precision – for every run: not scored; `spade-bench eval --run RUN --metric precision` "
+            "(keeps the other scores)") in md
+    columns = json.loads(result["summary"].read_text())["datasets"]["synthetic"]["metric_coverage"]
+    assert columns["precision"]["runs"] == [] and len(columns["precision"]["missing"]) == 8
+    assert columns["fid"]["missing"] == {} and len(columns["fid"]["runs"]) == 8
+
+
+def test_runs_scored_before_a_metric_existed_are_named_and_left_out_of_its_interval(tmp_path, real_stats):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        for variant, quality in (("spade", 0.35), ("concat", 0.1)):
+            run = make_run(root, variant, seed, quality=quality, real_stats=real_stats)
+            if (variant, seed) != ("concat", 2):               # scored before precision existed
+                _score_precision_recall(run, real_stats)
+    records = collect_runs([root])
+    result = bootstrap_differences(records, FAST, progress=False)
+    concat = result.intervals["concat"]
+    assert concat["precision"].variant_seeds == 2 and concat["miou"].variant_seeds == 3
+    assert np.isfinite(concat["recall"].low)
+    md = build_report([root], tmp_path / "out", settings=FAST, figures=False, progress=False)["markdown"].read_text()
+    assert "- precision – for concat/seed2: not scored;" in md
+    concat_row = next(line for line in md.splitlines() if line.startswith("| concat |"))
+    assert "(n=2)" in concat_row
 
 
 def test_an_older_version_is_withheld_from_its_column_only(tmp_path, real_stats):
