@@ -127,6 +127,21 @@ def variants() -> None:
         typer.echo(f"{name:<{width}}  {get_variant(name).description}")
 
 
+@app.command("metrics")
+@_errors
+def metrics_command() -> None:
+    """List the registered metrics: name, aliases, direction and version.
+
+    Example: spade-bench metrics
+    """
+    # The registry imports NumPy: kept out of --help, which runs before numerics are pinned.
+    from spade_bench.metrics import list_metrics
+
+    for m in list_metrics():
+        aliases = f" (alias {', '.join(m.aliases)})" if m.aliases else ""
+        typer.echo(f"{m.name:<15} {m.direction + ' is better':<17} {m.version:<36}{aliases}")
+
+
 @app.command("config")
 @_errors
 def show_config(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str] = _DATASET,
@@ -256,7 +271,9 @@ def eval_command(
         run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate (writes RUN/eval/)."),
         real: Optional[Path] = typer.Option(None, "--real", help="Folder of real images (with --fake)."),
         fake: Optional[Path] = typer.Option(None, "--fake", help="Folder of generated images (with --real)."),
-        metric: str = typer.Option("all", "--metric", "-m", help="fid, kid, miou, acc or all."),
+        metric: str = typer.Option("all", "--metric", "-m", help="A registered metric (`spade-bench metrics` lists them), several "
+                                   "comma-separated, or all; with --real/--fake only the feature metrics. Scoring "
+                                   "some keeps the others in metrics.json."),
         checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, or a step number."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         set_: Optional[List[str]] = typer.Option(None, "--set", "-s",
@@ -266,7 +283,7 @@ def eval_command(
                                                 help="With --real/--fake: resize both folders to HxW (bicubic); "
                                                      "folders of different sizes are refused without it."),
 ) -> None:
-    """Score a run (generate, FID/KID, mIoU/accuracy, metrics.json), or two image folders.
+    """Score a run (generate, every registered metric or --metric ones, metrics.json), or two image folders.
 
     Every protocol choice (sizes, resize modes, FID protocol, extractor and segmenter hashes,
     seeds) is recorded in RUN/eval/metrics.json. Re-running keeps images already generated.

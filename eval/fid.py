@@ -1,5 +1,7 @@
-"""FID and KID: Inception features under a named protocol, statistics, the real-statistics
-cache, the Frechet distance and torchmetrics' KID.
+"""FID and KID inputs: Inception features under a named protocol and the real-statistics cache.
+
+The distances (Frechet distance, torchmetrics' KID) are declared with their metrics in
+spade_bench/metrics/fid.py and kid.py and re-exported here.
 
 Two FID protocols (../shared/REFERENCE.md section 7); which one was used goes into every
 result:
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
@@ -34,6 +35,10 @@ from eval.inception import FID_FEATURE_DIM, INCEPTION_INPUT_SIZE, load_fid_incep
 from spade_bench.data import PairedDataset, SyntheticDataset
 from spade_bench.errors import EvalError
 from spade_bench.io import atomic_write
+# The distances themselves live with their metric declarations (NumPy only, shared with reports/).
+from spade_bench.metrics.fid import (feature_statistics, fid_bias_warning, fid_from_features,  # noqa: F401
+                                     frechet_distance)
+from spade_bench.metrics.kid import kid_from_features, kid_subset_size, kid_subset_warning  # noqa: F401
 
 FID_PROTOCOLS = ("pytorch-fid", "tf")
 # The upper end of the TF network's input range: (255 - 128) / 128.
@@ -114,128 +119,6 @@ class FeatureExtractor:
         if not parts:
             return np.zeros((0, FID_FEATURE_DIM), np.float32)
         return np.concatenate(parts)
-
-
-# ----------------------------------------------------------------------------- statistics
-
-def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (float64, rowvar=False, as pytorch-fid computes them)."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or features.shape[0] < 2:
-        raise EvalError(f"FID needs at least 2 images, got {features.shape[0] if features.ndim == 2 else 0}")
-    return features.mean(axis=0), np.cov(features, rowvar=False)
-
-
-def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
-    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
-    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
-
-    Tr((S1 S2)^(1/2)) is computed as the sum of sqrt(eigenvalues) of the symmetric PSD matrix
-    S1^(1/2) S2 S1^(1/2), which has the same eigenvalues as S1 S2. This equals pytorch-fid's
-    `calculate_frechet_distance` (scipy sqrtm) where that is well conditioned, and stays real
-    and finite when the covariances are rank-deficient (fewer images than 2048 features),
-    where sqrtm of the non-symmetric product can fail or turn complex.
-    """
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise EvalError(f"FID statistics have different shapes: {mu1.shape} vs {mu2.shape}")
-    sqrt_sigma1 = _psd_sqrt((sigma1 + sigma1.T) / 2)
-    middle = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
-    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)
-    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
-
-
-def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
-    """FID between two feature sets; the same value as `frechet_distance` on their statistics.
-
-    With fewer images than feature dimensions, Tr((S1 S2)^(1/2)) is the nuclear norm of
-    A B^T / sqrt((n1 - 1)(n2 - 1)) for the centred features A, B: S1 S2 and (A B^T)(A B^T)^T
-    share their non-zero eigenvalues. That needs an n1 x n2 SVD instead of 2048 x 2048
-    eigendecompositions, and is exact.
-    """
-    a = np.asarray(features1, dtype=np.float64)
-    b = np.asarray(features2, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise EvalError(f"feature arrays must be [N, D] with equal D, got {a.shape} and {b.shape}")
-    n1, n2, dims = a.shape[0], b.shape[0], a.shape[1]
-    if min(n1, n2) < 2:
-        raise EvalError(f"FID needs at least 2 images per set, got {n1} and {n2}")
-    if min(n1, n2) > dims:
-        return frechet_distance(*feature_statistics(a), *feature_statistics(b))
-    mu1, mu2 = a.mean(axis=0), b.mean(axis=0)
-    centred1, centred2 = a - mu1, b - mu2
-    cross = centred1 @ centred2.T / np.sqrt((n1 - 1) * (n2 - 1))
-    trace_sqrt = np.linalg.svd(cross, compute_uv=False).sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + (centred1 ** 2).sum() / (n1 - 1) + (centred2 ** 2).sum() / (n2 - 1)
-                 - 2 * trace_sqrt)
-
-
-def fid_bias_warning(num_images: int) -> Optional[str]:
-    """The warning to show when there are too few images for an unbiased FID, else None."""
-    if num_images >= FID_FEATURE_DIM:
-        return None
-    return (f"FID from {num_images} images is biased (upwards) and noisy: its 2048x2048 "
-            f"covariance needs more than {FID_FEATURE_DIM} images to be full rank; compare "
-            f"FIDs only at equal image counts and trust KID (--metric kid) for small sets")
-
-
-def kid_subset_size(requested: int, num_real: int, num_fake: int) -> int:
-    """The KID subset size: `requested` when it is below both set sizes, else half the smaller set.
-
-    A subset as large as the set is the set itself: every subset is then the same, and the
-    std over subsets is ~1e-16 however uncertain the estimate is. Subsets must be a true
-    sample of the set for their spread to mean anything.
-    """
-    smaller = min(int(num_real), int(num_fake))
-    size = int(requested) if int(requested) < smaller else smaller // 2
-    if size < 2:
-        raise EvalError(f"KID needs subsets of at least 2 images drawn from larger sets; got {num_real} real and "
-                        f"{num_fake} generated images (eval.kid_subset_size={requested}); evaluate at least "
-                        f"4 images (eval.num_images)")
-    return size
-
-
-def kid_subset_warning(requested: int, used: int, num_real: int, num_fake: int) -> Optional[str]:
-    """The warning to show when KID used another subset size than requested, else None."""
-    if int(used) == int(requested):
-        return None
-    return (f"KID subsets of {used} images instead of the requested {requested} "
-            f"(eval.kid_subset_size): a subset must be smaller than both sets ({num_real} real and "
-            f"{num_fake} generated images), so half the smaller set is used; compare KIDs only at "
-            f"equal subset sizes")
-
-
-def kid_from_features(real_features: np.ndarray, fake_features: np.ndarray, *, subsets: int = 100,
-                      subset_size: int = 1000, seed: int = 0) -> tuple[float, float, int]:
-    """torchmetrics' KernelInceptionDistance on precomputed features.
-
-    The metric's feature module is the identity, so the computation (cubic polynomial kernel
-    MMD over random subsets) is torchmetrics' own. The subset size is `kid_subset_size`: below
-    both set sizes, so the std over subsets measures how the estimate varies with the images.
-    Returns (mean, std, subset size used).
-    """
-    # Imported here: torchmetrics' image package is slow to import and only KID needs it.
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    size = kid_subset_size(subset_size, len(real_features), len(fake_features))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "will save all extracted features"
-        metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=int(subsets), subset_size=size)
-    metric.update(torch.as_tensor(np.asarray(real_features), dtype=torch.float64), real=True)
-    metric.update(torch.as_tensor(np.asarray(fake_features), dtype=torch.float64), real=False)
-    # KID draws its subsets from the global RNG: seed it, then leave the caller's RNG as it was.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mean, std = metric.compute()
-    return float(mean), float(std), size
 
 
 # ----------------------------------------------------------------------------- real statistics

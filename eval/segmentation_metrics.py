@@ -52,31 +52,15 @@ class ConfusionMatrixMetric(Metric):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """preds, target: int [B, H, W] (or any matching shape with the batch first)."""
-        if preds.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(preds.shape)} != target shape {tuple(target.shape)}")
-        k = self.num_classes
-        preds, target = preds.long().reshape(preds.shape[0], -1), target.long().reshape(target.shape[0], -1)
-        in_range = (target >= 0) & (target < k)
-        ignored = target == self.ignore_index if self.ignore_index is not None else torch.zeros_like(in_range)
-        valid = in_range & ~ignored
-        out_of_range = ~in_range & ~ignored
-        if out_of_range.any():
-            bad = target[out_of_range][0].item()
-            raise ValueError(f"target label {bad} is outside [0, {k}) and is not the ignore index "
-                             f"{self.ignore_index}")
-        preds = torch.where((preds >= 0) & (preds < k), preds, torch.full_like(preds, k))
-        # One bincount per image: offsets keep images apart, then sum for the dataset matrix.
-        batch = preds.shape[0]
-        cells = k * (k + 1)
-        index = (target.clamp(0, k - 1) * (k + 1) + preds) + torch.arange(batch, device=preds.device)[:, None] * cells
-        counts = torch.bincount(index[valid], minlength=batch * cells).reshape(batch, k, k + 1)
+        counts, valid = batch_confusion(preds, target, self.num_classes, self.ignore_index)
         self.confusion += counts.sum(0)
         if self.per_image_counts:
+            k = self.num_classes
             tp = counts.diagonal(dim1=1, dim2=2)[:, :k]
             self.image_tp.append(tp)
             self.image_fp.append(counts[:, :, :k].sum(1) - tp)
             self.image_fn.append(counts.sum(2) - tp)
-            self.image_valid.append(valid.sum(1))
+            self.image_valid.append(valid)
 
     def compute(self) -> dict[str, Tensor]:
         """confusion [K, K+1], per_class_iou [K] (NaN where absent), miou and pixel_accuracy
@@ -106,6 +90,42 @@ class ConfusionMatrixMetric(Metric):
             return {"tp": empty, "fp": empty, "fn": empty, "valid": np.zeros(0, np.int64)}
         return {name: dim_zero_cat(getattr(self, f"image_{name}")).cpu().numpy().astype(np.int64)
                 for name in ("tp", "fp", "fn", "valid")}
+
+
+def batch_confusion(preds: Tensor, target: Tensor, num_classes: int,
+                    ignore_index: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """One confusion matrix per image: (int64 [B, K, K+1] (rows targets, columns predictions, the
+    last column predictions of no class), valid pixels int64 [B]). See the module docstring for
+    what counts."""
+    if preds.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(preds.shape)} != target shape {tuple(target.shape)}")
+    k = num_classes
+    preds, target = preds.long().reshape(preds.shape[0], -1), target.long().reshape(target.shape[0], -1)
+    in_range = (target >= 0) & (target < k)
+    ignored = target == ignore_index if ignore_index is not None else torch.zeros_like(in_range)
+    valid = in_range & ~ignored
+    out_of_range = ~in_range & ~ignored
+    if out_of_range.any():
+        bad = target[out_of_range][0].item()
+        raise ValueError(f"target label {bad} is outside [0, {k}) and is not the ignore index {ignore_index}")
+    preds = torch.where((preds >= 0) & (preds < k), preds, torch.full_like(preds, k))
+    # One bincount per image: offsets keep images apart.
+    batch = preds.shape[0]
+    cells = k * (k + 1)
+    index = (target.clamp(0, k - 1) * (k + 1) + preds) + torch.arange(batch, device=preds.device)[:, None] * cells
+    counts = torch.bincount(index[valid], minlength=batch * cells).reshape(batch, k, k + 1)
+    return counts, valid.sum(1)
+
+
+def batch_image_counts(preds: Tensor, target: Tensor, num_classes: int,
+                 ignore_index: Optional[int] = None) -> dict[str, np.ndarray]:
+    """Per-image tp, fp, fn int64 [B, K] and valid [B] of one batch: what the segmentation
+    metrics (spade_bench/metrics) accumulate and per_image_counts.npz holds."""
+    counts, valid = batch_confusion(preds, target, num_classes, ignore_index)
+    k = num_classes
+    tp = counts.diagonal(dim1=1, dim2=2)[:, :k]
+    out = {"tp": tp, "fp": counts[:, :, :k].sum(1) - tp, "fn": counts.sum(2) - tp, "valid": valid}
+    return {name: value.cpu().numpy().astype(np.int64) for name, value in out.items()}
 
 
 def per_image_mean_iou(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:

@@ -9,14 +9,19 @@ both:
 - **images**: the validation set is one sample of images. Every run is scored on the same
   label maps, so one with-replacement resample of the images is shared by every run
   (paired by image index) and the metric is recomputed on it; the variance over B such
-  resamples of (mean over variant seeds - mean over baseline seeds) is the image part:
+  resamples of (mean over variant seeds - mean over baseline seeds) is the image part.
+  Each metric recomputes itself on a resample through its own replicate, declared with it
+  in spade_bench/metrics/<name>.py (one generic path here, whatever the metric):
   - mIoU and pixel accuracy from the resampled per-image tp/fp/fn sums (one confusion
     matrix over the dataset, classes with an empty union left out, as torchmetrics'
     MulticlassJaccardIndex does);
   - FID from the resampled generated-image features against the cached real statistics;
   - KID (unbiased MMD^2, cubic polynomial kernel) from the resampled generated-image
     features against all real features; pairs of an image with a copy of itself are left
-    out, so a resample stays an unbiased estimate.
+    out, so a resample stays an unbiased estimate;
+  - precision and recall from the resampled features against all real features.
+  A run contributes the metrics its metrics.json holds (at the version the report's column
+  shows, reports.columns).
 
 The interval is point +- t * sqrt(seed part + image part), centred on the point estimate
 (the difference of the seed means on all images), with Welch-Satterthwaite degrees of
@@ -33,12 +38,9 @@ with about 4 degrees of freedom is due: in the known-truth simulation of
 tests/reports/test_bootstrap.py it covered 78-84% at 3 seeds; this interval covers
 above 90% there.
 
-FID replicates avoid a 2048x2048 matrix square root each: with the weighted, centred
-features A = diag(sqrt w) (X - mu_w), tr sqrt(S_fake S_real) is the sum of the square roots
-of the eigenvalues of A S_real A^T / (n - 1), an (unique images) x (unique images)
-symmetric PSD matrix built from the Gram matrix X S_real X^T computed once per run. This
-is another algorithm for the quantity eval.fid.frechet_distance computes (the tests check
-one against the other on materialised resamples).
+FID replicates avoid a 2048x2048 matrix square root each (spade_bench.metrics.fid.FIDReplicator):
+another algorithm for the quantity eval.fid.frechet_distance computes (the tests check one
+against the other on materialised resamples).
 """
 from __future__ import annotations
 
@@ -51,9 +53,13 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from reports.collect import RunRecord, load_counts, load_fake_features, load_real_stats
+from spade_bench.metrics import Metric, ReplicateInputs, get_metric, list_metrics
+# The replicates live with their metrics; re-exported for the tests and callers that used them here.
+from spade_bench.metrics._segmentation import miou_and_accuracy  # noqa: F401
+from spade_bench.metrics.fid import FIDReplicator  # noqa: F401
+from spade_bench.metrics.kid import KIDReplicator, _kernel_sum  # noqa: F401
 
 BASELINE = "spade"
-BOOTSTRAP_METRICS = ("miou", "pixel_accuracy", "fid", "kid")
 # Seeds per side needed to measure the seed spread at all, and to draw a verdict from it.
 MIN_SEEDS_FOR_SPREAD = 2
 MIN_SEEDS_FOR_VERDICT = 3
@@ -66,10 +72,11 @@ class BootstrapSettings:
     """How the intervals are drawn.
 
     Args:
-        replicates: image resamples for mIoU, pixel accuracy and KID.
-        fid_replicates: image resamples for FID (the first of the same draws); each costs
-            one eigendecomposition of a (unique images) square matrix, about 50 ms at 500
-            validation images on one CPU core, so fewer by default (200: ~10 s per run).
+        replicates: image resamples for each metric (mIoU, pixel accuracy, KID, ...).
+        fid_replicates: image resamples for metrics with costly replicates (FID: the first of
+            the same draws); each costs one eigendecomposition of a (unique images) square
+            matrix, about 50 ms at 500 validation images on one CPU core, so fewer by default
+            (200: ~10 s per run).
         seed: RNG seed; the same inputs and seed give the same intervals.
         confidence: two-sided interval level.
     """
@@ -186,135 +193,44 @@ def seed_and_image_interval(variant_reps: np.ndarray, baseline_reps: np.ndarray,
                     image_se=math.sqrt(image_var), df=df)
 
 
-# --------------------------------------------------------------------------- metrics on weights
-
-def miou_and_accuracy(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
-                      weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """mIoU and pixel accuracy (percent) of weighted image sets: weights [B, N] -> ([B], [B]).
-
-    IoU_k = TP_k / (TP_k + FP_k + FN_k) over the whole (resampled) set; classes with an empty
-    union are left out of the mean. Accuracy = sum TP / sum (TP + FN), i.e. correct over
-    scored pixels.
-    """
-    tp_sum, fp_sum, fn_sum = weights @ tp, weights @ fp, weights @ fn
-    union = tp_sum + fp_sum + fn_sum
-    present = union > 0
-    iou = np.divide(tp_sum, union, out=np.zeros_like(tp_sum), where=present)
-    classes = present.sum(axis=1)
-    miou = np.divide(iou.sum(axis=1), classes, out=np.full(len(weights), np.nan), where=classes > 0)
-    labelled = (tp_sum + fn_sum).sum(axis=1)
-    accuracy = np.divide(tp_sum.sum(axis=1), labelled, out=np.full(len(weights), np.nan),
-                         where=labelled > 0)
-    return 100 * miou, 100 * accuracy
-
-
-class FIDReplicator:
-    """FID of weighted resamples of one run's features against fixed real statistics.
-
-    Args:
-        features: [N, D] generated-image features.
-        mu_real, sigma_real: the cached real statistics ([D], [D, D]).
-    """
-
-    def __init__(self, features: np.ndarray, mu_real: np.ndarray, sigma_real: np.ndarray):
-        features = np.asarray(features, dtype=np.float64)
-        self.gram = features @ features.T
-        self.gram_real = (features @ sigma_real) @ features.T
-        self.projection_real = features @ mu_real
-        self.mu_real_sq = float(mu_real @ mu_real)
-        self.trace_real = float(np.trace(sigma_real))
-
-    def __call__(self, weights: np.ndarray) -> np.ndarray:
-        return np.array([self._one(w) for w in np.atleast_2d(weights)])
-
-    def _one(self, weights: np.ndarray) -> float:
-        keep = weights > 0
-        w = weights[keep]
-        n = w.sum()
-        gram = self.gram[np.ix_(keep, keep)]
-        gram_real = self.gram_real[np.ix_(keep, keep)]
-        gram_w = gram @ w
-        mu_sq = (w @ gram_w) / n ** 2                                  # |mu_fake|^2
-        mean_term = mu_sq - 2 * (self.projection_real[keep] @ w) / n + self.mu_real_sq
-        trace_fake = (w @ np.diag(gram) - n * mu_sq) / (n - 1)
-        # Centre the real-weighted Gram: (X - 1 mu^T) S (X - 1 mu^T)^T, mu = X^T w / n.
-        g = gram_real @ w / n
-        centred = gram_real - g[:, None] - g[None, :] + (w @ g) / n
-        root_w = np.sqrt(w)
-        eigenvalues = np.linalg.eigvalsh(root_w[:, None] * centred * root_w[None, :] / (n - 1))
-        trace_sqrt = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
-        return float(mean_term + trace_fake + self.trace_real - 2 * trace_sqrt)
-
-
-def _kernel_sum(a: np.ndarray, b: np.ndarray, dim: int, chunk: int = 1024) -> np.ndarray:
-    """Row sums of the cubic polynomial kernel (a b^T / dim + 1)^3, in chunks of b."""
-    out = np.zeros(len(a))
-    for start in range(0, len(b), chunk):
-        out += ((a @ b[start:start + chunk].T / dim + 1) ** 3).sum(axis=1)
-    return out
-
-
-class KIDReplicator:
-    """Unbiased KID (MMD^2, kernel (x.y/D + 1)^3) of weighted resamples against fixed real features.
-
-    Args:
-        features: [N, D] generated-image features.
-        real_features: [M, D] real-image features.
-    """
-
-    def __init__(self, features: np.ndarray, real_features: np.ndarray):
-        x = np.asarray(features, dtype=np.float64)
-        y = np.asarray(real_features, dtype=np.float64)
-        dim, m = x.shape[1], len(y)
-        self.kernel = (x @ x.T / dim + 1) ** 3
-        self.kernel_diag = np.diag(self.kernel).copy()
-        real_sum = _kernel_sum(y, y, dim).sum()
-        real_diag = ((np.einsum("ij,ij->i", y, y) / dim + 1) ** 3).sum()
-        self.real_term = (real_sum - real_diag) / (m * (m - 1))
-        self.cross_mean = _kernel_sum(x, y, dim) / m
-
-    def __call__(self, weights: np.ndarray) -> np.ndarray:
-        weights = np.atleast_2d(weights)
-        n = weights.sum(axis=1)
-        quadratic = np.einsum("bi,bi->b", weights @ self.kernel, weights)
-        squared = weights ** 2
-        with np.errstate(invalid="ignore", divide="ignore"):  # one distinct image: undefined, NaN
-            fake_term = (quadratic - squared @ self.kernel_diag) / (n ** 2 - squared.sum(axis=1))
-        return fake_term + self.real_term - 2 * (weights @ self.cross_mean) / n
-
-
 # --------------------------------------------------------------------------- per-run replicates
+
+def bootstrap_metrics() -> list[str]:
+    """The registered metrics that declare a per-image replicate, in column order."""
+    return [m.name for m in list_metrics() if m.replicator.__func__ is not Metric.replicator.__func__]
+
 
 def metric_replicates(weights: np.ndarray, fid_weights: np.ndarray, *,
                       counts: Optional[dict[str, np.ndarray]] = None,
                       features: Optional[np.ndarray] = None,
                       real: Optional[dict[str, np.ndarray]] = None,
+                      metrics: Optional[Sequence[str]] = None,
+                      skipped: Optional[dict[str, str]] = None,
                       ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """One run's metric on each image resample and on all images: ({metric: [B]}, {metric: value}).
+    """One run's metrics on each image resample and on all images: ({metric: [B]}, {metric: value}).
 
     Args:
-        weights, fid_weights: [B, N] and [B_fid, N] image multiplicities.
-        counts: per-image tp, fp, fn [N, K] (mIoU and accuracy), or None.
-        features: [N, D] generated-image features (FID, KID), or None.
-        real: real statistics: mu, sigma (FID) and, when present, features (KID).
+        weights, fid_weights: [B, N] and [B_fid, N] image multiplicities (fid_weights for the
+            metrics whose replicates are costly).
+        counts: per-image tp, fp, fn [N, K], or None.
+        features: [N, D] generated-image features, or None.
+        real: real statistics: mu, sigma and, when present, features.
+        metrics: which metrics (default: every one with a replicate whose inputs are given).
+        skipped: filled with metric -> why its replicate could not be built.
     """
+    inputs = ReplicateInputs(counts=counts, features=features, real=real)
     reps: dict[str, np.ndarray] = {}
     points: dict[str, float] = {}
     every_image = np.ones((1, weights.shape[1]))
-    if counts is not None:
-        reps["miou"], reps["pixel_accuracy"] = miou_and_accuracy(
-            counts["tp"], counts["fp"], counts["fn"], weights)
-        miou, accuracy = miou_and_accuracy(counts["tp"], counts["fp"], counts["fn"], every_image)
-        points["miou"], points["pixel_accuracy"] = float(miou[0]), float(accuracy[0])
-    if features is not None and real is not None:
-        if "mu" in real and "sigma" in real:
-            fid = FIDReplicator(features, real["mu"], real["sigma"])
-            reps["fid"] = fid(fid_weights)
-            points["fid"] = float(fid(every_image)[0])
-        if "features" in real:
-            kid = KIDReplicator(features, real["features"])
-            reps["kid"] = kid(weights)
-            points["kid"] = float(kid(every_image)[0])
+    for name in (bootstrap_metrics() if metrics is None else metrics):
+        metric = get_metric(name)
+        replicate = metric.replicator(inputs)
+        if isinstance(replicate, str):
+            if skipped is not None:
+                skipped[name] = replicate
+            continue
+        reps[name] = replicate(fid_weights if metric.costly_replicates else weights)
+        points[name] = float(replicate(every_image)[0])
     return reps, points
 
 
@@ -322,7 +238,7 @@ def differences(variant_runs: Sequence[tuple[dict, dict]], baseline_runs: Sequen
                 confidence: float = 0.95) -> dict[str, Interval]:
     """metric -> Interval from each side's metric_replicates outputs (same image resamples)."""
     out = {}
-    for metric in BOOTSTRAP_METRICS:
+    for metric in bootstrap_metrics():
         have = [r for r in variant_runs if metric in r[0]]
         have_base = [r for r in baseline_runs if metric in r[0]]
         if have and have_base:
@@ -332,44 +248,57 @@ def differences(variant_runs: Sequence[tuple[dict, dict]], baseline_runs: Sequen
     return out
 
 
-# Recomputed full-set values must match metrics.json within these (absolute, relative)
-# tolerances, else the report says so: KID is looser because the evaluator averages
-# random subsets.
-_TOLERANCE = {"miou": (0.05, 0.0), "pixel_accuracy": (0.05, 0.0), "fid": (0.05, 0.01),
-              "kid": (0.0, 0.5)}
-
-
 def _check(record: RunRecord, metric: str, recomputed: float, out: list[str]) -> None:
+    """Flag a run whose metrics.json value is further from the recomputed one than the metric's
+    declared slack (KID: also a few subset standard deviations)."""
     reported = record.value(metric)
     if reported is None:
         return
-    absolute, relative = _TOLERANCE[metric]
-    slack = absolute + relative * abs(reported)
-    if metric == "kid":
-        slack = max(slack, 5 * (record.value("kid_std") or 0.0))
+    declared = get_metric(metric)
+    slack = declared.consistency_slack(reported, {key: record.value(key) for key in declared.extras})
     if abs(recomputed - reported) > slack:
         out.append(f"{record.label}: {metric} recomputed from the per-image files is "
                    f"{recomputed:.6g}, metrics.json says {reported:.6g} ({record.dir})")
 
 
+def _listed(names: Sequence[str]) -> str:
+    shorts = [get_metric(n).short for n in names]
+    return shorts[0] if len(shorts) == 1 else ", ".join(shorts[:-1]) + " and " + shorts[-1]
+
+
 def _run_replicates(record: RunRecord, weights: np.ndarray, fid_weights: np.ndarray,
                     notes: list[str], consistency: list[str]) -> tuple[dict, dict]:
-    counts, why = load_counts(record)
-    if counts is None:
-        notes.append(why)
-    features, why_features = load_fake_features(record)
-    real, why_real = load_real_stats(record)
-    if features is None or real is None:
-        notes.append(why_features or why_real)
-        features = real = None
-    elif features.shape[1] != real["mu"].shape[0]:
-        notes.append(f"{record.label}: fake features have {features.shape[1]} dims, real "
-                     f"statistics {real['mu'].shape[0]}; FID/KID intervals skipped")
-        features = real = None
-    elif "features" not in real:
-        notes.append(f"{record.label}: real statistics hold no 'features'; KID interval skipped")
-    reps, points = metric_replicates(weights, fid_weights, counts=counts, features=features,
-                                     real=real)
+    """The replicates of the metrics this run holds (its metrics.json values, at the versions
+    the report shows), from the per-image files they declare."""
+    wanted = [m for m in bootstrap_metrics() if record.value(m) is not None]
+    needs = {key for m in wanted for key in get_metric(m).files}
+    counts = features = real = None
+    if "per_image_counts" in needs:
+        counts, why = load_counts(record)
+        if counts is None:
+            notes.append(why)
+    if needs & {"fake_features", "real_stats"}:
+        features, why_features = load_fake_features(record)
+        real, why_real = load_real_stats(record)
+        users = [m for m in wanted if {"fake_features", "real_stats"} & set(get_metric(m).files)]
+        if features is None or real is None:
+            notes.append(why_features or why_real)
+            features = real = None
+        elif features.shape[1] != real["mu"].shape[0]:
+            notes.append(f"{record.label}: fake features have {features.shape[1]} dims, real "
+                         f"statistics {real['mu'].shape[0]}; {'/'.join(get_metric(m).short for m in users)} "
+                         f"intervals skipped")
+            features = real = None
+    skipped: dict[str, str] = {}
+    reps, points = metric_replicates(weights, fid_weights, counts=counts, features=features, real=real,
+                                     metrics=wanted, skipped=skipped)
+    by_reason: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        if why.startswith("no "):   # a missing file: noted above
+            continue
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        notes.append(f"{record.label}: {why}; {_listed(names)} interval{'s' if len(names) > 1 else ''} skipped")
     for metric, value in points.items():
         _check(record, metric, value, consistency)
     return reps, points
@@ -386,7 +315,7 @@ def _num_images(record: RunRecord) -> Optional[int]:
 def bootstrap_differences(records: Sequence[RunRecord],
                           settings: BootstrapSettings = BootstrapSettings(),
                           baseline: str = BASELINE, progress: bool = True) -> BootstrapResult:
-    """Intervals of (variant - baseline) for mIoU, pixel accuracy, FID and KID.
+    """Intervals of (variant - baseline) for every metric with a per-image replicate.
 
     Only evaluated ("ok") runs of one dataset should be passed. Runs whose number of
     validation images differs from the baseline's cannot be paired and are left out, with

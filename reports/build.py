@@ -4,10 +4,13 @@
 groups them by dataset (runs on different datasets are never compared), and writes per
 dataset the main table, failed runs, bootstrap differences to spade, agreement with the
 paper, the label-dependence table (the paper's Figure 3 argument), what the scale can and
-cannot show, figures and the evaluation protocol. Runs scored by different evaluators,
-extractors or protocols are refused (ReportError naming the runs and values): their
-scores are not comparable. Training settings, hardware and code commits that differ are
-listed, not refused.
+cannot show, figures and the evaluation protocol. The metric columns are the registered
+metrics (spade_bench.metrics); a run that lacks one, or holds it at another version than the
+column shows, gets "-" there and a note (reports.columns). Runs scored by different
+evaluators, extractors or protocols are refused (ReportError naming the runs and values):
+their scores are not comparable; a protocol key is compared among the runs holding a metric
+that depends on it. Training settings, hardware and code commits that differ are listed,
+not refused.
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ import pandas as pd
 
 from reports import figures as figs
 from reports.bootstrap import (BASELINE, METHOD_IMAGES_ONLY, MIN_SEEDS_FOR_VERDICT, BootstrapResult,
-                               BootstrapSettings, bootstrap_differences)
+                               BootstrapSettings, bootstrap_differences, bootstrap_metrics)
 from reports.collect import ReportError, RunRecord, collect_runs
+from reports.columns import MetricColumn, column_notes, metric_columns
 from reports.figures import read_losses
 from reports.paper import PAPER_SEGMENTERS, Verdict, judge
 from reports.tables import (BEYOND_MARK, METRICS, beyond_resolution, csv_rows, failed_runs_table,
@@ -32,11 +36,12 @@ from reports.tables import (BEYOND_MARK, METRICS, beyond_resolution, csv_rows, f
                             reference_values, render_differences, render_main, to_latex,
                             to_markdown)
 from spade_bench.io import atomic_write_json, atomic_write_text
+from spade_bench.metrics import COMMON_PROTOCOL_KEYS, get_metric, list_metrics
 
-# metrics.json protocol keys that define the evaluation: a report refuses runs that differ here.
-REFUSED_KEYS = ("segmenter_sha256", "fid_extractor_sha256", "fid_protocol", "eval_size",
-                "segmenter_input_size", "label_mapping", "real_set", "image_resize",
-                "label_resize", "num_images", "kid_subset_size", "kid_subsets", "metric_versions")
+# metrics.json protocol keys that define the evaluation: a report refuses runs that differ here
+# (each compared among the runs holding a metric that depends on it; the metrics declare them).
+# Metric versions are compared per metric (reports.columns), implementations per version.
+REFUSED_KEYS = tuple(dict.fromkeys([*(k for m in list_metrics() for k in m.protocol_keys), *COMMON_PROTOCOL_KEYS]))
 # Also recorded and shown; a difference here is listed in the protocol footnote.
 PROTOCOL_KEYS = REFUSED_KEYS + ("segmenter", "generation_size", "seeds", "real_stats")
 # Training settings that confound a comparison when they differ between variants.
@@ -62,6 +67,7 @@ class DatasetSection:
     figures: dict[str, Path] = field(default_factory=dict)
     # protocol.real_set (refused when runs differ): the photos FID and its floor compare with.
     real_set: str = "val"
+    columns: dict[str, MetricColumn] = field(default_factory=dict)
 
     @property
     def slug(self) -> str:
@@ -87,23 +93,54 @@ def _protocol_value(record: RunRecord, key: str) -> Any:
     return protocol.get(key)
 
 
+def _key_users(key: str) -> Optional[set[str]]:
+    """The metrics whose value depends on (or records) a protocol key; None for a key of every run."""
+    if key in COMMON_PROTOCOL_KEYS:
+        return None
+    users = {m.name for m in list_metrics()
+             if key in m.protocol_keys or key in m.recorded_keys or (key == "real_stats" and key in m.files)}
+    return users or None
+
+
+def _applies(record: RunRecord, key: str) -> bool:
+    """A key is compared and shown over the runs that hold a metric depending on it."""
+    users = _key_users(key)
+    return users is None or any(record.value(name) is not None for name in users)
+
+
+def _shown_versions(record: RunRecord) -> dict[str, str]:
+    """The run's protocol.metric_versions entries of the metrics it has in the report's columns."""
+    versions = ((record.metrics or {}).get("protocol") or {}).get("metric_versions")
+    if not isinstance(versions, dict):
+        return versions
+    registered = {m.name for m in list_metrics()}
+    return {name: text for name, text in versions.items() if name not in registered or record.value(name) is not None}
+
+
 def protocol_summary(records: Sequence[RunRecord]) -> dict[str, dict]:
-    """key -> {"values": {json value: [run labels]}, "kind": protocol|training|hardware}."""
+    """key -> {"values": {json value: [run labels]}, "kind": protocol|training|hardware|code|metric_versions}."""
     out = {}
     for kind, keys in (("protocol", PROTOCOL_KEYS), ("training", TRAINING_KEYS),
                        ("hardware", HARDWARE_KEYS), ("code", ("code",))):
         for key in keys:
             values: dict[str, list[str]] = {}
             for record in records:
-                if record.ok:
+                if record.ok and _applies(record, key):
                     value = json.dumps(_protocol_value(record, key), sort_keys=True)
                     values.setdefault(value, []).append(record.label)
             out[key] = {"kind": kind, "values": values}
+    values = {}
+    for record in records:
+        if record.ok:
+            values.setdefault(json.dumps(_shown_versions(record), sort_keys=True), []).append(record.label)
+    out["metric_versions"] = {"kind": "metric_versions", "values": values}
     return out
 
 
-def refuse_mixed_protocols(records: Sequence[RunRecord]) -> None:
-    """Raise ReportError when evaluated runs were scored by different evaluators or protocols."""
+def refuse_mixed_protocols(records: Sequence[RunRecord],
+                           columns: Optional[dict[str, MetricColumn]] = None) -> None:
+    """Raise ReportError when evaluated runs were scored by different evaluators or protocols,
+    or (`columns`) hold one metric version computed by different implementations."""
     protocol = protocol_summary(records)
     differ = []
     for key in REFUSED_KEYS:
@@ -111,6 +148,10 @@ def refuse_mixed_protocols(records: Sequence[RunRecord]) -> None:
         if len(values) > 1:
             differ.append(f"{key}: " + " vs ".join(
                 f"{_show(value)} ({', '.join(runs)})" for value, runs in values.items()))
+    for name, column in (columns or {}).items():
+        if len(column.implementations) > 1:
+            differ.append(f"metric_versions {name}: " + " vs ".join(
+                f"{text} ({', '.join(runs)})" for text, runs in column.implementations.items()))
     if differ:
         raise ReportError(
             "these runs were scored under different evaluation protocols, so one table would "
@@ -166,14 +207,19 @@ def protocol_footnote(protocol: dict) -> str:
         values = info["values"]
         if not values:
             continue
+        name = names.get(key, key.replace("_", " "))
         if len(values) == 1:
-            parts.append(f"{names[key]}: {_show(next(iter(values)))}")
+            parts.append(f"{name}: {_show(next(iter(values)))}")
         elif info["kind"] == "code":
             listed = "; ".join(f"{_show(v)} ({', '.join(runs)})" for v, runs in values.items())
             parts.append(f"code commits differ (listed, not an error): {listed}")
+        elif info["kind"] == "metric_versions":
+            listed = "; ".join(f"{_show(v)} ({', '.join(runs)})" for v, runs in values.items())
+            parts.append(f"metric versions by run (compared per metric; see the notes under the main table): "
+                         f"{listed}")
         else:
             listed = "; ".join(f"{_show(v)} ({', '.join(runs)})" for v, runs in values.items())
-            parts.append(f"**{names[key]} DIFFERS: {listed}**")
+            parts.append(f"**{name} DIFFERS: {listed}**")
     return "; ".join(parts) + "." if parts else "No evaluated runs, so no protocol to report."
 
 
@@ -209,7 +255,9 @@ def real_set_of(protocol: dict) -> str:
 
 
 def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSettings,
-                  figures_dir: Optional[Path], progress: bool) -> DatasetSection:
+                  figures_dir: Optional[Path], progress: bool,
+                  columns: Optional[dict[str, MetricColumn]] = None) -> DatasetSection:
+    columns = metric_columns(records) if columns is None else columns
     references = reference_values(records)
     table = main_table(records, dataset, references)
     protocol = protocol_summary(records)
@@ -224,7 +272,7 @@ def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSet
     scale, small = _scale(records)
     verdicts, untested = judge(bootstrap.intervals, present, params, blocked=beyond, scale=scale)
     section = DatasetSection(dataset, records, table, references, bootstrap, verdicts, untested,
-                             protocol, beyond, scale, small_scale=small, real_set=real_set)
+                             protocol, beyond, scale, small_scale=small, real_set=real_set, columns=columns)
     if figures_dir is not None:
         slug = section.slug
         made = {"samples": figs.sample_grid(records, figures_dir / f"{slug}_samples.png"),
@@ -381,6 +429,27 @@ def _warnings(sections: Sequence[DatasetSection]) -> list[str]:
 
 # --------------------------------------------------------------------------- markdown
 
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _recomputed_from(fid_replicates: int) -> str:
+    """How each bootstrapped metric is recomputed on a resample, from the metrics' declarations."""
+    metrics = [get_metric(name) for name in bootstrap_metrics()]
+    segmentation = [m.short for m in metrics if m.inputs == "segmentation"]
+    features = [m.short for m in metrics if m.inputs == "features" and not m.costly_replicates]
+    costly = [m.short for m in metrics if m.costly_replicates]
+    parts = []
+    if segmentation:
+        parts.append(f"{_listed(segmentation)} recomputed from per-image tp/fp/fn sums")
+    if features:
+        parts.append(f"{_listed(features)} from the features")
+    if costly:
+        parts.append(f"{_listed(costly)} from the first {fid_replicates} resamples, whose upward bias "
+                     f"does not move the centre")
+    return ", ".join(parts)
+
+
 def _bootstrap_explanation(result: BootstrapResult) -> str:
     s = result.settings
     fid = min(s.fid_replicates, s.replicates)
@@ -391,9 +460,7 @@ def _bootstrap_explanation(result: BootstrapResult) -> str:
             f"s²/n of each side's per-run scores (Welch–Satterthwaite degrees of freedom); the "
             f"image part is the variance of Δ over B = {s.replicates} resamples of the "
             f"{result.num_images} validation images (one resample shared by every run, so pairs "
-            f"match by image index; mIoU and accuracy recomputed from per-image tp/fp/fn sums, "
-            f"KID from the features, FID from the first {fid} resamples, whose upward bias "
-            f"does not move the centre). RNG seed {s.seed}. In a known-truth simulation "
+            f"match by image index; {_recomputed_from(fid)}). RNG seed {s.seed}. In a known-truth simulation "
             f"(tests/reports/test_bootstrap.py) these intervals cover the true difference at "
             f"least 90% of the time at {MIN_SEEDS_FOR_VERDICT} seeds per variant. "
             f"* = the interval excludes 0 with at least {MIN_SEEDS_FOR_VERDICT} seeds per "
@@ -424,7 +491,12 @@ def _released_note(s: DatasetSection) -> str:
             "weights are not seeds: they stay out of the means, the intervals and the verdicts.")
 
 
-_METRIC_NAMES = {"miou": "mIoU", "pixel_accuracy": "accuracy", "fid": "FID", "kid": "KID"}
+def _best_text() -> str:
+    """'higher mIoU, pixel accuracy, ... and images/s; lower FID, KID and peak memory' from the
+    metrics' declared directions."""
+    higher = [m.short for m in list_metrics() if m.direction == "higher"] + ["images/s"]
+    lower = [m.short for m in list_metrics() if m.direction == "lower"] + ["peak memory"]
+    return f"higher {_listed(higher)}; lower {_listed(lower)}"
 
 
 def _section_markdown(s: DatasetSection) -> str:
@@ -432,9 +504,8 @@ def _section_markdown(s: DatasetSection) -> str:
              to_markdown(render_main(s.table, s.references, s.dataset, real_set=s.real_set)), ""]
     lines.append("Cells: mean ± sample std over evaluated seeds; \"seeds\" counts evaluated runs "
                  "(failed runs in brackets are never averaged); (n=…) where a value is missing "
-                 "for some seeds. **Bold**: best mean per column — higher mIoU, pixel accuracy "
-                 "and images/s; lower FID, KID and peak memory; generator parameters are not "
-                 "marked. Reference rows come from metrics.json `references`.")
+                 f"for some seeds. **Bold**: best mean per column — {_best_text()}; generator "
+                 "parameters are not marked. Reference rows come from metrics.json `references`.")
     if s.beyond:
         listed = "; ".join(f"{v}: {', '.join(m.values())}" for v, m in s.beyond.items())
         lines.append(f"{BEYOND_MARK[0]} **beyond the evaluator's resolution**: the segmenter "
@@ -454,6 +525,10 @@ def _section_markdown(s: DatasetSection) -> str:
     else:
         lines.append(f"The paper reports no numbers on {s.dataset}, so there are no paper columns.")
     lines.append("")
+    notes = column_notes(s.columns, sum(r.ok for r in s.records))
+    if notes:
+        lines += ["Metric values a run lacks (–; left out of its means, intervals and verdicts):", ""]
+        lines += [f"- {note}" for note in notes] + [""]
 
     failed = failed_runs_table(s.records)
     lines += ["### Failed runs", ""]
@@ -472,7 +547,7 @@ def _section_markdown(s: DatasetSection) -> str:
 
     lines += ["### Agreement with the paper", ""]
     for v in s.verdicts:
-        per = ", ".join(f"{_METRIC_NAMES[m]} {r}" for m, r in v.per_metric.items()) or "no intervals"
+        per = ", ".join(f"{get_metric(m).short} {r}" for m, r in v.per_metric.items()) or "no intervals"
         why = v.why and f"why: {v.why}"
         caveat = v.finding.caveat and f"caveat: {v.finding.caveat}"
         extra = "".join(f"; {x}" for x in (why, v.params_note, caveat) if x)
@@ -593,6 +668,7 @@ def summary_json(name: str, inputs: Sequence[str], sections: Sequence[DatasetSec
             "protocol_mismatches": protocol_mismatches(s.protocol, "protocol"),
             "training_mismatches": protocol_mismatches(s.protocol, "training"),
             "evaluator_warnings": evaluator_warnings(s.records),
+            "metric_coverage": {name: column.to_json() for name, column in s.columns.items()},
             "figures": {k: f"figures/{p.name}" for k, p in s.figures.items()},
         }
     return _clean({
@@ -621,12 +697,16 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, name: Opti
     name = name or out_dir.name
     inputs = [str(p) for p in run_dirs]
     records = collect_runs(run_dirs)
-    for dataset in sorted({r.dataset for r in records}):
-        refuse_mixed_protocols([r for r in records if r.dataset == dataset and r.ok])
+    datasets = sorted({r.dataset for r in records})
+    # Versions compare per metric, within a dataset: decide each column first (it withholds
+    # runs at another version), then refuse what stays incomparable.
+    columns = {dataset: metric_columns([r for r in records if r.dataset == dataset]) for dataset in datasets}
+    for dataset in datasets:
+        refuse_mixed_protocols([r for r in records if r.dataset == dataset and r.ok], columns[dataset])
     figures_dir = out_dir / "figures" if figures else None
     sections = [build_section(dataset, [r for r in records if r.dataset == dataset], settings,
-                              figures_dir, progress)
-                for dataset in sorted({r.dataset for r in records})]
+                              figures_dir, progress, columns[dataset])
+                for dataset in datasets]
     warnings = _warnings(sections)
 
     paths = {"markdown": out_dir / "ablation.md", "csv": out_dir / "ablation.csv",

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from spade_bench.errors import SpadeBenchError
+from spade_bench.metrics import metric_keys, owner
 from spade_bench.run_folder import SUBFOLDERS, TENSORBOARD, RunFolder, try_read_json
 
 METRICS_SCHEMA = 1
@@ -41,6 +42,8 @@ class RunRecord:
         config, summary, metrics: parsed config.json, train_summary.json, eval/metrics.json
             (empty dicts / None when absent).
         notes: non-fatal remarks (for example "training still running").
+        withheld: metric -> why the report leaves this run's value out of its column (scored
+            with another version than the other runs; reports.columns decides).
     """
 
     dir: Path
@@ -53,6 +56,7 @@ class RunRecord:
     summary: dict = field(default_factory=dict)
     metrics: Optional[dict] = None
     notes: list[str] = field(default_factory=list)
+    withheld: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -68,11 +72,12 @@ class RunRecord:
         return f"{self.variant}/seed{seed}"
 
     def value(self, key: str) -> Optional[float]:
-        """A number for the main table: a metric, generator_params, images/s or peak memory."""
+        """A number for the main table: a metric (or a metric's extra, e.g. kid_std; None when
+        `withheld`), generator_params, images/s or peak memory."""
         metrics = self.metrics or {}
         run = metrics.get("run") or {}
-        if key in ("miou", "pixel_accuracy", "fid", "kid", "kid_std"):
-            value = (metrics.get("metrics") or {}).get(key)
+        if key in metric_keys():
+            value = None if owner(key) in self.withheld else (metrics.get("metrics") or {}).get(key)
         elif key == "generator_params":
             value = run.get("generator_params")
         elif key == "train_images_per_s":

@@ -25,6 +25,7 @@ from reports.collect import RunRecord
 from reports.tables import METRICS, variant_order
 from spade_bench.io import atomic_write
 from spade_bench.run_folder import RunFolder
+from spade_bench.metrics import list_metrics
 
 _DPI = 110
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -217,9 +218,8 @@ def loss_curves(records: Sequence[RunRecord], path: Path) -> Optional[Path]:
 
 # --------------------------------------------------------------------------- metric bars
 
-_REFERENCE_LINE = {"miou": ("real_val_miou", "real val photos"),
-                   "pixel_accuracy": ("real_val_pixel_accuracy", "real val photos"),
-                   "fid": ("fid_train_vs_val", "real train vs {real_set}")}
+# metric -> (its metrics.json reference, the line's label), from the metrics' declarations.
+_REFERENCE_LINE = {m.name: (m.reference.key, m.reference.line) for m in list_metrics() if m.reference is not None}
 
 
 def metric_bars(table: pd.DataFrame, references: Mapping[str, dict], path: Path,

@@ -3,7 +3,8 @@
 Numbers: Table 1 of arXiv 1903.07291v2 (../shared/REFERENCE.md section 6), mIoU / pixel
 accuracy in percent and FID. Findings: the paper's Table 3 ablations. A finding is checked
 only when both of its variants were run, from the intervals of the differences to spade
-(reports.bootstrap), per quality metric. A metric gives evidence only when
+(reports.bootstrap), per quality metric (every registered metric, in its declared direction).
+A metric gives evidence only when
 
 - both variants have at least MIN_SEEDS_FOR_VERDICT evaluated seeds (below that the
   interval covers image sampling only, or a seed spread measured from two values), and
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from reports.bootstrap import BASELINE, MIN_SEEDS_FOR_VERDICT, Interval
+from spade_bench.metrics import list_metrics
 
 # Table 1: (mIoU %, pixel accuracy %, FID); None where the paper prints "-".
 PUBLISHED: dict[str, dict[str, tuple[Optional[float], Optional[float], Optional[float]]]] = {
@@ -43,8 +45,8 @@ PUBLISHED_METRICS = ("miou", "pixel_accuracy", "fid")
 VARIANT_TO_METHOD = {"spade": "SPADE", "pix2pixhd": "pix2pixHD"}
 PAPER_SEGMENTERS = {"coco-stuff": "DeepLabV2", "ade20k": "UperNet101", "cityscapes": "DRN-D-105"}
 
-# Direction of "better" for the quality metrics a finding is judged on.
-HIGHER_IS_BETTER = {"miou": True, "pixel_accuracy": True, "fid": False, "kid": False}
+# Direction of "better" for the quality metrics a finding is judged on: every registered metric.
+HIGHER_IS_BETTER = {m.name: m.higher_is_better() for m in list_metrics()}
 
 
 def published(dataset: str, variant: str, metric: str) -> Optional[float]:

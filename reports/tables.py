@@ -1,8 +1,9 @@
 """Tables of the ablation report: numbers in pandas, rendered as Markdown, LaTeX and CSV.
 
 Main table: one row per variant, each cell the mean +- std over its evaluated seeds
-(sample std, ddof 1; no std with one seed). The best mean per column is bold: higher
-mIoU, pixel accuracy and training images/s; lower FID, KID and peak memory. Generator
+(sample std, ddof 1; no std with one seed). The metric columns are the registered metrics
+(spade_bench.metrics), each marked best in its declared direction (higher mIoU, lower FID,
+...); then training images/s (higher) and peak memory (lower). Generator
 parameters are not marked: size is a design choice, not a score. Failed runs count in
 the "seeds" column and never in a mean. Reference rows give the segmenter on real
 photos (the mIoU ceiling) and real training vs the real set FID compares with (validation
@@ -21,9 +22,10 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from reports.bootstrap import BASELINE, BOOTSTRAP_METRICS, MIN_SEEDS_FOR_VERDICT, Interval
+from reports.bootstrap import BASELINE, MIN_SEEDS_FOR_VERDICT, Interval, bootstrap_metrics
 from reports.collect import RunRecord
 from reports.paper import PUBLISHED, PUBLISHED_METRICS, published
+from spade_bench.metrics import get_metric, list_metrics
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class MetricSpec:
         better: "higher", "lower" or None (not marked).
         digits: decimals shown (after `scale`).
         scale: shown value = raw value * scale (KID x 10^3, parameters in millions).
+        interval_digits: decimals of a difference and its interval (default digits + 1).
     """
 
     key: str
@@ -44,19 +47,20 @@ class MetricSpec:
     better: Optional[str]
     digits: int
     scale: float = 1.0
+    interval_digits: Optional[int] = None
 
 
-METRICS = (
-    MetricSpec("miou", "mIoU (%)", r"mIoU (\%)", "higher", 1),
-    MetricSpec("pixel_accuracy", "pixel acc. (%)", r"acc. (\%)", "higher", 1),
-    MetricSpec("fid", "FID", "FID", "lower", 1),
-    MetricSpec("kid", "KID ×10³", r"KID$\times 10^3$", "lower", 2, 1e3),
+# The registered metrics (their declarations), then what the run itself records.
+METRIC_COLUMNS = tuple(MetricSpec(m.name, m.label, m.latex, m.direction, m.digits, m.scale, m.interval_digits)
+                       for m in list_metrics())
+RUN_COLUMNS = (
     MetricSpec("generator_params", "G params (M)", "G params (M)", None, 2, 1e-6),
     MetricSpec("train_images_per_s", "train images/s", "images/s", "higher", 1),
     MetricSpec("train_peak_memory_gib", "peak memory (GiB)", "memory (GiB)", "lower", 2),
 )
+METRICS = METRIC_COLUMNS + RUN_COLUMNS
 SPECS = {spec.key: spec for spec in METRICS}
-REFERENCE_KEYS = ("real_val_miou", "real_val_pixel_accuracy", "fid_train_vs_val")
+REFERENCE_KEYS = tuple(m.reference.key for m in list_metrics() if m.reference is not None)
 
 
 def variant_order(variants: Sequence[str]) -> list[str]:
@@ -70,10 +74,10 @@ def variant_order(variants: Sequence[str]) -> list[str]:
 # Reference -> (metric, direction): a variant's mean beyond it is beyond the evaluator's
 # resolution (scores above what the segmenter achieves on real photos, FIDs below real
 # train vs val (or test) photos cannot be ranked by this evaluator).
-RESOLUTION_LIMITS = {"real_val_miou": ("miou", "above"),
-                     "real_val_pixel_accuracy": ("pixel_accuracy", "above"),
-                     "fid_train_vs_val": ("fid", "below")}
-RELEASED_METRICS = ("miou", "pixel_accuracy", "fid", "kid")
+RESOLUTION_LIMITS = {m.reference.key: (m.name, "above" if m.reference.bound == "ceiling" else "below")
+                     for m in list_metrics() if m.reference is not None}
+# Metrics that get a "released weights, re-scored" column beside "retrained".
+RELEASED_METRICS = tuple(spec.key for spec in METRIC_COLUMNS)
 
 
 def _aggregate(row: dict, prefix: str, runs: Sequence[RunRecord], key: str) -> None:
@@ -131,13 +135,6 @@ def main_table(records: Sequence[RunRecord], dataset: str,
     return table
 
 
-def fid_floor_label(real_set: Optional[str] = "val") -> str:
-    """What the FID floor (metrics.json `fid_train_vs_val`, a key kept for schema stability)
-    compares: real training photos against the real set FID uses (protocol.real_set; runs
-    that predate the key used the validation photos)."""
-    return f"real train vs {real_set or 'val'} photos"
-
-
 def beyond_resolution(table: pd.DataFrame, references: Mapping[str, dict],
                       real_set: Optional[str] = "val") -> dict[str, dict[str, str]]:
     """variant -> metric -> why its mean is beyond the evaluator's resolution."""
@@ -147,7 +144,8 @@ def beyond_resolution(table: pd.DataFrame, references: Mapping[str, dict],
         for variant in table.index:
             if table.loc[variant, f"{metric}_beyond"]:
                 spec = SPECS[metric]
-                what = f" ({fid_floor_label(real_set)})" if reference == "fid_train_vs_val" else ""
+                named = get_metric(metric).reference.what.format(real_set=real_set or "val")
+                what = f" ({named})" if named else ""
                 out.setdefault(variant, {})[metric] = (
                     f"{spec.label} {table.loc[variant, f'{metric}_mean']:.{spec.digits}f} {direction} "
                     f"the {'ceiling' if direction == 'above' else 'floor'} {limit:.{spec.digits}f}{what}")
@@ -277,12 +275,12 @@ def render_main(table: pd.DataFrame, references: Mapping[str, dict], dataset: st
             if not released and paper and spec.key in PUBLISHED_METRICS:
                 cells.append(_plain(row[f"paper_{spec.key}"], spec, latex))
         rows.append(cells)
-    reference_rows = [
-        ("real val photos (segmenter ceiling)",
-         {"miou": "real_val_miou", "pixel_accuracy": "real_val_pixel_accuracy"}),
-        (f"{fid_floor_label(real_set)} (FID floor)", {"fid": "fid_train_vs_val"}),
-    ]
-    for label, keys in reference_rows:
+    reference_rows: dict[str, dict[str, str]] = {}   # row label -> {metric: reference key}
+    for metric in list_metrics():
+        if metric.reference is not None:
+            row = metric.reference.row.format(real_set=real_set or "val")
+            reference_rows.setdefault(row, {})[metric.name] = metric.reference.key
+    for label, keys in reference_rows.items():
         cells = [rf"\textit{{{label}}}" if latex else f"*{label}*", ""]
         for spec in METRICS:
             extra = (released and spec.key in RELEASED_METRICS) + (paper and spec.key in PUBLISHED_METRICS)
@@ -300,7 +298,7 @@ def format_interval(interval: Optional[Interval], spec: MetricSpec, *, latex: bo
     interval is not available (not finite)."""
     if interval is None:
         return "--" if latex else "–"
-    d = spec.digits + (1 if spec.key != "kid" else 0)
+    d = spec.interval_digits if spec.interval_digits is not None else spec.digits + 1
     if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
         # e.g. fewer than 2 finite image resamples: the interval is not available.
         point = f"{interval.point * spec.scale:+.{d}f}"
@@ -317,8 +315,9 @@ def render_differences(intervals: Mapping[str, Mapping[str, Interval]], *,
                        latex: bool = False) -> pd.DataFrame:
     """Rows: variants; columns: Δ per bootstrapped metric (variant - spade) with its 95% CI."""
     delta = r"$\Delta$ " if latex else "Δ "
+    metrics = bootstrap_metrics()
     columns = ["variant", "seeds (variant / spade)"] + [
-        delta + (SPECS[m].latex if latex else SPECS[m].label) for m in BOOTSTRAP_METRICS]
+        delta + (SPECS[m].latex if latex else SPECS[m].label) for m in metrics]
     rows = []
     for variant in variant_order(list(intervals)):
         per_metric = intervals[variant]
@@ -330,7 +329,7 @@ def render_differences(intervals: Mapping[str, Mapping[str, Interval]], *,
                  if any_interval else "")
         rows.append([latex_escape(variant) if latex else variant, seeds]
                     + [format_interval(per_metric.get(m), SPECS[m], latex=latex)
-                       for m in BOOTSTRAP_METRICS])
+                       for m in metrics])
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -395,7 +394,7 @@ def csv_rows(dataset: str, table: pd.DataFrame, references: Mapping[str, dict],
         out["degenerate"] = row["degenerate"]
         for key in ("uniform_distinctness", "label_spread"):
             out[f"{key}_mean"] = row[f"{key}_mean"]
-        for metric in BOOTSTRAP_METRICS:
+        for metric in bootstrap_metrics():
             interval = intervals.get(variant, {}).get(metric)
             out[f"diff_{metric}"] = interval.point if interval else math.nan
             out[f"diff_{metric}_ci_low"] = interval.low if interval else math.nan
@@ -404,9 +403,9 @@ def csv_rows(dataset: str, table: pd.DataFrame, references: Mapping[str, dict],
         rows.append(out)
     for key in REFERENCE_KEYS:
         value = references.get(key, {}).get("mean")
+        metric = next(m for m in list_metrics() if m.reference is not None and m.reference.key == key)
         rows.append({"dataset": dataset, "row": "reference", "variant": key,
-                     {"real_val_miou": "miou_mean", "real_val_pixel_accuracy": "pixel_accuracy_mean",
-                      "fid_train_vs_val": "fid_mean"}[key]: math.nan if value is None else value})
+                     f"{metric.name}_mean": math.nan if value is None else value})
     frame = pd.DataFrame(rows)
     counts = ["runs", "ok", "failed", "released", "degenerate"] + [f"{spec.key}_n" for spec in METRICS]
     return frame.astype({c: "Int64" for c in counts if c in frame})

@@ -1,7 +1,9 @@
 """`spade-bench ablate`: train and score variants x seeds, then write the report.
 
-Resumable at every level: a pair whose metrics.json matches its finished checkpoint is
-skipped; an interrupted pair resumes from its latest checkpoint; the segmentation
+Resumable at every level: a pair whose metrics.json scores its finished checkpoint with
+every registered metric at this code's version is skipped; a trained pair that lacks some
+metrics (one added since, or whose version was bumped) is scored for those only, keeping
+the others; an interrupted pair resumes from its latest checkpoint; the segmentation
 evaluator is trained once per dataset and resolution and then reused. A pair that fails
 is recorded as failed (RUN/train_summary.json) and shown as failed in the report; the
 other pairs still run.
@@ -29,6 +31,7 @@ from spade_bench import trainer as trainer_module
 from spade_bench.config import RunConfig, experiment_diff, hash_names_config, resolve, save_config, to_dict
 from spade_bench.errors import ConfigError
 from spade_bench.io import atomic_write_json
+from spade_bench.metrics import ALL, metric_names, unscored
 from spade_bench.run_folder import RunFolder, read_json_or_empty
 
 CORE_VARIANTS = ("spade", "spade-gamma", "concat", "pix2pixhd")
@@ -87,19 +90,33 @@ def pair_dir(out: Path, variant: str, seed: int) -> Path:
     return Path(out) / f"{variant}-s{seed}"
 
 
-def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
-    """The pair's metrics.json scores its finished checkpoint under this experiment: the config
-    hash it records is the hash of the run's saved config (RUN/config.json, else `cfg`; under
-    the hashing rule of the code that scored it), and that config is `cfg`'s experiment. Hashes
-    are never compared across rules, so a run scored by older code stays finished."""
-    # A hand-edited or foreign record must not crash a sweep, its status or its report.
-    folder = RunFolder(run_dir)
-    record = read_json_or_empty(folder.metrics)
+def scores_checkpoint(record: dict, cfg: RunConfig, run_dir: Path) -> bool:
+    """A metrics.json record scores the pair's finished checkpoint under this experiment: the
+    config hash it records is the hash of the run's saved config (RUN/config.json, else `cfg`;
+    under the hashing rule of the code that scored it), and that config is `cfg`'s experiment.
+    Hashes are never compared across rules, so a run scored by older code stays finished."""
     run = record.get("run")
     if record.get("checkpoint_step") != cfg.train.steps or not isinstance(run, dict):
         return False
-    saved = read_json_or_empty(folder.config) or to_dict(cfg)
+    saved = read_json_or_empty(RunFolder(run_dir).config) or to_dict(cfg)
     return hash_names_config(run.get("config_hash"), saved) and not experiment_diff(saved, cfg)
+
+
+def metrics_to_score(run_dir: Path, cfg: RunConfig) -> dict[str, str]:
+    """{metric: why} for the registered metrics the pair's metrics.json lacks or holds at another
+    version than this code's; every metric when it does not score the finished checkpoint
+    under this config. Empty: the pair is done."""
+    # A hand-edited or foreign record must not crash a sweep, its status or its report.
+    record = read_json_or_empty(RunFolder(run_dir).metrics)
+    if not scores_checkpoint(record, cfg, run_dir):
+        return dict.fromkeys(metric_names(), "not scored")
+    return unscored(record)
+
+
+def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
+    """The pair's metrics.json scores its finished checkpoint under this exact config, with every
+    registered metric at this code's version."""
+    return not metrics_to_score(run_dir, cfg)
 
 
 def _trained(run_dir: Path, cfg: RunConfig) -> bool:
@@ -171,17 +188,21 @@ def run_pair(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str = "auto
              hooks: Optional[list] = None, evaluate: bool = True,
              on_warning: Optional[Callable[[str], None]] = None) -> str:
     """Train (resuming) then score one pair; returns "done" when it was already finished,
-    else "finished". Errors propagate: the caller records them (`record_failure`)."""
-    if pair_is_done(run_dir, cfg):
+    else "finished". A trained pair is scored only for the metrics it lacks (the harness keeps
+    the others). Errors propagate: the caller records them (`record_failure`)."""
+    todo = metrics_to_score(run_dir, cfg)
+    if not todo:
         return "done"
     if not _trained(run_dir, cfg):
         # Looked up on the module so that tests can stand in a failing trainer.
         trainer_module.train_run(cfg, run_dir, resume=True, progress=False, hooks=hooks)
+        todo = metrics_to_score(run_dir, cfg)
     if not evaluate:
         return "finished"
+    metric = ALL if set(todo) == set(metric_names()) else ",".join(todo)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        evaluate_run(run_dir, metric="all", overrides=[f"eval.segmenter={segmenter}"], device=device,
+        evaluate_run(run_dir, metric=metric, overrides=[f"eval.segmenter={segmenter}"], device=device,
                      progress=False)
     if on_warning is not None:
         for w in caught:

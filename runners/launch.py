@@ -38,7 +38,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from reports.build import build_report
-from runners.ablate import Sweep, ensure_segmenter, mark_failed, pair_is_done, record_failure, run_pair
+from runners.ablate import (Sweep, ensure_segmenter, mark_failed, metrics_to_score, pair_is_done,
+                            record_failure, run_pair, scores_checkpoint)
 from spade_bench.config import load_config_file, save_config
 from spade_bench.errors import ConfigError, TrainingInterrupted
 from spade_bench.io import atomic_write_json
@@ -395,8 +396,10 @@ def plan_lines(sweep: Sweep, opts: LaunchOptions) -> list[str]:
         if (variant, seed) not in todo_set:
             lines.append(f"{variant} seed {seed}: already finished ({run_dir}); skipped")
             continue
-        lines.append(f"{variant} seed {seed}: {cfg.train.steps} steps, batch {cfg.train.batch_size}; "
-                     f"{resources(i)} -> {run_dir}")
+        missing = _scoring_only(run_dir, cfg)
+        work = (f"trained; scores {', '.join(missing)} only (the other metrics are kept)" if missing else
+                f"{cfg.train.steps} steps, batch {cfg.train.batch_size}")
+        lines.append(f"{variant} seed {seed}: {work}; {resources(i)} -> {run_dir}")
         i += 1
     if params:
         seg = "" if sweep.segmenter.is_file() else "evaluator job first (afterok), "
@@ -543,7 +546,7 @@ class PairStatus:
     variant: str
     seed: int
     run_dir: Path
-    state: str                # pending, running, interrupted, finished, failed
+    state: str                # pending, running, interrupted, partly scored, finished, failed
     detail: str = ""
     job_id: Optional[str] = None
     job_over: bool = False    # submitit/SLURM says the job has ended
@@ -610,7 +613,8 @@ def _job_record(manifest: dict, job_id: Optional[str]) -> tuple[Optional[str], b
 
 def _pair_done(run_dir: Path) -> bool:
     """`pair_is_done` under the pair's own RUN/config.json (written at launch): metrics.json
-    scores its final checkpoint under exactly that config. The rule a relaunch skips by."""
+    scores its final checkpoint under exactly that config, with every registered metric at
+    this code's version. The rule a relaunch skips by."""
     try:
         cfg = load_config_file(RunFolder(run_dir).config)
     except (ConfigError, OSError, ValueError):
@@ -618,9 +622,23 @@ def _pair_done(run_dir: Path) -> bool:
     return pair_is_done(run_dir, cfg)
 
 
+def _scoring_only(run_dir: Path, cfg=None) -> dict[str, str]:
+    """{metric: why} when the pair's metrics.json scores its final checkpoint under its config but
+    lacks metrics (added since) or holds older versions: a relaunch scores only those.
+    Empty otherwise (done, or not scored at all)."""
+    try:
+        cfg = cfg or load_config_file(RunFolder(run_dir).config)
+    except (ConfigError, OSError, ValueError):
+        return {}
+    if not scores_checkpoint(read_json_or_empty(RunFolder(run_dir).metrics), cfg, run_dir):
+        return {}
+    return metrics_to_score(run_dir, cfg)
+
+
 def pair_statuses(out: Path) -> list[PairStatus]:
     """One status per pair, from the run folders and submitit's job records. "finished" is
-    `pair_is_done`'s rule, the one a relaunch uses to skip a pair."""
+    `pair_is_done`'s rule, the one a relaunch uses to skip a pair; "partly scored" a trained
+    and scored pair that lacks metrics added (or re-versioned) since, which a relaunch scores."""
     manifest = read_manifest(out)
     statuses = []
     for pair in manifest["pairs"]:
@@ -640,6 +658,16 @@ def pair_statuses(out: Path) -> list[PairStatus]:
             st.state, st.detail = "failed", str(summary.get("error") or "no error recorded")
         elif error:
             st.state, st.detail = "failed", error
+        elif missing := _scoring_only(run_dir):
+            m = metrics.get("metrics") if isinstance(metrics.get("metrics"), dict) else {}
+            shown = ", ".join(f"{k} {m[k]:.4g}" for k in ("fid", "miou") if isinstance(m.get(k), (int, float)))
+            reasons: dict[str, list[str]] = {}
+            for name, why in missing.items():
+                reasons.setdefault(why, []).append(name)
+            st.state = "partly scored"
+            st.detail = ((shown + "; " if shown else "") + "to score: "
+                         + "; ".join(f"{', '.join(names)} ({why})" for why, names in reasons.items())
+                         + "; a relaunch scores only these")
         elif over and state not in (None, "ENDED") and state.split()[0].upper() != "COMPLETED":
             st.state, st.detail = "failed", f"job ended in state {state} before the pair finished"
         elif over:

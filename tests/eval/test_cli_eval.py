@@ -166,3 +166,19 @@ def test_folders_of_different_sizes_are_refused_unless_resized(tmp_path, stub_in
     assert "16x16 (--resize-to)" in payload["protocol"]["image_resize"] and payload["metrics"]["fid"] > 0
     bad = runner.invoke(app, ["eval", "--real", str(real), "--fake", str(fake), "--resize-to", "16"])
     assert bad.exit_code != 0 and "HEIGHTxWIDTH" in bad.stderr
+
+
+def test_eval_of_one_metric_merges_into_metrics_json(tmp_path, make_run, stub_inception):
+    """issue 21: `eval --metric X` after another evaluation nulled the other scores in metrics.json."""
+    _, run = make_run()
+    first = runner.invoke(app, ["eval", "--run", str(run), "--metric", "fid", "--device", "cpu"])
+    assert first.exit_code == 0, first.output
+    before = json.loads((run / "eval" / "metrics.json").read_text())["metrics"]
+    added = runner.invoke(app, ["eval", "--run", str(run), "--metric", "kid", "--device", "cpu",
+                                "--set", "eval.kid_subset_size=3"])
+    assert added.exit_code == 0, added.output
+    saved = json.loads((run / "eval" / "metrics.json").read_text())
+    assert saved["metrics"]["fid"] == before["fid"] is not None
+    assert saved["metrics"]["kid"] is not None and saved["metrics"]["miou"] is None
+    assert set(saved["protocol"]["metric_versions"]) == {"fid", "kid"}
+    assert "kid:" in added.stdout and "fid:" in added.stdout

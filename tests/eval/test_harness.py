@@ -16,6 +16,7 @@ from torch import nn
 
 from eval.harness import evaluate_run
 from spade_bench.errors import ConfigError, EvalError
+from spade_bench.metrics import list_metrics, metric_keys
 
 RUN_KEYS = {"dir", "variant", "seed", "preset", "dataset", "config_hash", "generator_params",
             "discriminator_params", "perceptual", "steps", "ema", "hardware", "train_images_per_s",
@@ -58,7 +59,7 @@ def test_writes_images_features_counts_and_schema(tmp_path, make_run, stub_incep
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["schema"] == 1 and saved["checkpoint_step"] == 7
     assert set(saved["run"]) == RUN_KEYS and PROTOCOL_KEYS <= set(saved["protocol"])
-    assert set(saved["metrics"]) == {"fid", "kid", "kid_std", "miou", "pixel_accuracy"}
+    assert set(saved["metrics"]) == set(metric_keys())   # today's four are pinned in tests/spade_bench/metrics
     assert all(v is not None for v in saved["metrics"].values())
     assert set(saved["references"]) == {"real_val_miou", "real_val_pixel_accuracy", "fid_train_vs_val"}
     assert all(v is not None for v in saved["references"].values())
@@ -119,7 +120,8 @@ def test_real_statistics_are_shared_between_runs(tmp_path, make_run, stub_incept
     assert tf["protocol"]["fid_protocol"] == "tf"
 
 
-def test_missing_evaluator_names_the_training_command(tmp_path, make_run):
+def test_missing_evaluator_names_the_training_command(tmp_path, make_run, monkeypatch):
+    monkeypatch.setenv("SPADE_BENCH_CACHE", str(tmp_path / "empty-cache"))   # no default evaluator in it
     _, run = make_run()
     with pytest.raises(EvalError, match="spade-bench segmenter train --dataset synthetic --preset smoke"):
         evaluate_run(run, metric="miou", device="cpu", progress=False)
@@ -279,3 +281,39 @@ def test_a_kid_subset_size_too_large_for_the_sets_is_named_in_the_warnings(tmp_p
     assert any("requested 16" in str(w.message) for w in caught)
     fitting = evaluate_run(run, metric="kid", device="cpu", overrides=["eval.kid_subset_size=3"], progress=False)
     assert not any("requested" in w for w in fitting["warnings"])
+
+
+def test_scoring_some_metrics_keeps_the_others(tmp_path, make_run, stub_inception, user_segmenter):
+    """`eval --metric fid` after `--metric all` used to write null for every other score (issue 21);
+    the scores of the same images under the same protocol are kept, with their versions, files
+    and references. A protocol change the new scores depend on drops the old ones it touches."""
+    _, run = make_run()
+    first = evaluate_run(run, device="cpu", overrides=[user_segmenter, "eval.kid_subset_size=3"], progress=False)
+    before = json.loads((run / "eval" / "metrics.json").read_text())
+    second = evaluate_run(run, metric="fid", device="cpu", progress=False)      # no segmenter needed now
+    after = json.loads((run / "eval" / "metrics.json").read_text())
+    assert after["metrics"] == before["metrics"] and all(v is not None for v in after["metrics"].values())
+    for key in ("references", "per_class_iou", "files", "metric_warnings", "warnings"):
+        assert after[key] == before[key], key
+    for key in ("metric_versions", "segmenter", "segmenter_sha256", "kid_subset_size", "kid_subsets", "fid_protocol"):
+        assert after["protocol"][key] == before["protocol"][key], key
+    assert after["protocol"]["metric"] == "fid" and second["metrics"] == after["metrics"]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tf = evaluate_run(run, metric="fid", device="cpu", overrides=["eval.fid_protocol=tf"], progress=False)
+    feature_metrics = [m.name for m in list_metrics() if m.inputs == "features" and m.name != "fid"]
+    assert all(tf["metrics"][name] is None for name in feature_metrics) and tf["metrics"]["kid_std"] is None
+    assert tf["metrics"]["miou"] == first["metrics"]["miou"] and tf["metrics"]["fid"] != first["metrics"]["fid"]
+    assert set(tf["protocol"]["metric_versions"]) == {"fid", "miou", "pixel_accuracy"}
+    assert tf["protocol"]["fid_protocol"] == "tf" and tf["protocol"]["segmenter"] == "colour-1x1"
+    assert tf["protocol"]["kid_subsets"] is None and tf["per_class_iou"] == first["per_class_iou"]
+    dropped = [str(w.message) for w in caught if "from the earlier" in str(w.message)]
+    assert len(dropped) == 1 and all(name in dropped[0] for name in feature_metrics)
+    assert "fid_protocol" in dropped[0] and f"--metric {','.join(feature_metrics)}" in dropped[0]
+
+    # Other generation settings make new images: nothing earlier is kept.
+    third = evaluate_run(run, metric="kid", device="cpu", overrides=["eval.seed=3"], progress=False)
+    assert third["metrics"]["miou"] is None and third["metrics"]["fid"] is None
+    assert set(third["protocol"]["metric_versions"]) == {"kid"} and third["per_class_iou"] == {}
+    assert third["files"]["per_image_counts"] is None

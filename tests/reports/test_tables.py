@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fake_runs import make_run
-from reports.bootstrap import Interval
+from reports.bootstrap import Interval, bootstrap_metrics
 from reports.collect import collect_runs
 from reports.tables import (SPECS, csv_rows, format_cell, format_interval, latex_escape, main_table,
                             reference_values, render_differences, render_main, to_latex, to_markdown)
@@ -97,7 +97,8 @@ def test_differences_markdown_latex_and_csv(records):
     assert md.iloc[0]["Δ KID ×10³"] == "–"
     assert format_interval(intervals["concat"]["miou"], SPECS["miou"], latex=True).endswith("$^{*}$")
     text = to_markdown(md)
-    assert text.splitlines()[1] == "|:---|---:|---:|---:|---:|---:|"
+    # variant, seeds, then one column per metric with a per-image replicate (the registry's)
+    assert text.splitlines()[1] == "|:---|" + "---:|" * (1 + len(bootstrap_metrics()))
     assert text.count("\n") == 2
     tex = to_latex(render_differences(intervals, latex=True), caption="c", label="l")
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"$\Delta$ mIoU (\%)" in tex

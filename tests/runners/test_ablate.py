@@ -66,7 +66,10 @@ def test_a_pair_scored_by_older_code_stays_finished(tmp_path, add_config_field, 
     cfg = resolve("spade", preset="smoke", overrides=TINY)
     run_dir = pair_dir(tmp_path, "spade", 0)
     save_config(cfg, run_dir / "config.json")
-    metrics = {"checkpoint_step": cfg.train.steps, "run": {"config_hash": old_config_hash(to_dict(cfg))}}
+    from spade_bench.metrics import list_metrics
+    metrics = {"checkpoint_step": cfg.train.steps, "run": {"config_hash": old_config_hash(to_dict(cfg))},
+               "metrics": {m.name: 1.0 for m in list_metrics()},
+               "protocol": {"metric_versions": {m.name: m.version_string() for m in list_metrics()}}}
     atomic_write_json(run_dir / "eval" / "metrics.json", metrics)
     assert metrics["run"]["config_hash"] != config_hash(cfg)
     assert pair_is_done(run_dir, cfg)
@@ -82,3 +85,36 @@ def test_a_pair_scored_by_older_code_stays_finished(tmp_path, add_config_field, 
     atomic_write_json(run_dir / "eval" / "metrics.json",
                       {**metrics, "run": {"config_hash": old_config_hash(to_dict(other))}})
     assert not pair_is_done(run_dir, now)
+
+
+def test_a_trained_pair_lacking_metrics_is_scored_for_those_only(tmp_path, monkeypatch):
+    """A metric added after a sweep was scored: the relaunch neither retrains nor skips the pair,
+    it asks the harness for exactly the missing metrics (the harness keeps the others)."""
+    import runners.ablate as ablate
+    from spade_bench.config import config_hash
+    from spade_bench.io import atomic_write_json
+    from spade_bench.metrics import list_metrics
+
+    sweep = ablate.plan_sweep(variants=("spade",), seeds=(0,), preset="smoke", out=tmp_path / "runs",
+                              overrides=TINY, device="cpu")
+    cfg, run_dir = sweep.configs[("spade", 0)], sweep.run_dir("spade", 0)
+    newest = [m.name for m in list_metrics()][-2:]
+    record = {"checkpoint_step": cfg.train.steps, "run": {"config_hash": config_hash(cfg)},
+              "metrics": {m.name: 1.0 for m in list_metrics() if m.name not in newest},
+              "protocol": {"metric_versions": {m.name: m.version_string() for m in list_metrics()
+                                               if m.name not in newest}}}
+    atomic_write_json(run_dir / "eval" / "metrics.json", record)
+    calls = []
+
+    def never_train(*args, **kwargs):
+        raise AssertionError("a trained pair was trained again")
+
+    monkeypatch.setattr(ablate, "_trained", lambda run_dir, cfg: True)
+    monkeypatch.setattr(trainer_module, "train_run", never_train)
+    monkeypatch.setattr(ablate, "evaluate_run", lambda run_dir, *, metric, **kwargs: calls.append(metric))
+    assert ablate.run_pair(cfg, run_dir, tmp_path / "seg.pt", "cpu") == "finished"
+    assert calls == [",".join(newest)]
+    record["metrics"].update(dict.fromkeys(newest, 0.5))
+    record["protocol"]["metric_versions"] = {m.name: m.version_string() for m in list_metrics()}
+    atomic_write_json(run_dir / "eval" / "metrics.json", record)
+    assert ablate.run_pair(cfg, run_dir, tmp_path / "seg.pt", "cpu") == "done" and len(calls) == 1

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from spade_bench.config import config_hash, load_config_file
+from spade_bench.metrics import list_metrics
 
 pytest.importorskip("submitit")
 
@@ -98,8 +99,11 @@ def test_slurm_submission_carries_the_command_line_then_status_reads_folders_and
     (done / "eval").mkdir()
     # Scores of the final checkpoint under the pair's own config (pair_is_done's rule).
     done_hash = config_hash(load_config_file(done / "config.json"))
-    (done / "eval" / "metrics.json").write_text(json.dumps({"checkpoint_step": 4, "run": {"config_hash": done_hash},
-                                                            "metrics": {"fid": 123.4, "miou": 5.6}}))
+    # Every registered metric at this code's version: a pair lacking one is still to be scored.
+    (done / "eval" / "metrics.json").write_text(json.dumps({
+        "checkpoint_step": 4, "run": {"config_hash": done_hash},
+        "metrics": {m.name: 1.0 for m in list_metrics()} | {"fid": 123.4, "miou": 5.6},
+        "protocol": {"metric_versions": {m.name: m.version_string() for m in list_metrics()}}}))
     (running / "logs").mkdir()
     (running / "logs" / "losses.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
     (crashed / "train_summary.json").write_text(json.dumps({"status": "failed", "error": "TrainingError: non-finite loss"}))

@@ -11,12 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from runners.ablate import mark_failed, pair_is_done, plan_sweep
+from runners.ablate import mark_failed, metrics_to_score, pair_is_done, plan_sweep
 from spade_bench.run_folder import read_json_or_empty
 from runners.launch import LaunchOptions, _new_manifest, launch, manifest_path, pair_statuses, plan_lines
 from spade_bench.config import config_hash, save_config
 from spade_bench.errors import ConfigError
 from spade_bench.io import atomic_write_json
+from spade_bench.metrics import get_metric, list_metrics
 
 TINY = ["generator.ngf=8", "train.steps=4", "train.decay_steps=1"]
 
@@ -65,7 +66,10 @@ def test_status_calls_a_pair_finished_by_the_rule_a_relaunch_skips_it_by(tmp_pat
     cfg = sweep.configs[("spade", 0)]
     atomic_write_json(run_dir / "train_summary.json", {"status": "finished", "step": 4})
     other = replace(cfg, optim=replace(cfg.optim, lr=cfg.optim.lr * 2))
-    metrics = {"checkpoint_step": 4, "run": {"config_hash": config_hash(other)}, "metrics": {"fid": 1.0}}
+    # Every registered metric scored at this code's version (a pair lacking one is not done: below).
+    metrics = {"checkpoint_step": 4, "run": {"config_hash": config_hash(other)},
+               "metrics": {m.name: 2.0 for m in list_metrics()} | {"fid": 1.0},
+               "protocol": {"metric_versions": {m.name: m.version_string() for m in list_metrics()}}}
     atomic_write_json(run_dir / "eval" / "metrics.json", metrics)
     assert sweep.todo() == [("spade", 0)]
     assert pair_statuses(sweep.out)[0].state != "finished"
@@ -74,8 +78,31 @@ def test_status_calls_a_pair_finished_by_the_rule_a_relaunch_skips_it_by(tmp_pat
     atomic_write_json(run_dir / "eval" / "metrics.json", metrics)
     assert sweep.todo() == []
     st = pair_statuses(sweep.out)[0]
-    assert (st.state, st.detail) == ("finished", "fid 1")
+    assert (st.state, st.detail) == ("finished", "fid 1, miou 2")
     assert plan_lines(sweep, LaunchOptions(launcher="local"))[0].startswith("spade seed 0: already finished")
+
+
+def test_a_pair_lacking_a_metric_or_holding_an_old_version_is_scored_for_those_only(tmp_path):
+    """A metric added after a sweep was scored (or whose version was bumped) used to leave the
+    pair "finished": a relaunch skipped it and the report's column stayed "-". Now the pair
+    is "partly scored" and a relaunch scores exactly what it lacks, keeping the rest."""
+    sweep, run_dir = _local_sweep(tmp_path)
+    cfg = sweep.configs[("spade", 0)]
+    atomic_write_json(run_dir / "train_summary.json", {"status": "finished", "step": 4})
+    names = [m.name for m in list_metrics()]
+    new, bumped = names[-1], names[0]
+    versions = {m.name: m.version_string() for m in list_metrics() if m.name != new}
+    versions[bumped] = versions[bumped].replace(get_metric(bumped).version, "old-family/0")
+    atomic_write_json(run_dir / "eval" / "metrics.json", {
+        "checkpoint_step": 4, "run": {"config_hash": config_hash(cfg)},
+        "metrics": {name: 1.0 for name in names if name != new}, "protocol": {"metric_versions": versions}})
+    assert not pair_is_done(run_dir, cfg) and sweep.todo() == [("spade", 0)]
+    assert metrics_to_score(run_dir, cfg) == {bumped: f"scored with old-family/0, now {get_metric(bumped).version}",
+                                              new: "not scored"}
+    st = pair_statuses(sweep.out)[0]
+    assert st.state == "partly scored" and f"{new} (not scored)" in st.detail and bumped in st.detail
+    line = plan_lines(sweep, LaunchOptions(launcher="local"))[0]
+    assert line.startswith(f"spade seed 0: trained; scores {bumped}, {new} only")
 
 
 def test_bad_json_records_read_as_empty(tmp_path):
