@@ -6,7 +6,9 @@ Every command turns a `SpadeBenchError` into one line on stderr and a non-zero e
 Imports: this module imports only what loads neither torch nor numpy (config, the variant
 registry, the dataset-format table). Each command that trains, evaluates, reads data or draws
 imports those library modules in its body, so `--help`, `config` and `variants` start without
-loading torch (tests/test_cli.py runs them and checks).
+loading torch (tests/test_cli.py runs them and checks). That order also lets a command resolve
+its config first and put train.numerics=pinned in force (`_pin`) before torch and numpy load
+and read their settings (spade_bench/numerics.py).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from spade_bench.config import PRESETS, RunConfig, config_hash, resolve, to_json
 from spade_bench.data.formats import FORMATS
 from spade_bench.errors import DataError, EvalError, SpadeBenchError, TrainingInterrupted
 from spade_bench.io import check_output_folder
+from spade_bench.numerics import export_pin
 from spade_bench.registry import get_variant, list_variants
 from spade_bench.run_folder import RunFolder
 
@@ -96,6 +99,25 @@ def _data_flags(label_nc: Optional[int], dont_care: Optional[int]) -> list[str]:
 def _resolve(variant, preset, dataset, root, config, overrides, label_nc=None, dont_care=None):
     return resolve(variant, preset=preset, dataset=dataset, root=root, config_file=config,
                    overrides=_data_flags(label_nc, dont_care) + list(overrides or []))
+
+
+def _pin(cfg: RunConfig) -> None:
+    """Put a pinned config's numerics in force before the command imports torch and numpy (the
+    library checks them again when it computes: `spade_bench.numerics.ensure_pinned`)."""
+    if cfg.train.numerics == "pinned":
+        export_pin(cfg.train.threads)
+
+
+def _pin_run(run_dir: Path) -> None:
+    """`_pin` for a run folder's own config (RUN/config.json); nothing when it has none (the
+    command then reports what is wrong)."""
+    from spade_bench.config import load_config_file
+
+    try:
+        cfg = load_config_file(RunFolder(run_dir).config)
+    except (SpadeBenchError, OSError, ValueError):
+        return
+    _pin(cfg)
 
 
 @contextlib.contextmanager
@@ -227,17 +249,20 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
 
     Example: spade-bench train --variant spade --preset smoke --out runs/smoke-spade
     """
-    from spade_bench.trainer import load_saved_config, train_run
-
     out = out or Path("runs") / variant
     resume = resume or resume_from is not None
     plain = (config is None and not set_ and preset == "default" and dataset is None and root is None
              and label_nc is None and dont_care is None)
     with _warnings_as_lines():
         if resume and plain:
+            _pin_run(out)
+            from spade_bench.trainer import load_saved_config, train_run
+
             cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
         else:
             cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
+            _pin(cfg)
+            from spade_bench.trainer import train_run
         result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -300,6 +325,7 @@ def eval_command(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if run is not None:
+            _pin_run(run)
             from eval.harness import evaluate_run
             from spade_bench.checkpoint import check_run_label_flags
 
@@ -352,6 +378,7 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
 
     Example: spade-bench synth --run runs/facades-vae --label label.png --style photo.jpg --out out.png
     """
+    _pin_run(run)
     from eval.synth import synthesize
     from spade_bench.checkpoint import check_run_label_flags
 
@@ -389,9 +416,10 @@ def segmenter_train(
 
     Example: spade-bench segmenter train --dataset facades --root ../shared/datasets/cmp_facades --steps 300
     """
+    cfg = _resolve("spade", preset, dataset, root, None, set_)
+    _pin(cfg)
     from eval.segmenter import train_segmenter
 
-    cfg = _resolve("spade", preset, dataset, root, None, set_)
     steps = cfg.eval.segmenter_steps if steps is None else steps
     info = train_segmenter(cfg, out, steps, batch_size=batch_size, lr=lr, arch=arch, device=device, seed=seed)
     typer.echo(f"evaluator: {info['path']}\nsha256: {info['sha256']}\n"
@@ -470,14 +498,15 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
                                                          help="Steps for the evaluator if it must be trained."),
            label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
            launcher: str = typer.Option("inline", "--launcher",
-                                        help="inline (one after another, here), local (jobs on this machine) "
+                                        help="inline (here; on a CPU several pairs at once in worker processes, "
+                                             "cores // train.threads), local (submitit jobs on this machine) "
                                              "or slurm (a job array); local and slurm need spade-bench[slurm]."),
            gpus_per_pair: Optional[int] = typer.Option(None, "--gpus-per-pair",
                                                        help="GPUs per pair; above 1 the pair trains with DDP "
                                                             "(default: slurm 1; local 1 with GPUs, else 0 = CPU)."),
            max_parallel: Optional[int] = typer.Option(None, "--max-parallel",
-                                                      help="Most pairs running at once (local slots; the SLURM "
-                                                           "array's % cap)."),
+                                                      help="Most pairs running at once (inline worker processes "
+                                                           "on a CPU; local slots; the SLURM array's % cap)."),
            slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="sbatch --partition."),
            slurm_time: Optional[str] = typer.Option(None, "--slurm-time",
                                                     help="Time limit per job, minutes or D-HH:MM:SS; "
@@ -496,7 +525,8 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
     """Train and score every variant x seed, then write the ablation report.
 
     Resumable: finished pairs are skipped and interrupted ones resume from their
-    checkpoints. A failed pair is reported as failed and makes the exit code non-zero.
+    checkpoints. On a CPU the pairs run side by side, as many as the cores allow at
+    train.threads each (the smoke preset: one thread, so two pairs on two cores). A failed pair is reported as failed and makes the exit code non-zero.
     With --launcher local or slurm each pair is a job (submitit); a preempted job
     checkpoints, requeues itself and resumes; --status OUT follows the sweep.
 
@@ -506,11 +536,9 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
     Example: spade-bench ablate --launcher slurm --dataset ade20k --root data/ADEChallengeData2016 --preset paper
              --seeds 0,1,2 --gpus-per-pair 8 --slurm-partition gpu --slurm-time 3-00:00:00 --out runs/ade-ablation
     """
-    from runners.ablate import plan_sweep, run_ablation
-    from runners.launch import (LaunchOptions, collect as collect_sweep, launch,
-                                pair_statuses, plan_lines)
-
     if status is not None or collect is not None:
+        from runners.launch import collect as collect_sweep, pair_statuses
+
         if status is not None and collect is not None:
             raise typer.BadParameter("use --status OUT or --collect OUT, not both")
         if status is not None:
@@ -530,13 +558,20 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
     except ValueError:
         raise typer.BadParameter(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
     names = tuple(v.strip() for v in variants_.split(",") if v.strip())
+    overrides = _data_flags(label_nc, dont_care) + list(set_ or [])
+    if names and seed_list:
+        # Every pair shares the preset's numerics (plan_sweep checks): put them in force first.
+        _pin(resolve(names[0], preset=preset, dataset=dataset, root=root,
+                     overrides=overrides + ([f"train.device={device}"] if device != "auto" else [])))
+    from runners.ablate import plan_sweep, run_ablation
+    from runners.launch import LaunchOptions, launch, pair_statuses, plan_lines
+
     opts = LaunchOptions(launcher=launcher, gpus_per_pair=gpus_per_pair, max_parallel=max_parallel,
                          slurm_partition=slurm_partition, slurm_time=slurm_time, slurm_account=slurm_account,
                          slurm_extra=tuple(slurm_extra or ()))
     opts.check()
     sweep_args = dict(dataset=dataset, root=root, variants=names, seeds=seed_list, preset=preset, out=out,
-                      report_out=report_out, overrides=_data_flags(label_nc, dont_care) + list(set_ or []),
-                      device=device,
+                      report_out=report_out, overrides=overrides, device=device,
                       segmenter_steps=segmenter_steps)
     if dry_run:
         for line in plan_lines(plan_sweep(**sweep_args), opts):
@@ -557,7 +592,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
         if failed:
             raise typer.Exit(1)
         return
-    result = run_ablation(**sweep_args, echo=typer.echo)
+    result = run_ablation(**sweep_args, echo=typer.echo, max_parallel=max_parallel)
     done = sum(p.status != "failed" for p in result.pairs)
     typer.echo(f"ablation: {done}/{len(result.pairs)} pairs finished; runs in {result.out}; "
                f"report: {result.report_dir / 'ablation.md'}")
@@ -572,7 +607,8 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
 def bench(variant: str = _VARIANT,
           config_name: str = typer.Option("smoke", "--config", help="ade20k, cityscapes or smoke."),
           batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Batch size (default: the config's)."),
-          steps: int = typer.Option(20, "--steps", help="Timed steps after warm-up."),
+          steps: int = typer.Option(20, "--steps", help="Timed steps after warm-up (per mode and round in the "
+                                                      "CPU training comparison)."),
           warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up steps."),
           mode: Optional[List[str]] = typer.Option(None, "--mode", help="eager-fp32 and/or fast (default both)."),
           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -580,14 +616,25 @@ def bench(variant: str = _VARIANT,
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file (default runs/bench/CONFIG-DEVICE.json)."),
           eval_images: Optional[int] = typer.Option(None, "--eval-images",
                                                     help="Images for the evaluation-path timing (default 256 on CUDA, 8 on CPU)."),
+          training: Optional[bool] = typer.Option(None, "--training/--no-training",
+                                                  help="The CPU training comparison: old eager path vs the CPU path, "
+                                                       "real data, each mode its own process (default: on a CPU)."),
+          variants_: str = typer.Option(",".join(("spade", "spade-gamma", "concat", "pix2pixhd")), "--variants",
+                                        help="Variants of the CPU training comparison, comma-separated."),
+          rounds: int = typer.Option(3, "--rounds", min=1, help="Interleaved rounds of the CPU training comparison."),
           ) -> None:
     """Measure training images/s, G and D ms per step, peak memory and FLOPs; eager fp32 vs fast.
 
-    Also times the evaluation path (generate + FID features + segment). Writes JSON.
+    Also times the evaluation path (generate + FID features + segment). On a CPU it compares
+    training steps/s of the old eager path (one process on all cores, native numerics) with the
+    CPU path (pinned single-threaded processes side by side, NHWC), per variant, and profiles
+    where a step's time goes. Writes JSON.
 
     Example: spade-bench bench --config ade20k --batch 8 --steps 50 --device cuda
-    Example: spade-bench bench --config smoke --device cpu --steps 5
+    Example: spade-bench bench --config smoke --device cpu --steps 10
     """
+    if config_name == "smoke":
+        _pin(_resolve(variant, "smoke", None, None, None, set_))
     from runners.bench import MODES, format_bench, run_bench
     from spade_bench.distributed import resolve_device
 
@@ -598,8 +645,13 @@ def bench(variant: str = _VARIANT,
     dev = resolve_device(device)
     eval_images = eval_images or (256 if dev.type == "cuda" else 8)
     out = out or Path("runs") / "bench" / f"{config_name}-{dev.type}.json"
+    names = tuple(v.strip() for v in variants_.split(",") if v.strip())
+    for name in names:
+        get_variant(name)   # a typo fails before any worker starts
     result = run_bench(config_name, variant=variant, batch=batch, steps=steps, warmup=warmup, modes=modes,
-                       device=device, overrides=list(set_ or []), out=out, eval_images=eval_images)
+                       device=device, overrides=list(set_ or []), out=out, eval_images=eval_images,
+                       training=training, training_variants=names, rounds=rounds,
+                       echo=lambda line: typer.echo(f"  training comparison: {line}", err=True))
     typer.echo(format_bench(result))
     typer.echo(f"wrote {out}")
 

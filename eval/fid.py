@@ -86,13 +86,16 @@ class FeatureExtractor:
         protocol: pytorch-fid or tf.
         device: where the Inception network runs.
         batch_size: images per forward pass.
+        numerics_tag: the pinned numerics it runs in (`spade_bench.numerics.cache_tag`; "" for
+            native): the features' bits depend on them, so cached real statistics are keyed by it.
     """
 
     def __init__(self, protocol: str = "pytorch-fid", device: str | torch.device = "cpu",
-                 batch_size: int = 16):
+                 batch_size: int = 16, *, numerics_tag: str = ""):
         if protocol not in FID_PROTOCOLS:
             raise EvalError(f"unknown FID protocol {protocol!r}; use one of {', '.join(FID_PROTOCOLS)}")
         self.protocol = protocol
+        self.numerics_tag = numerics_tag
         self.device = torch.device(device)
         self.batch_size = max(1, int(batch_size))
         self.network, self.weights_sha256 = load_fid_inception(self.device)
@@ -161,12 +164,16 @@ def real_stats_key(data_cfg, split: str, dataset, indices: Iterable[int], size_h
     `fingerprint`: `dataset_fingerprint(dataset, indices)` when the caller has it already (the
     harness computes the validation photos' once, for its manifest); computed here otherwise."""
     indices = [int(i) for i in indices]
-    data = {k: v for k, v in asdict(data_cfg).items() if k not in ("num_workers", "max_val_images")}
+    data = {k: v for k, v in asdict(data_cfg).items()
+            if k not in ("num_workers", "max_val_images", "cache_scenes")}
     data["root"] = str(Path(data_cfg.root).expanduser().resolve()) if data_cfg.root else None
-    return {"dataset": data_cfg.dataset, "split": split, "size_hw": [int(v) for v in size_hw],
-            "protocol": extractor.protocol, "extractor_sha256": extractor.weights_sha256,
-            "num_images": len(indices), "images": fingerprint if fingerprint is not None else dataset_fingerprint(dataset, indices),
-            "data": data}
+    key = {"dataset": data_cfg.dataset, "split": split, "size_hw": [int(v) for v in size_hw],
+           "protocol": extractor.protocol, "extractor_sha256": extractor.weights_sha256,
+           "num_images": len(indices), "images": fingerprint if fingerprint is not None else dataset_fingerprint(dataset, indices),
+           "data": data}
+    if getattr(extractor, "numerics_tag", ""):
+        key["numerics"] = extractor.numerics_tag   # absent for native: older caches keep their keys
+    return key
 
 
 def real_stats_path(key: dict) -> Path:

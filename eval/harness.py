@@ -43,8 +43,8 @@ from eval.images import eval_hw, from_uint8, load_image, resize_labels, resize_u
 from eval.label_maps import IGNORE, LabelMapping, get_label_mapping
 from eval.protocol import PER_IMAGE_SEED, build_protocol, code_state, per_image_seed
 from eval.segmentation_metrics import batch_image_counts
-from eval.segmenter import Segmenter, default_segmenter_path, load_segmenter, segmenter_train_command, sidecar_path
-from spade_bench.config import apply_overrides, config_hash
+from eval.segmenter import Segmenter, load_segmenter, run_segmenter_path, segmenter_train_command, sidecar_path
+from spade_bench.config import TrainConfig, apply_overrides, config_hash, load_config_file
 from spade_bench.data import PairedDataset, build_dataset, class_names, colorize_labels, semantic_input
 from spade_bench.data import files, formats
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
@@ -56,6 +56,7 @@ from spade_bench.metrics import (COMMON_PROTOCOL_KEYS, Batch, Context, Metric, S
                                  metric_keys, resolve_request, scored_versions)
 from spade_bench.metrics.miou import per_class_iou
 from spade_bench.nn import count_parameters
+from spade_bench.numerics import apply_mode, cache_tag, numerics_state
 from spade_bench.render import render
 from spade_bench.run_folder import RunFolder, read_json_or_empty, read_provenance
 
@@ -99,7 +100,7 @@ def find_segmenter(cfg, device) -> Segmenter:
     19 Cityscapes trainIds) and `predicts_mapped` is True; ours predicts the dataset's ids,
     mapped after prediction. eval.segmenter_input_size sets `native_size`.
     """
-    path = Path(cfg.eval.segmenter).expanduser() if cfg.eval.segmenter else default_segmenter_path(cfg.data)
+    path = Path(cfg.eval.segmenter).expanduser() if cfg.eval.segmenter else run_segmenter_path(cfg)
     if not path.is_file():
         if cfg.eval.segmenter:
             raise EvalError(f"segmenter checkpoint {path} (eval.segmenter) does not exist; fix the path, or "
@@ -596,7 +597,7 @@ def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str
 
 def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any], *,
             metric: str, checkpoint: str, timings: dict[str, float], generated: int, wall: float,
-            images_kept: bool) -> dict[str, Any]:
+            images_kept: bool, numerics: dict[str, Any]) -> dict[str, Any]:
     cfg = ev.cfg
     resize_mode = cfg.data.image_resize
     work = timings["generate_s"] + timings["fid_s"] + timings["segment_s"]
@@ -685,6 +686,7 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         "files": files,
         "warnings": messages,
         "metric_warnings": metric_warnings,
+        "numerics": numerics,   # what decided these bits (spade_bench/numerics.py), flat
     }
     atomic_write_json(RunFolder(ev.run_dir).metrics, _finite(result))
     return result
@@ -716,15 +718,27 @@ def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = 
                  progress: bool = True) -> dict[str, Any]:
     """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content.
 
-    Runs with the process's own share of the cores (OMP_NUM_THREADS, else its cores), not
-    whatever thread count earlier work left, so the same command gives the same scores."""
-    with torch_threads(resolve_threads(0)):
+    Runs in the run's numerics (train.numerics) on its train.threads threads, the count every
+    phase of a run uses (0: the process's own share of the cores), not whatever thread count
+    earlier work left, so the same command gives the same scores."""
+    train = _run_train_settings(Path(run_dir))
+    mode = apply_mode(train.numerics, train.threads)
+    with torch_threads(resolve_threads(train.threads)):
         return _evaluate_run(run_dir, metric=metric, checkpoint=checkpoint, device=device,
-                             overrides=overrides, progress=progress)
+                             overrides=overrides, progress=progress, numerics_mode=mode)
+
+
+def _run_train_settings(run_dir: Path):
+    """The run's train section (numerics, threads) from RUN/config.json, read before torch runs
+    anything; the defaults when it cannot be read (`_prepare` then says what is wrong)."""
+    try:
+        return load_config_file(RunFolder(run_dir).config).train
+    except (ConfigError, OSError, ValueError):
+        return TrainConfig()
 
 
 def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: str,
-                  overrides: Optional[list[str]], progress: bool) -> dict[str, Any]:
+                  overrides: Optional[list[str]], progress: bool, numerics_mode: str) -> dict[str, Any]:
     start = time.perf_counter()
     metrics = requested_metrics(metric)
     inputs = {m.inputs for m in metrics}
@@ -732,7 +746,8 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
     # Fail on a missing evaluator before spending time on generation.
     segmenter = find_segmenter(ev.cfg, ev.device) if "segmentation" in inputs else None
     images_kept = _start_output(ev)
-    extractor = (FeatureExtractor(ev.cfg.eval.fid_protocol, ev.device, ev.cfg.eval.batch_size)
+    extractor = (FeatureExtractor(ev.cfg.eval.fid_protocol, ev.device, ev.cfg.eval.batch_size,
+                                  numerics_tag=cache_tag(numerics_mode, ev.cfg.train.threads))
                  if "features" in inputs else None)
     scores = _Scores(ev, extractor, segmenter, metrics)
     timings = {"generate_s": 0.0, "fid_s": 0.0, "segment_s": 0.0}
@@ -750,4 +765,5 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
     scored = scores.finish(progress)
     dependence = label_dependence(ev)
     return _record(ev, scores, scored, dependence, metric=metric, checkpoint=checkpoint, timings=timings,
-                   generated=generated, wall=time.perf_counter() - start, images_kept=images_kept)
+                   generated=generated, wall=time.perf_counter() - start, images_kept=images_kept,
+                   numerics=numerics_state(ev.device, mode=numerics_mode))

@@ -44,6 +44,7 @@ from spade_bench.data.transforms import image_to_tensor, transform_image, transf
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import EvalError, WeightsError
 from spade_bench.io import atomic_write
+from spade_bench.numerics import apply_mode, cache_tag
 
 SEGMENTER_FORMAT = "spade-bench-segmenter"
 SEGMENTER_VERSION = 1
@@ -298,11 +299,19 @@ def load_segmenter(path: str | Path, num_classes: int, device: str | torch.devic
 
 # ----------------------------------------------------------------------------- paths and commands
 
-def default_segmenter_path(data_cfg) -> Path:
-    """Cache path of the default evaluator for a dataset, image size and dataset root."""
+def default_segmenter_path(data_cfg, numerics_tag: str = "") -> Path:
+    """Cache path of the default evaluator for a dataset, image size and dataset root; a pinned
+    run's evaluator (`numerics_tag`, `spade_bench.numerics.cache_tag`) is cached apart, since
+    the numerics decide its weights."""
     height, width = data_cfg.image_size
+    tag = f"_{numerics_tag}" if numerics_tag else ""
     return (cache_dir() / "segmenters" /
-            f"{data_cfg.dataset}_{height}x{width}_root-{root_hash(data_cfg.root)}.pt")
+            f"{data_cfg.dataset}_{height}x{width}_root-{root_hash(data_cfg.root)}{tag}.pt")
+
+
+def run_segmenter_path(cfg) -> Path:
+    """The default evaluator a run config trains and looks for (numerics mode and threads included)."""
+    return default_segmenter_path(cfg.data, cache_tag(cfg.train.numerics, cfg.train.threads))
 
 
 def segmenter_train_command(cfg) -> str:
@@ -324,6 +333,12 @@ def segmenter_train_command(cfg) -> str:
         value = getattr(d, key)
         if base is None or getattr(base, key) != value:
             parts.append(f"--set data.{key}={value}")
+    # The numerics decide the evaluator's weights (and its cache name).
+    base_train = None if base is None else resolve("spade", preset=cfg.preset if cfg.preset in PRESETS else "default").train
+    for key in ("numerics", "threads"):
+        value = getattr(cfg.train, key)
+        if base_train is None or getattr(base_train, key) != value:
+            parts.append(f"--set train.{key}={value}")
     return " ".join(parts)
 
 
@@ -446,10 +461,12 @@ def train_segmenter(cfg, out_path: Optional[str | Path] = None, steps: int = 500
 
     Returns an info dict: path, sha256, steps, image_size, train_time_s, real_val_miou,
     real_val_pixel_accuracy (percent), per_class_iou, num_val_images, ...
-    It trains with the process's own share of the cores (OMP_NUM_THREADS, else its cores),
-    whatever ran before, so the same command gives the same weights and sha256.
+    It trains in the config's numerics (train.numerics) on train.threads threads, the count
+    every phase of a run uses (0: the process's own share of the cores), whatever ran before,
+    so the same command gives the same weights and sha256.
     """
-    with torch_threads(resolve_threads(0)):
+    apply_mode(cfg.train.numerics, cfg.train.threads)
+    with torch_threads(resolve_threads(cfg.train.threads)):
         return _train_segmenter(cfg, out_path, steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                 arch=arch, device=device, seed=seed, progress=progress)
 
@@ -460,7 +477,7 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
         raise EvalError(f"--steps must be >= 1, got {steps}")
     data = cfg.data
     device = resolve_device(str(device))
-    out_path = Path(out_path) if out_path else default_segmenter_path(data)
+    out_path = Path(out_path) if out_path else run_segmenter_path(cfg)
     torch.manual_seed(seed)
     train_set = build_dataset(data, "train")
     if len(train_set) == 0:

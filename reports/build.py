@@ -30,6 +30,7 @@ from reports.bootstrap import (BASELINE, METHOD_IMAGES_ONLY, MIN_SEEDS_FOR_VERDI
 from reports.collect import ReportError, RunRecord, collect_runs
 from reports.columns import MetricColumn, column_notes, metric_columns
 from reports.figures import read_losses
+from reports.numerics import numerics_lines
 from reports.paper import PAPER_SEGMENTERS, Verdict, judge
 from reports.tables import (BEYOND_MARK, METRICS, beyond_resolution, csv_rows, failed_runs_table,
                             has_paper_columns, has_released_columns, latex_escape, main_table,
@@ -573,6 +574,7 @@ def _section_markdown(s: DatasetSection) -> str:
         lines += ["No figures.", ""]
 
     lines += ["### Protocol", "", protocol_footnote(s.protocol), ""]
+    lines += numerics_lines(s.records)
     warnings = evaluator_warnings(s.records)
     if warnings:
         lines += ["Evaluator warnings (from metrics.json):", ""]

@@ -12,11 +12,21 @@ The pieces (`plan_sweep`, `ensure_segmenter`, `run_pair`, `record_failure`,
 `build_sweep_report`) are shared by the inline loop here and by the job launchers in
 runners/launch.py, so a pair does the same work in this process, in a local subprocess
 or in a SLURM job.
+
+On a CPU the inline launcher runs `pair_parallelism` pairs at once (the cores this process
+may use // train.threads; the smoke preset: 2 single-threaded pairs on 2 cores), each in a
+worker process of its own, after the evaluator is trained once here. Workers are forked when
+they compute on one thread (the same code as the loop, monkeypatches included) and spawned
+otherwise (an OpenMP thread pool does not survive a fork). A pair's numbers do not depend on
+which process trains it.
 """
 from __future__ import annotations
 
+import json
+import multiprocessing
 import traceback
 import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -24,12 +34,14 @@ from typing import Callable, Optional
 from tqdm import tqdm
 
 from eval.harness import evaluate_run
-from eval.segmenter import default_segmenter_path, train_segmenter
+from eval.segmenter import run_segmenter_path, train_segmenter
 from reports.build import build_report
 from spade_bench import checkpoint as ckpt
 from spade_bench import trainer as trainer_module
 from spade_bench.config import RunConfig, experiment_diff, hash_names_config, resolve, save_config, to_dict
-from spade_bench.errors import ConfigError
+from spade_bench.distributed import available_cores, resolve_device, resolve_threads
+from spade_bench.errors import ConfigError, TrainingInterrupted
+from spade_bench.numerics import export_pin
 from spade_bench.io import atomic_write_json
 from spade_bench.metrics import ALL, metric_names, unscored
 from spade_bench.run_folder import RunFolder, read_json_or_empty
@@ -169,7 +181,7 @@ def plan_sweep(*, dataset: Optional[str] = None, root: Optional[str] = None,
     out = Path(out) if out else Path("runs") / name
     report_out = Path(report_out) if report_out else Path("reports") / name
     # One evaluator for all pairs (same dataset, resolution and root).
-    seg_path = Path(first.eval.segmenter) if first.eval.segmenter else default_segmenter_path(first.data)
+    seg_path = Path(first.eval.segmenter) if first.eval.segmenter else run_segmenter_path(first)
     return Sweep(name=name, preset=preset, out=out, report_out=report_out, configs=configs,
                  segmenter=seg_path, segmenter_steps=segmenter_steps or first.eval.segmenter_steps,
                  device=device)
@@ -210,6 +222,87 @@ def run_pair(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str = "auto
     return "finished"
 
 
+def pair_parallelism(sweep: Sweep, max_parallel: Optional[int] = None) -> int:
+    """How many pairs the inline launcher runs at once: on a CPU the cores this process may use
+    // the pairs' thread count (train.threads; 0 takes all cores, so 1 pair), capped by
+    `max_parallel`; 1 on a GPU."""
+    configs = list(sweep.configs.values())
+    if not configs or any(resolve_device(cfg.train.device).type != "cpu" for cfg in configs):
+        return 1
+    threads = max(resolve_threads(cfg.train.threads) for cfg in configs)
+    fit = max(1, available_cores() // threads)
+    return max(1, min(fit, max_parallel or fit))
+
+
+def logged_step(run_dir: Path) -> Optional[int]:
+    """The last step in logs/losses.jsonl (written every train.log_every steps)."""
+    path = RunFolder(run_dir).losses
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        return int(json.loads(lines[-1])["step"]) if lines else None
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _pair_job(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str) -> dict:
+    """One pair in a worker process: {"status", "error", "warnings", "stop"}. A failure is recorded
+    here, as the inline loop records it; a graceful stop (Ctrl-C reaches every worker) comes back
+    as "interrupted" with the stop's (signal, step, checkpoint)."""
+    seen: list[str] = []
+    try:
+        return {"status": run_pair(cfg, run_dir, segmenter, device, on_warning=seen.append), "warnings": seen}
+    except TrainingInterrupted as e:
+        return {"status": "interrupted", "error": str(e), "warnings": seen,
+                "stop": (e.signal_name, e.step, str(e.checkpoint))}
+    except Exception as e:  # noqa: BLE001 - one pair's crash must not end the ablation
+        return {"status": "failed", "error": record_failure(run_dir, cfg, e), "warnings": seen}
+
+
+def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict[tuple[str, int], PairOutcome]:
+    """Run the sweep's pairs `parallel` at a time in worker processes; progress from their logs."""
+    todo = sweep.todo()
+    outcomes = {pair: PairOutcome(*pair, sweep.run_dir(*pair), "done") for pair in sweep.pairs if pair not in todo}
+    bar.update(sum(sweep.configs[p].train.steps + 1 for p in outcomes))
+    threads = max(resolve_threads(cfg.train.threads) for cfg in sweep.configs.values())
+    pinned = [cfg for cfg in sweep.configs.values() if cfg.train.numerics == "pinned"]
+    if pinned:
+        export_pin(pinned[0].train.threads)   # spawned workers load torch under it
+    method = "fork" if threads == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    bar.write(f"ablate: {len(todo)} pair(s), {parallel} at a time in worker processes "
+              f"({available_cores()} cores, {threads} thread(s) each)")
+    done_steps = bar.n
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context(method)) as pool:
+        futures = {pool.submit(_pair_job, sweep.configs[p], sweep.run_dir(*p), sweep.segmenter, sweep.device): p
+                   for p in todo}
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    pair = futures[future]
+                    try:
+                        job = future.result()
+                    except Exception as e:  # noqa: BLE001 - the worker process itself died
+                        job = {"status": "failed", "error": record_failure(sweep.run_dir(*pair), sweep.configs[pair], e)}
+                    for text in job.get("warnings", ()):
+                        warn_once(text)
+                    status, error = job["status"], job.get("error")
+                    outcomes[pair] = PairOutcome(*pair, sweep.run_dir(*pair), status, error)
+                    done_steps += sweep.configs[pair].train.steps + 1
+                    bar.write(f"{pair[0]} seed {pair[1]}: {status}{': ' + error if error else ''}")
+                    if status == "interrupted":
+                        raise TrainingInterrupted(*job["stop"])
+                running = sum(logged_step(sweep.run_dir(*futures[f])) or 0 for f in pending)
+                bar.n = done_steps + running
+                bar.refresh()
+        except BaseException:
+            # Ctrl-C reached the workers too: each stops after its step with a checkpoint.
+            for future in pending:
+                future.cancel()
+            raise
+    return outcomes
+
+
 def build_sweep_report(sweep: Sweep) -> Path:
     build_report(sweep.run_dirs, sweep.report_out, name=sweep.name)
     return sweep.report_out
@@ -219,8 +312,10 @@ def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
                  variants: tuple[str, ...] = CORE_VARIANTS, seeds: tuple[int, ...] = (0,),
                  preset: str = "smoke", out: Optional[Path] = None, report_out: Optional[Path] = None,
                  overrides: Optional[list[str]] = None, device: str = "auto",
-                 segmenter_steps: Optional[int] = None, echo=print) -> AblationResult:
-    """Train, evaluate and report every (variant, seed) pair, one after another, here."""
+                 segmenter_steps: Optional[int] = None, echo=print,
+                 max_parallel: Optional[int] = None) -> AblationResult:
+    """Train, evaluate and report every (variant, seed) pair: one after another here, or on a CPU
+    `pair_parallelism` at a time in worker processes (at most `max_parallel`)."""
     sweep = plan_sweep(dataset=dataset, root=root, variants=variants, seeds=seeds, preset=preset, out=out,
                        report_out=report_out, overrides=overrides, device=device,
                        segmenter_steps=segmenter_steps)
@@ -239,8 +334,12 @@ def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
             seen_warnings.add(key)
             bar.write(f"warning: {text}")
 
+    parallel = min(pair_parallelism(sweep, max_parallel), len(sweep.todo()))
     try:
-        for variant, seed in sweep.pairs:
+        if parallel > 1:
+            outcomes = _run_pairs_in_processes(sweep, parallel, bar, warn_once)
+            result.pairs.extend(outcomes[pair] for pair in sweep.pairs)
+        for variant, seed in sweep.pairs if parallel <= 1 else ():
             cfg = sweep.configs[(variant, seed)]
             run_dir = sweep.run_dir(variant, seed)
             bar.set_description(f"ablate {variant} s{seed}")

@@ -8,6 +8,11 @@ only (CUDA events split G from D without syncing in between). Two modes:
 - fast: bf16 autocast (fp32 master weights), channels_last, torch.compile, fused
   gamma/beta SPADE convolution, fused Adam. The architecture and losses are identical.
 
+On a CPU it also compares training steps/s with the real data loader, the old eager path
+against the CPU path (pinned, single-threaded processes side by side, the CPU fast path),
+per variant, each mode in its own process, interleaved, with a profile of each step
+(runners/bench_training.py: `record["training"]`).
+
 Speed and memory targets live here, in recorded output, never in timed tests.
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from eval.fid import inception_input
 from eval.inception import FIDInceptionV3, build_fid_inception_structure, load_fid_inception
 from eval.segmenter import build_segmentation_network
+from runners.bench_training import CORE_VARIANTS, format_training, run_training_comparison
 from spade_bench.config import RunConfig, apply_overrides, resolve
 from spade_bench.data import semantic_input
 from spade_bench.discriminators import discriminate
@@ -34,6 +40,7 @@ from spade_bench.generators import build_generator
 from spade_bench.io import atomic_write_json
 from spade_bench.losses import PerceptualLoss, generator_loss_values
 from spade_bench.nn import count_parameters
+from spade_bench.numerics import apply_mode
 
 # Dense bf16 tensor-core peaks (TFLOP/s), for the achieved share of peak.
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
@@ -41,11 +48,14 @@ BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, 
 CONFIGS = ("ade20k", "cityscapes", "smoke")
 MODES = ("eager-fp32", "fast")
 
+# The GPU levers (the CPU fast path, train.channels_last_cpu, is the training comparison's).
 MODE_OVERRIDES = {
     "eager-fp32": {"train.amp": False, "train.channels_last": False, "train.compile": False,
-                   "generator.fused_modulation": False, "optim.fused": False, "train.cudnn_benchmark": True},
+                   "generator.fused_modulation": False, "optim.fused": False, "train.cudnn_benchmark": True,
+                   "train.channels_last_cpu": False},
     "fast": {"train.amp": True, "train.channels_last": True, "train.compile": True,
-             "generator.fused_modulation": True, "optim.fused": True, "train.cudnn_benchmark": True},
+             "generator.fused_modulation": True, "optim.fused": True, "train.cudnn_benchmark": True,
+             "train.channels_last_cpu": False},
 }
 
 
@@ -275,22 +285,31 @@ def bench_eval(cfg: RunConfig, device: torch.device, images: int = 64) -> dict[s
 def run_bench(config: str, *, variant: str = "spade", batch: Optional[int] = None, steps: int = 20,
               warmup: int = 3, modes: tuple[str, ...] = MODES, device: str = "auto",
               overrides: Optional[list[str]] = None, out: Optional[Path] = None,
-              eval_images: int = 64) -> dict[str, Any]:
+              eval_images: int = 64, training: Optional[bool] = None,
+              training_variants: tuple[str, ...] = CORE_VARIANTS, rounds: int = 3,
+              echo=None) -> dict[str, Any]:
     """Benchmark the given modes in one process and write the JSON record, on train.threads
-    intra-op threads as training uses (the caller's count is restored after)."""
+    intra-op threads as training uses (the caller's count is restored after). `training`
+    (default: on a CPU) adds the CPU training comparison of `training_variants`: `rounds`
+    interleaved rounds of `steps` steps per mode (runners/bench_training.py)."""
     dev = resolve_device(device)
     cfg = bench_config(config, variant, batch, overrides)
+    mode = apply_mode(cfg.train.numerics, cfg.train.threads)
+    training = dev.type == "cpu" if training is None else training
     with torch_threads(resolve_threads(cfg.train.threads)):
-        return _run_bench(cfg, config, variant, dev, steps, warmup, modes, out, eval_images)
+        result = _run_bench(cfg, config, variant, dev, steps, warmup, modes, out, eval_images, mode,
+                            training=(training_variants, rounds, overrides, batch, echo) if training else None)
+    return result
 
 
 def _run_bench(cfg, config: str, variant: str, dev: torch.device, steps: int, warmup: int,
-               modes: tuple[str, ...], out: Optional[Path], eval_images: int) -> dict[str, Any]:
+               modes: tuple[str, ...], out: Optional[Path], eval_images: int, numerics_mode: str,
+               training=None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "config": config, "variant": variant, "batch": cfg.train.batch_size, "steps": steps, "warmup": warmup,
         "image_size": list(cfg.data.image_size), "semantic_channels": cfg.data.semantic_channels,
-        "device": str(dev), "hardware": hardware_name(dev), "env": environment_record(dev, DistInfo()),
-        "modes": {},
+        "device": str(dev), "hardware": hardware_name(dev),
+        "env": environment_record(dev, DistInfo(), numerics_mode=numerics_mode), "modes": {},
     }
 
     def save(stage: str) -> None:
@@ -310,6 +329,11 @@ def _run_bench(cfg, config: str, variant: str, dev: torch.device, steps: int, wa
         result["memory_ratio"] = f["peak_memory_gib"] / e["peak_memory_gib"] if e["peak_memory_gib"] else None
     result["numerics"] = compare_numerics(cfg, dev)
     save("numerics")
+    if training is not None:
+        variants, rounds, overrides, batch, echo = training
+        result["training"] = run_training_comparison(config, variants, steps=steps, warmup=warmup, rounds=rounds,
+                                                     overrides=overrides, batch=batch, on_round=echo)
+        save("training")
     result["eval"] = bench_eval(cfg, dev, images=eval_images)
     save("done")
     return result
@@ -345,5 +369,7 @@ def format_bench(result: dict[str, Any]) -> str:
                                       ("segmenter encoder", ev.get("segmenter_random_encoder"))) if flag]
     note = f" ({' and '.join(random)} with random weights: weights absent; same cost)" if random else ""
     lines.append(f"  eval path (generate + FID features + segment): {ev['images_per_s']:.1f} img/s{note}")
+    if result.get("training"):
+        lines.append(format_training(result["training"]))
     return "\n".join(lines)
 

@@ -38,8 +38,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from reports.build import build_report
-from runners.ablate import (Sweep, ensure_segmenter, mark_failed, metrics_to_score, pair_is_done,
-                            record_failure, run_pair, scores_checkpoint)
+from runners.ablate import (Sweep, ensure_segmenter, logged_step, mark_failed, metrics_to_score, pair_is_done,
+                            pair_parallelism, record_failure, run_pair, scores_checkpoint)
 from spade_bench.config import load_config_file, save_config
 from spade_bench.errors import ConfigError, TrainingInterrupted
 from spade_bench.io import atomic_write_json
@@ -92,9 +92,9 @@ class LaunchOptions:
             ("--slurm-account", self.slurm_account), ("--slurm-extra", self.slurm_extra)) if value]
         if self.launcher != "slurm" and slurm_given:
             raise ConfigError(f"{', '.join(slurm_given)} only apply with --launcher slurm")
-        if self.launcher == "inline" and (self.gpus_per_pair or self.max_parallel):
-            raise ConfigError("--gpus-per-pair and --max-parallel need --launcher local or slurm; "
-                              "inline runs the pairs one after another in this process")
+        if self.launcher == "inline" and self.gpus_per_pair:
+            raise ConfigError("--gpus-per-pair needs --launcher local or slurm; inline runs the pairs here "
+                              "(on a CPU several at once: --max-parallel caps them)")
         if self.launcher == "slurm":
             if not self.slurm_time:
                 raise ConfigError("--launcher slurm needs --slurm-time (e.g. 3-00:00:00 or 4320 minutes); "
@@ -146,13 +146,16 @@ def _import_submitit():
 
 # ----------------------------------------------------------------------------- the jobs
 
-def _pin_cpus(cpus: Optional[tuple[int, ...]]) -> None:
-    """Keep this job on its share of the cores (the trainer's train.threads=0 reads the affinity)."""
+def _pin_cpus(cpus: Optional[tuple[int, ...]], cfg=None) -> None:
+    """Keep this job on its share of the cores (the trainer's train.threads=0 reads the affinity).
+    A pinned config keeps its own thread count (train.threads), whatever the share: the count
+    decides its bits."""
     if not cpus:
         return
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
-    torch.set_num_threads(len(cpus))
+    pinned = cfg is not None and cfg.train.numerics == "pinned"
+    torch.set_num_threads(cfg.train.threads if pinned else len(cpus))
 
 
 def _distributed_rank() -> int:
@@ -209,7 +212,7 @@ class PairJob:
         self.variant, self.seed, self.cpus = variant, seed, cpus
 
     def __call__(self) -> str:
-        _pin_cpus(self.cpus)
+        _pin_cpus(self.cpus, self.cfg)
         rank = _distributed_rank()
         try:
             return run_pair(self.cfg, self.run_dir, self.segmenter, self.device, evaluate=rank == 0)
@@ -379,6 +382,7 @@ def plan_lines(sweep: Sweep, opts: LaunchOptions) -> list[str]:
     lines = []
     slots = local_slots(opts, max(len(todo), 1)) if opts.launcher == "local" else []
     params = slurm_parameters(sweep, opts, len(todo)) if opts.launcher == "slurm" else {}
+    parallel = min(pair_parallelism(sweep, opts.max_parallel), len(todo)) if opts.launcher == "inline" else 1
 
     def resources(i: int) -> str:
         if slots:
@@ -387,6 +391,8 @@ def plan_lines(sweep: Sweep, opts: LaunchOptions) -> list[str]:
             where = "".join(f", {k} {params[k]}" for k in ("partition", "account") if k in params)
             return (f"slurm array task {i}: 1 node, {opts.tasks()} task(s), {params.get('gpus_per_node', 0)} "
                     f"GPU(s), time {params['time']} min{where}")
+        if parallel > 1:
+            return f"inline (worker processes, {parallel} pairs at a time; pair {i + 1} of {len(todo)})"
         return f"inline (this process, pair {i + 1} of {len(todo)})"
 
     i = 0
@@ -567,16 +573,6 @@ def _last_line(text: str) -> str:
     return raised[-1] if raised else (lines[-1] if lines else str(text))
 
 
-def _logged_step(run_dir: Path) -> Optional[int]:
-    """The last step in logs/losses.jsonl (written every train.log_every steps)."""
-    path = RunFolder(run_dir).losses
-    try:
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        return int(json.loads(lines[-1])["step"]) if lines else None
-    except (OSError, ValueError, KeyError, IndexError):
-        return None
-
-
 def _job_record(manifest: dict, job_id: Optional[str]) -> tuple[Optional[str], bool, Optional[str]]:
     """(scheduler state, job has ended, error from submitit's result file) for one job id."""
     if not job_id:
@@ -673,7 +669,7 @@ def pair_statuses(out: Path) -> list[PairStatus]:
         elif over:
             st.state, st.detail = "failed", "job ended without finishing the pair (killed?); relaunch to resume it"
         elif train_status in ("running", "interrupted", "finished"):
-            step = _logged_step(run_dir) if train_status == "running" else summary.get("step")
+            step = logged_step(run_dir) if train_status == "running" else summary.get("step")
             step = summary.get("step") if step is None else step
             if train_status == "interrupted":
                 st.state = "interrupted"

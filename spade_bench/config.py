@@ -90,6 +90,9 @@ class DataConfig:
         preprocess: resize_and_crop (resize to load_size, random crop to crop_size),
             fixed (resize to crop_size x crop_size/aspect_ratio) or none.
         image_resize: interpolation for photos; labels and instances always use nearest.
+        cache_scenes: keep each procedural scene once drawn (a scene is a pure function of its
+            seed, split and index) and crop and flip it per step: the same bits, without
+            drawing the scene again every epoch. Only while the split fits in 1 GiB.
     """
 
     dataset: DatasetName = "synthetic"
@@ -109,6 +112,7 @@ class DataConfig:
     synthetic_train_size: int = 2000
     synthetic_val_size: int = 100
     max_val_images: Optional[int] = None
+    cache_scenes: bool = True
 
     @property
     def semantic_channels(self) -> int:
@@ -205,6 +209,9 @@ class OptimConfig:
     TTUR is on, and the paper states beta2 = 0.999 (SPADE issue #50); here nothing
     overrides them. To repeat the original's no-TTUR run set ttur=false, beta1=0.5,
     beta2=0.999.
+
+    fused: fused Adam on CUDA. foreach: Adam's multi-tensor update elsewhere (the same bits
+    as the per-tensor loop, measured; fewer small ops per step).
     """
 
     lr: float = 2e-4
@@ -212,6 +219,7 @@ class OptimConfig:
     beta1: float = 0.0
     beta2: float = 0.9
     fused: bool = True
+    foreach: bool = True
 
     @property
     def lr_G(self) -> float:
@@ -237,9 +245,20 @@ class TrainConfig:
         amp: bf16 autocast with fp32 master weights (CUDA only; ignored on CPU).
         amp_cpu: bf16 autocast on a CPU too: slow, for checking bf16 numerics without a GPU.
         deterministic: deterministic algorithms and one thread, for exact resume tests.
-        threads: torch intra-op threads; 0 means OMP_NUM_THREADS when set, else this process's
-            share of the cores it may use (CPU affinity and cgroup quota, split among torchrun's
-            processes on the machine).
+        channels_last: NHWC layout for the networks and their inputs on CUDA.
+        channels_last_cpu: the CPU fast path: NHWC inputs and activations (the weights keep
+            their layout), and the frozen perceptual backbone's 1x1 convolutions through oneDNN
+            (at one thread torch sends them to im2col + MKL). Rounding-level different from
+            the NCHW path, not bit-identical to it.
+        threads: torch intra-op threads, the one count of every phase of a run (segmenter
+            training, training, evaluation, bench); 0 means OMP_NUM_THREADS when set, else this
+            process's share of the cores it may use (CPU affinity and cgroup quota, split among
+            torchrun's processes on the machine).
+        numerics: pinned runs the CPU numerics that give the same bits on any x86-64 host with
+            AVX2 (oneDNN capped at AVX2, ATen avx2 kernels, MKL on AVX2 with MKL_CBWR unset,
+            numpy's OpenBLAS on Haswell kernels, exactly train.threads threads; spade_bench/numerics.py);
+            it needs a fixed train.threads. native runs whatever the host and its environment pick
+            (the fastest kernels, not reproducible across machines).
     """
 
     steps: int = 10000
@@ -251,6 +270,7 @@ class TrainConfig:
     amp: bool = True
     amp_cpu: bool = False
     channels_last: bool = True
+    channels_last_cpu: bool = False
     cudnn_benchmark: bool = True
     compile: bool = False
     deterministic: bool = False
@@ -261,6 +281,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     threads: int = 0
+    numerics: Literal["native", "pinned"] = "native"
 
 
 @dataclass(frozen=True)
@@ -354,6 +375,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.batch_size": 4, "train.steps": 200, "train.decay_steps": 100,
         "train.log_every": 10, "train.sample_every": 100, "train.checkpoint_every": 100,
         "train.device": "cpu",
+        # Reproducible on any x86-64 with AVX2: pinned kernels, one thread per process (two
+        # single-threaded trainings side by side beat one on two threads, and `ablate` runs
+        # pairs that way), and the CPU fast path (README, Performance).
+        "train.numerics": "pinned", "train.threads": 1, "train.channels_last_cpu": True,
         "eval.batch_size": 8, "eval.kid_subset_size": 16, "eval.kid_subsets": 20,
         # Evaluator sizing: a 150-step segmenter scores 41.5 mIoU on the 32 real val photos
         # (FID floor 147), above every variant at this preset's 200 training steps (best:
@@ -590,6 +615,9 @@ NON_EXPERIMENT_KEYS = frozenset({
     "data.root", "data.num_workers", "train.device", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.cudnn_benchmark",
     "train.channels_last", "optim.fused", "train.threads",
+    # How the numbers are computed, not what: kernels, layout, caches (metrics.json "numerics"
+    # records what ran; `spade-bench compare` tells whether two runs agree).
+    "train.numerics", "train.channels_last_cpu", "optim.foreach", "data.cache_scenes",
 }) | {f"eval.{f.name}" for f in fields(EvalConfig)}
 
 
@@ -622,8 +650,15 @@ _V1_SKIPPED_KEYS = frozenset({
 })
 
 
+# Execution keys added after that rule: no record it hashed has them, and a saved config that
+# has them is hashed as that code would have, had it known they change no result.
+_NON_EXPERIMENT_SINCE_V1 = frozenset({"train.numerics", "train.channels_last_cpu", "optim.foreach",
+                                      "data.cache_scenes"})
+
+
 def _config_hash_v1(saved: Mapping[str, Any]) -> str:
-    kept = {k: v for k, v in flatten(saved).items() if k not in _V1_SKIPPED_KEYS and not k.startswith("eval.")}
+    kept = {k: v for k, v in flatten(saved).items()
+            if k not in _V1_SKIPPED_KEYS and k not in _NON_EXPERIMENT_SINCE_V1 and not k.startswith("eval.")}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -776,3 +811,6 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)} (--set train.{key}=N)")
     if t.threads < 0:
         raise ConfigError(f"train.threads must be >= 0 (0: this process's share of the cores), got {t.threads}")
+    if t.numerics == "pinned" and t.threads < 1:
+        raise ConfigError("train.numerics=pinned needs a fixed thread count, the same on every host: "
+                          "--set train.threads=1 (or N), or --set train.numerics=native")

@@ -29,11 +29,12 @@ from spade_bench import checkpoint as ckpt
 from spade_bench.config import RunConfig, TrainConfig
 from spade_bench.data import semantic_input
 from spade_bench.discriminators import build_discriminator, discriminate
-from spade_bench.distributed import DistInfo, prepare_batchnorm, unwrap, wrap_for_training
+from spade_bench.distributed import DistInfo, launched_by_torchrun, prepare_batchnorm, unwrap, wrap_for_training
 from spade_bench.encoders import build_encoder, reparameterize
 from spade_bench.errors import CheckpointError
 from spade_bench.generators import build_generator
 from spade_bench.losses import GANLoss, build_generator_losses, generator_loss_values
+from spade_bench.numerics import apply_mode
 
 # The phases of one iteration, in the order they run (EMA only with train.ema).
 PHASES = ("G/generate", "G/discriminate", "G/losses", "G/backward", "G/optimizer", "EMA",
@@ -54,18 +55,22 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def configure_numerics(tc: TrainConfig, device: torch.device) -> None:
-    """Process-wide numerics: deterministic algorithms (train.deterministic), else cuDNN autotuning
-    (train.cudnn_benchmark) and TF32 matmuls on CUDA, as the original trains."""
+def configure_numerics(tc: TrainConfig, device: torch.device) -> str:
+    """Process-wide numerics: the pinned CPU kernels (train.numerics=pinned, checked in force:
+    spade_bench/numerics.py), deterministic algorithms (train.deterministic), else cuDNN
+    autotuning (train.cudnn_benchmark) and TF32 matmuls on CUDA, as the original trains.
+    Returns the numerics mode in force ("pinned" or "native")."""
+    mode = apply_mode(tc.numerics, tc.threads)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        return
+        return mode
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = tc.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return mode
 
 
 # ----------------------------------------------------------------------------- networks
@@ -146,8 +151,12 @@ def build_networks(cfg: RunConfig, info: DistInfo, device: torch.device, channel
     ema = copy.deepcopy(generator).eval().requires_grad_(False) if tc.ema else None
     g_params = list(generator.parameters()) + (list(encoder.parameters()) if encoder is not None else [])
     fused = bool(cfg.optim.fused and device.type == "cuda") or None
-    optim_G = torch.optim.Adam(g_params, lr=cfg.optim.lr_G, betas=cfg.optim.betas, fused=fused)
-    optim_D = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_D, betas=cfg.optim.betas, fused=fused)
+    # Without fused: the multi-tensor update (optim.foreach), bit-identical to the per-tensor
+    # loop that torch picks for CPU tensors, with far fewer small ops.
+    foreach = None if fused else bool(cfg.optim.foreach)
+    optim_G = torch.optim.Adam(g_params, lr=cfg.optim.lr_G, betas=cfg.optim.betas, fused=fused, foreach=foreach)
+    optim_D = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_D, betas=cfg.optim.betas, fused=fused,
+                               foreach=foreach)
 
     def factor(step: int) -> float:
         return lr_factor(step, tc.steps, tc.decay_steps)
@@ -181,6 +190,7 @@ class GANEngine:
     Attributes:
         generator_losses: {name: (module, weight)}; an ablation drops or reweights a term in config.
         use_amp, channels_last: the fast-path switches in effect on this device.
+        numerics_mode: "pinned" or "native", as in force (`configure_numerics`).
         phase: `phase(name) -> context manager` around each of `PHASES` (no-op by default).
     """
 
@@ -190,14 +200,25 @@ class GANEngine:
         tc = cfg.train
         self.on_cuda = self.device.type == "cuda"
         self.use_amp = tc.amp and (self.on_cuda or tc.amp_cpu)
-        self.channels_last = tc.channels_last and self.on_cuda
-        configure_numerics(tc, self.device)
-        self.nets = build_networks(cfg, info, self.device, self.channels_last)
+        on_cpu = self.device.type == "cpu"
+        # Not under torchrun: CPU DDP (gloo) is a correctness path, checked against one process
+        # (tests/spade_bench/test_trainer.py), and NHWC moves the two further apart (after 3 smoke
+        # steps 88% of G's weights agree within 1e-6 instead of 97%).
+        self.channels_last = ((tc.channels_last and self.on_cuda)
+                              or (tc.channels_last_cpu and on_cpu and not launched_by_torchrun()))
+        self.numerics_mode = configure_numerics(tc, self.device)
+        # On a CPU only the inputs (and so every activation) go NHWC; the weights keep their
+        # layout, which gives the same bits and keeps checkpoints and spectral norm as they are.
+        self.nets = build_networks(cfg, info, self.device, self.channels_last and self.on_cuda)
         torch.manual_seed(tc.seed + info.rank)
         np.random.seed((tc.seed + info.rank) % 2 ** 32)
         random.seed(tc.seed + info.rank)
         self.generator_losses = {name: (module.to(self.device), weight)
                                  for name, (module, weight) in build_generator_losses(cfg).items()}
+        if self.channels_last and on_cpu:
+            for module, _ in self.generator_losses.values():
+                if hasattr(module, "cpu_fast_path"):
+                    module.cpu_fast_path()
         self.gan_loss = GANLoss(cfg.loss.gan_mode).to(self.device)
         wrap_for_training(self.nets, info, self.device, compile=tc.compile)
         self.phase: Callable[[str], ContextManager] = untimed

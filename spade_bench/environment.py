@@ -12,11 +12,14 @@ import torchvision
 
 import spade_bench
 from spade_bench.distributed import DistInfo
+from spade_bench.numerics import numerics_state
 from spade_bench.run_folder import code_state
 
 
-def environment_record(device: torch.device, info: DistInfo) -> dict[str, Any]:
-    """Versions, host, device, world size, threads, argv and the code state (git commit, dirty)."""
+def environment_record(device: torch.device, info: DistInfo, *, numerics_mode: str = "native",
+                       amp: bool = False) -> dict[str, Any]:
+    """Versions, host, device, world size, threads, argv, the code state (git commit, dirty) and,
+    under "numerics", what decides the run's bits (`spade_bench.numerics.numerics_state`)."""
     rec = {
         "python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
         "spade_bench": spade_bench.__version__, "platform": platform.platform(),
@@ -29,6 +32,7 @@ def environment_record(device: torch.device, info: DistInfo) -> dict[str, Any]:
         rec["cuda"] = torch.version.cuda
         rec["cudnn"] = torch.backends.cudnn.version()
         rec["gpu"] = torch.cuda.get_device_name(device)
+    rec["numerics"] = numerics_state(device, mode=numerics_mode, amp=amp)
     return rec
 
 

@@ -15,6 +15,10 @@ class ConfigError(SpadeBenchError):
     """A bad config key, value or combination."""
 
 
+class NumericsError(ConfigError):
+    """The pinned numerics cannot be put in force (a library read its setting before the pin)."""
+
+
 class VariantError(SpadeBenchError):
     """An unknown or duplicate variant name."""
 

@@ -407,7 +407,7 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
     folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, folder.config)
-    write_json(folder.env, environment_record(engine.device, engine.info))
+    write_json(folder.env, environment_record(engine.device, engine.info, numerics_mode=engine.numerics_mode))
     now = time.time()
     provenance = {
         "source": "nvlabs",

@@ -335,7 +335,8 @@ class Trainer:
         """config.json, env.json and a "running" train_summary.json, before the first step."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.folder.config)
-        write_json(self.folder.env, environment_record(self.device, self.info))
+        write_json(self.folder.env, environment_record(self.device, self.info, numerics_mode=self.engine.numerics_mode,
+                                                       amp=self.engine.use_amp))
         self._write_summary("running", start)
 
     def _write_summary(self, status: str, start_time: float, peak: Optional[float] = None,

@@ -7,10 +7,17 @@ import os
 from dataclasses import field, make_dataclass
 from pathlib import Path
 
-import pytest
-import torch
+from spade_bench.numerics import PINNED_ENV, UNPINNED_ENV, export_pin  # torch- and numpy-free
 
-from spade_bench import config
+# The test process runs the pinned numerics with one thread (train.numerics=pinned): test
+# numbers do not depend on the host either. Set before torch and numpy load, since they read
+# these variables when they load or first compute; subprocesses of tests inherit them.
+export_pin(1)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from spade_bench import config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -56,6 +63,20 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _pinned_environment():
+    """A test that pins another thread count (a CLI command of a config with train.threads=2)
+    changes os.environ for its subprocesses; the next test starts from the suite's pin again."""
+    saved = {k: os.environ.get(k) for k in (*PINNED_ENV, *UNPINNED_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                            "OMP_WAIT_POLICY")}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(autouse=True)

@@ -19,9 +19,12 @@ from torch.utils.data import DataLoader, Dataset
 from spade_bench.config import DataConfig
 from spade_bench.data import files, formats
 from spade_bench.data.formats import Pair, dataset_format
-from spade_bench.data.synthetic import DATASET_SEED, generate_scene, single_thread
+from spade_bench.data.synthetic import DATASET_SEED, Scene, generate_scene, single_thread
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
 from spade_bench.errors import ConfigError, DataError
+
+# data.cache_scenes keeps a procedural split's scenes only while they fit in this much memory.
+SCENE_CACHE_BYTES = 1 << 30
 
 
 class PairError(DataError):
@@ -147,6 +150,12 @@ class SyntheticDataset(Dataset):
 
     def __init__(self, data_cfg: DataConfig, split: str, length: int, *, augment: bool, seed: int = DATASET_SEED):
         self.data_cfg, self.split, self.length, self.augment, self.seed = data_cfg, split, length, augment, seed
+        # data.cache_scenes: a scene is a pure function of (seed, split, index), so each is drawn
+        # once and cropped and flipped per use (bit-identical; a DataLoader worker keeps its own).
+        height, width = self.stored_size()
+        scene_bytes = height * width * (4 + 4 * int(data_cfg.use_instance))
+        self._scenes: Optional[dict[int, Scene]] = (
+            {} if data_cfg.cache_scenes and length * scene_bytes <= SCENE_CACHE_BYTES else None)
 
     def __len__(self) -> int:
         return self.length
@@ -163,7 +172,11 @@ class SyntheticDataset(Dataset):
             raise IndexError(f"scene {index} outside 0..{self.length - 1}")
         size = self.stored_size()
         with single_thread():
-            scene = generate_scene(self.seed, self.split, index, size, with_instance=self.data_cfg.use_instance)
+            scene = self._scenes.get(index) if self._scenes is not None else None
+            if scene is None:
+                scene = generate_scene(self.seed, self.split, index, size, with_instance=self.data_cfg.use_instance)
+                if self._scenes is not None:
+                    self._scenes[index] = scene
             params = transform_params(self.data_cfg, size, self.augment)
             image = transform_image(scene.image, params, self.data_cfg.image_resize)
             label = transform_map(scene.label, params)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from spade_bench.errors import ConfigError, WeightsError
 from spade_bench.names import PERCEPTUAL_BACKBONES, load  # noqa: F401 - re-exported
+from spade_bench.nn.pointwise import use_onednn_pointwise
 from spade_bench.nn.pretrained import load_effnet_lite0  # noqa: F401 - re-exported
 
 LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
@@ -152,6 +153,12 @@ class PerceptualLoss(nn.Module):
         self.name = net.name
         self.layer_weights = LAYER_WEIGHTS
         self.backbone = net.eval().requires_grad_(False)
+
+    def cpu_fast_path(self) -> "PerceptualLoss":
+        """The backbone's 1x1 convolutions through oneDNN on NHWC activations (spade_bench/nn/
+        pointwise.py), for train.channels_last_cpu: rounding-level different from torch's path."""
+        use_onednn_pointwise(self.backbone)
+        return self
 
     def train(self, mode: bool = True) -> "PerceptualLoss":
         super().train(mode)

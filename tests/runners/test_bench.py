@@ -25,8 +25,9 @@ EVAL_FIELDS = {"images", "images_per_s", "batch", "fid_protocol", "fid_random_we
 @pytest.mark.parametrize("device", DEVICES)
 def test_bench_cli_writes_json_with_all_fields(tmp_path, device):
     out = tmp_path / "bench.json"
+    # --no-training: the CPU training comparison (worker processes) has its own test below.
     result = CliRunner().invoke(app, ["bench", "--config", "smoke", "--device", device, "--steps", "2",
-                                      "--warmup", "1", "--eval-images", "4", "--out", str(out),
+                                      "--warmup", "1", "--eval-images", "4", "--out", str(out), "--no-training",
                                       "--set", "generator.ngf=8", "--set", "loss.perceptual=none"])
     assert result.exit_code == 0, result.output
     assert "fast / eager-fp32" in result.output
@@ -96,3 +97,36 @@ def test_fast_path_matches_eager_fp32_within_bf16_tolerance(device):
         assert rel < 0.05, f"{name} differs by {rel:.3%} under bf16"
     # And the comparison is not vacuous: bf16 does change the numbers a little.
     assert result["output_max_abs_diff"] > 0
+
+
+@pytest.mark.slow
+def test_cpu_training_comparison_runs_each_mode_in_its_own_numerics(tmp_path):
+    """The old eager path against the CPU path, interleaved, each mode its own process: the
+    record says what each mode ran (numerics, threads, processes), how fast per round, the
+    speed-up, and where a step's time went."""
+    from runners.bench_training import MODES, PROFILE_GROUPS, format_training, run_training_comparison
+    from spade_bench.distributed import available_cores
+
+    rounds = []
+    record = run_training_comparison("smoke", ("spade",), steps=1, warmup=0, rounds=2, on_round=rounds.append,
+                                     overrides=["generator.ngf=8", "loss.perceptual=none",
+                                                "data.synthetic_train_size=8"])
+    assert rounds == ["round 1/2 done", "round 2/2 done"]
+    assert set(record["modes"]) == set(MODES) and set(record["results"]) == {"spade"}
+    cores = available_cores()
+    eager, pinned, pairs = record["modes"]["eager"], record["modes"]["pinned-1t"], record["modes"]["fast-pairs"]
+    assert eager["numerics"]["mode"] == "native" and eager["numerics"]["torch_threads"] == cores
+    assert eager["numerics"]["env.ONEDNN_MAX_CPU_ISA"] is None     # unpinned: the pin's variables removed
+    assert pinned["numerics"]["mode"] == "pinned" and pinned["numerics"]["onednn_isa"] == "Intel AVX2"
+    assert pairs["processes"] == cores and record["modes"]["fast-1t"]["processes"] == 1
+    assert pairs["overrides"]["train.channels_last_cpu"] is True and eager["overrides"]["optim.foreach"] is False
+    for mode, result in record["results"]["spade"].items():
+        assert len(result["steps_per_s_rounds"]) == 2 and result["steps_per_s"] > 0, mode
+        assert set(result["profile_ms"]) == set(PROFILE_GROUPS) and result["profile_ms"]["G backward"] > 0
+        assert result["profile_ms"]["perceptual forward"] == 0   # loss.perceptual=none
+    speedup = record["speedup"]["spade"]
+    assert speedup["fast_pairs_over_eager"] == pytest.approx(
+        record["results"]["spade"]["fast-pairs"]["steps_per_s"] / record["results"]["spade"]["eager"]["steps_per_s"])
+    assert record["modes"]["eager"]["ops_per_step"]["spade"] > 100
+    text = format_training(record)
+    assert "fast-pairs/eager" in text and "spade eager" in text and "spade fast-1t" in text
