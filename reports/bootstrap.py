@@ -100,6 +100,8 @@ class Interval:
             MIN_SEEDS_FOR_SPREAD seeds on a side.
         seed_se, image_se: the two standard-error parts (seed_se None when not measured).
         df: degrees of freedom of the t quantile (inf for the normal one).
+        confidence: the interval's two-sided level; `p_value` is the matching test of "no
+            difference", so p <= 1 - confidence exactly when the interval excludes 0.
     """
 
     point: float
@@ -112,10 +114,25 @@ class Interval:
     seed_se: Optional[float] = None
     image_se: float = 0.0
     df: float = math.inf
+    confidence: float = 0.95
 
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value of "no difference": the t (or normal) test this interval inverts,
+        with its standard error read back from its half width. NaN when the interval is."""
+        half = (self.high - self.low) / 2
+        if not (math.isfinite(half) and math.isfinite(self.point)):
+            return math.nan
+        tail = 1 - (1 - self.confidence) / 2
+        quantile = float(stats.t.ppf(tail, self.df)) if math.isfinite(self.df) else float(stats.norm.ppf(tail))
+        if half <= 0:
+            return 1.0 if self.point == 0 else 0.0
+        statistic = abs(self.point) / (half / quantile)
+        return float(2 * (stats.t.sf(statistic, self.df) if math.isfinite(self.df) else stats.norm.sf(statistic)))
 
     @property
     def image_only(self) -> bool:
@@ -130,7 +147,8 @@ class Interval:
                 "replicates": self.replicates, "variant_seeds": self.variant_seeds,
                 "baseline_seeds": self.baseline_seeds, "excludes_zero": self.excludes_zero,
                 "method": self.method, "seed_se": self.seed_se, "image_se": self.image_se,
-                "df": None if math.isinf(self.df) else self.df}
+                "df": None if math.isinf(self.df) else self.df, "confidence": self.confidence,
+                "p_value": self.p_value}
 
 
 @dataclass
@@ -190,7 +208,7 @@ def seed_and_image_interval(variant_reps: np.ndarray, baseline_reps: np.ndarray,
     half = quantile * math.sqrt(total)
     return Interval(point=point, low=point - half, high=point + half, replicates=len(differences),
                     variant_seeds=n_v, baseline_seeds=n_b, method=method, seed_se=seed_se,
-                    image_se=math.sqrt(image_var), df=df)
+                    image_se=math.sqrt(image_var), df=df, confidence=confidence)
 
 
 # --------------------------------------------------------------------------- per-run replicates

@@ -30,7 +30,8 @@ from reports.bootstrap import (BASELINE, METHOD_IMAGES_ONLY, MIN_SEEDS_FOR_VERDI
 from reports.collect import ReportError, RunRecord, collect_runs
 from reports.columns import MetricColumn, column_notes, metric_columns
 from reports.figures import read_losses
-from reports.paper import PAPER_SEGMENTERS, Verdict, judge
+from reports.paper import (PAPER_SEGMENTERS, Verdict, judge, scale_rule, verdict_line,
+                          verdict_rule_text)
 from reports.tables import (BEYOND_MARK, METRICS, beyond_resolution, csv_rows, failed_runs_table,
                             has_paper_columns, has_released_columns, latex_escape, main_table,
                             reference_values, render_differences, render_main, to_latex,
@@ -63,7 +64,9 @@ class DatasetSection:
     protocol: dict
     beyond: dict = field(default_factory=dict)
     scale: str = ""
-    small_scale: bool = False  # `_scale`'s verdict: the report says the scale cannot show the ordering
+    # reports.paper.scale_rule's reason when this scale draws no verdict ("" otherwise): the
+    # judge and the Scale section both obey it.
+    no_verdict: str = ""
     figures: dict[str, Path] = field(default_factory=dict)
     # protocol.real_set (refused when runs differ): the photos FID and its floor compare with.
     real_set: str = "val"
@@ -225,13 +228,9 @@ def protocol_footnote(protocol: dict) -> str:
 
 # --------------------------------------------------------------------------- sections
 
-# Fewer training steps than this, or the smoke preset, is "small scale": the report says
-# it does not reproduce the paper's ordering (the paper preset trains 126,400 steps).
-SMALL_SCALE_STEPS = 10_000
-
-
-def _scale(records: Sequence[RunRecord]) -> tuple[str, bool]:
-    """("200 training steps, 32 images at 64 px", small scale?) over evaluated runs."""
+def _scale(records: Sequence[RunRecord]) -> tuple[str, str]:
+    """("200 training steps, 32 images at 64 px", why this scale draws no verdict or "") over
+    evaluated runs; the second is reports.paper.scale_rule's."""
     ok = [r for r in records if r.ok and not r.released]
     steps = sorted({s for s in (_protocol_value(r, "steps") for r in ok) if isinstance(s, int)})
     images = sorted({n for n in (_protocol_value(r, "num_images") for r in ok) if isinstance(n, int)})
@@ -243,8 +242,7 @@ def _scale(records: Sequence[RunRecord]) -> tuple[str, bool]:
     if images:
         parts.append(f"{'/'.join(map(str, images))} images"
                      + (f" at {_show(sizes[0])} px" if len(sizes) == 1 else ""))
-    small = "smoke" in presets or (bool(steps) and max(steps) < SMALL_SCALE_STEPS)
-    return ", ".join(parts), small
+    return ", ".join(parts), scale_rule(steps, presets)
 
 
 def real_set_of(protocol: dict) -> str:
@@ -269,10 +267,11 @@ def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSet
     params = {v: (None if math.isnan(table.loc[v, "generator_params_mean"])
                   else float(table.loc[v, "generator_params_mean"])) for v in table.index}
     beyond = beyond_resolution(table, references, real_set)
-    scale, small = _scale(records)
-    verdicts, untested = judge(bootstrap.intervals, present, params, blocked=beyond, scale=scale)
+    scale, no_verdict = _scale(records)
+    verdicts, untested = judge(bootstrap.intervals, present, params, blocked=beyond, scale=scale,
+                               no_verdict=no_verdict)
     section = DatasetSection(dataset, records, table, references, bootstrap, verdicts, untested,
-                             protocol, beyond, scale, small_scale=small, real_set=real_set, columns=columns)
+                             protocol, beyond, scale, no_verdict=no_verdict, real_set=real_set, columns=columns)
     if figures_dir is not None:
         slug = section.slug
         made = {"samples": figs.sample_grid(records, figures_dir / f"{slug}_samples.png"),
@@ -348,11 +347,11 @@ def _is_smoke_demo(s: DatasetSection) -> bool:
 def scale_markdown(s: DatasetSection) -> list[str]:
     """What this scale can and cannot show, and why SPADE starts slowly when it does."""
     scale = s.scale
-    if not s.small_scale:
+    if not s.no_verdict:
         return []
     lines = ["### Scale", "",
              f"At this scale ({scale}) the runs do **not** reproduce the paper's ordering, and "
-             f"this report draws no verdict from them. The paper trains for about 126,000 steps "
+             f"this report draws no verdict from them ({s.no_verdict}). The paper trains for about 126,000 steps "
              f"at 256 px or more (the `paper` preset); at a few hundred steps the ranking "
              f"reflects how fast each variant starts, not where it ends{_SMOKE_CURVE if _is_smoke_demo(s) else ''}. "
              f"The evaluator's limits matter too: a score above its ceiling or "
@@ -464,8 +463,9 @@ def _bootstrap_explanation(result: BootstrapResult) -> str:
             f"(tests/reports/test_bootstrap.py) these intervals cover the true difference at "
             f"least 90% of the time at {MIN_SEEDS_FOR_VERDICT} seeds per variant. "
             f"* = the interval excludes 0 with at least {MIN_SEEDS_FOR_VERDICT} seeds per "
-            f"variant, what a verdict on the paper needs; with fewer, no star and no claim "
-            f"that a gap would survive other seeds.")
+            f"variant (on a finding's primary metric that is what a verdict needs; on the others "
+            f"it is evidence before the correction for testing several metrics, see the verdict "
+            f"rule); with fewer, no star and no claim that a gap would survive other seeds.")
     if image_only:
         text += (f" Rows marked \"{METHOD_IMAGES_ONLY}\" have fewer than 2 seeds on a side: "
                  f"their interval covers only which validation images were drawn, not which "
@@ -546,18 +546,14 @@ def _section_markdown(s: DatasetSection) -> str:
     lines.append("")
 
     lines += ["### Agreement with the paper", ""]
-    for v in s.verdicts:
-        per = ", ".join(f"{get_metric(m).short} {r}" for m, r in v.per_metric.items()) or "no intervals"
-        why = v.why and f"why: {v.why}"
-        caveat = v.finding.caveat and f"caveat: {v.finding.caveat}"
-        extra = "".join(f"; {x}" for x in (why, v.params_note, caveat) if x)
-        lines.append(f"- **{v.verdict}** — {v.finding.text} (paper {v.finding.source}; "
-                     f"{v.finding.better} vs {v.finding.worse}): {per}{extra}.")
+    lines += [verdict_line(v) for v in s.verdicts]
     if not s.verdicts:
         lines.append("- No finding of the paper can be checked: it needs both of its variants.")
     if s.untested:
         lines.append("- Not tested here (a variant was not run or not evaluated): " + "; ".join(
             f"{f.text} ({f.better} vs {f.worse})" for f in s.untested) + ".")
+    if s.verdicts:
+        lines += ["", verdict_rule_text(s.bootstrap.settings.confidence)]
     lines.append("")
 
     lines += label_dependence_markdown(s)

@@ -26,7 +26,13 @@ def test_report_files_and_failed_pair(ablation_runs, tmp_path):
     assert "| runs" not in md  # the failed pair is in its own table, named with its error:
     assert "pix2pixhd-s2 | pix2pixhd | 2 | failed | TrainingError: non-finite loss at step 100 |" in md
     assert "| pix2pixhd | 2 (+1 failed) |" in md
-    assert "**agrees** — SPADE beats concatenating the segmap" in md
+    # Three seeds a side and an interval that excludes 0, but these are smoke-preset runs: the
+    # verdict obeys the same scale rule as the Scale section (issue 20.5; it used to say "agrees").
+    verdict = next(line for line in md.splitlines() if "SPADE beats concatenating the segmap" in line)
+    assert verdict.startswith("- **inconclusive**") and "primary mIoU agrees" in verdict
+    assert "no verdict at this scale: the smoke preset checks the pipeline" in verdict
+    assert "the primary mIoU alone would say 'agrees'" in verdict
+    assert "### Scale" in md and "this report draws no verdict from them (the smoke preset" in md
     # pix2pixhd has 2 evaluated seeds: no verdict, and the report says why.
     assert "**inconclusive** — SPADE beats pix2pixHD" in md
     assert "2 / 3 seeds (a verdict needs 3 per variant); 200 training steps, 12 images" in md
@@ -215,3 +221,27 @@ def test_fid_floor_names_the_real_set_fid_compares_with(tmp_path, real_stats):
     assert r"\textit{real train vs test photos (FID floor)}" in result["latex"].read_text()
     beyond = json.loads(result["summary"].read_text())["datasets"]["synthetic"]["beyond_resolution"]
     assert beyond["spade"]["fid"].endswith("(real train vs test photos)")
+
+
+def test_verdict_and_scale_section_obey_one_scale_rule(tmp_path, real_stats):
+    """The same runs at a scale the rule accepts (a non-demo preset, 12,000 steps) draw the
+    verdict, and the report has no Scale section; at 200 steps neither (issue 20.5)."""
+    from reports.paper import MIN_STEPS_FOR_VERDICT
+
+    for steps, preset in ((12_000, "paper"), (200, "paper"), (12_000, "smoke")):
+        root = tmp_path / f"runs-{steps}-{preset}"
+        for seed in range(3):
+            make_run(root, "spade", seed, quality=0.35, real_stats=real_stats, steps=steps, preset=preset)
+            make_run(root, "concat", seed, quality=0.15, real_stats=real_stats, steps=steps, preset=preset)
+        result = build_report([root], tmp_path / f"out-{steps}-{preset}", settings=FAST, figures=False,
+                              progress=False)
+        md = result["markdown"].read_text()
+        verdict = next(line for line in md.splitlines() if "SPADE beats concatenating" in line)
+        finding = json.loads(result["summary"].read_text())["datasets"]["synthetic"]["findings"][0]
+        if steps >= MIN_STEPS_FOR_VERDICT and preset != "smoke":
+            assert verdict.startswith("- **agrees**") and "### Scale" not in md, (steps, preset)
+            assert finding["verdict"] == "agrees" and finding["primary_metric"] == "miou"
+        else:
+            assert verdict.startswith("- **inconclusive**") and "### Scale" in md, (steps, preset)
+            assert "no verdict at this scale" in verdict and "draws no verdict from them" in md
+            assert finding["verdict"] == "inconclusive"
