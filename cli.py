@@ -437,6 +437,36 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
 
 @app.command()
 @_errors
+def compare(new: List[Path] = typer.Argument(..., metavar="NEW...",
+                                            help="Rerun run folders (or folders holding them), or a report folder."),
+            reference: List[Path] = typer.Option(..., "--reference", "-r",
+                                                 help="A report folder (its summary.json), a summary.json, or run folders."),
+            allow_diff: List[str] = typer.Option([], "--allow-diff",
+                                                 help="An experiment key allowed to differ (a change you mean to test)."),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the answers as JSON here."),
+            ) -> None:
+    """Is a rerun consistent with its reference? Per variant and metric: identical (bits),
+    consistent (within the seed spread and image resampling), or inconsistent; and the numerics
+    fields that differ.
+
+    Exit 0: all identical or consistent; 1: any inconsistent; 3: could not judge (e.g. one seed a
+    side and different values); 2: refused (another experiment or protocol) or bad input.
+
+    Example: spade-bench compare runs/ablate-synthetic-smoke --reference reports/example-smoke
+    """
+    from reports.compare import compare as compare_runs
+
+    result = compare_runs(new, reference, allow_diff=allow_diff)
+    if json_out is not None:
+        from spade_bench.io import atomic_write_json
+
+        atomic_write_json(json_out, result.to_json())
+    typer.echo(result.text())
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+@_errors
 def precision(run_a: Path = typer.Argument(..., metavar="RUN_A", help="Run trained in the first precision (e.g. fp32)."),
               run_b: Path = typer.Argument(..., metavar="RUN_B", help="The same config and seed in the second (e.g. bf16)."),
               out: Path = typer.Option(..., "--out", "-o", help="Folder for precision.md, precision.json, loss_curves.png."),

@@ -15,6 +15,7 @@ not refused.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,8 @@ import pandas as pd
 
 from reports import figures as figs
 from reports.bootstrap import (BASELINE, METHOD_IMAGES_ONLY, MIN_SEEDS_FOR_VERDICT, BootstrapResult,
-                               BootstrapSettings, bootstrap_differences, bootstrap_metrics)
+                               BootstrapSettings, bootstrap_differences, bootstrap_metrics,
+                               replicate_weights)
 from reports.collect import ReportError, RunRecord, collect_runs
 from reports.columns import MetricColumn, column_notes, metric_columns
 from reports.figures import read_losses
@@ -640,6 +642,47 @@ def _clean(value: Any) -> Any:
     return value
 
 
+# Image resamples summary.json keeps per variant and metric for `spade-bench compare` (the
+# first of the report's draws; 200 measure an image variance to about 10%), as one string of
+# numbers in 6 significant digits each (far finer than the spread they measure): about 1.6 kB
+# per variant and metric.
+COMPARE_RESAMPLES = 200
+
+
+def rerun_fields(record: RunRecord) -> dict[str, Any]:
+    """What `spade-bench compare` needs of one evaluated run when only summary.json is at hand:
+    its metric values as metrics.json holds them, their versions, its protocol (REFUSED_KEYS that
+    apply to it), its experiment (non-default experiment keys but the seed) and numerics state."""
+    if not record.ok:
+        return {}
+    metrics = record.metrics or {}
+    values = {k: v for k, v in (metrics.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    return {"values": values, "metric_versions": _shown_versions(record),
+            "protocol": {k: _protocol_value(record, k) for k in REFUSED_KEYS if _applies(record, k)},
+            "experiment": record.experiment(), "numerics": record.numerics(),
+            "checkpoint_step": metrics.get("checkpoint_step")}
+
+
+def replicates_json(result: BootstrapResult) -> Optional[dict[str, Any]]:
+    """The per-variant mean replicates on the first COMPARE_RESAMPLES image resamples, with the
+    draw that made them (reports.bootstrap.replicate_weights), or None without any."""
+    if not result.variant_replicates or result.num_images is None:
+        return None
+    s = result.settings
+    weights, _ = replicate_weights(result.num_images, s)
+    stored = min(COMPARE_RESAMPLES, s.replicates)
+    return {"num_images": result.num_images, "seed": s.seed, "replicates": s.replicates,
+            "fid_replicates": s.fid_replicates, "stored": stored,
+            "weights_sha256": weights_digest(weights[:stored]),
+            "runs": result.replicate_runs,
+            "by_variant": {v: {m: " ".join(f"{x:.6g}" for x in reps[:stored]) for m, reps in per.items()}
+                           for v, per in result.variant_replicates.items()}}
+
+
+def weights_digest(weights: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(weights, dtype=np.int32).tobytes()).hexdigest()
+
+
 def summary_json(name: str, inputs: Sequence[str], sections: Sequence[DatasetSection],
                  warnings: Sequence[str], settings: BootstrapSettings, files: dict) -> dict:
     datasets = {}
@@ -666,12 +709,13 @@ def summary_json(name: str, inputs: Sequence[str], sections: Sequence[DatasetSec
             "evaluator_warnings": evaluator_warnings(s.records),
             "metric_coverage": {name: column.to_json() for name, column in s.columns.items()},
             "figures": {k: f"figures/{p.name}" for k, p in s.figures.items()},
+            "replicates": replicates_json(s.bootstrap),
         }
     return _clean({
         "schema": 1, "name": name, "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "inputs": list(inputs), "bootstrap": asdict(settings),
         "metric_columns": [asdict(m) for m in METRICS],
-        "runs": [r.to_json() for s in sections for r in s.records],
+        "runs": [r.to_json() | rerun_fields(r) for s in sections for r in s.records],
         "warnings": list(warnings), "datasets": datasets, "files": files,
     })
 

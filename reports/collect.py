@@ -14,9 +14,10 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from spade_bench.config import RunConfig, experiment_dict
 from spade_bench.errors import SpadeBenchError
 from spade_bench.metrics import metric_keys, owner
-from spade_bench.run_folder import SUBFOLDERS, TENSORBOARD, RunFolder, try_read_json
+from spade_bench.run_folder import SUBFOLDERS, TENSORBOARD, RunFolder, read_json_or_empty, try_read_json
 
 METRICS_SCHEMA = 1
 # Folders that never hold other runs: a run's sub-folders, and what reports write.
@@ -126,11 +127,31 @@ class RunRecord:
                 return candidate
         return None
 
+    def experiment(self) -> dict[str, Any]:
+        """The experiment keys of config.json whose values differ from the defaults, but the
+        training seed (`spade_bench.config.experiment_dict`): what makes seeds of one experiment."""
+        if not self.config:
+            return {}
+        defaults = experiment_dict(RunConfig())
+        return {k: v for k, v in experiment_dict(self.config).items()
+                if k != "train.seed" and (k not in defaults or v != defaults[k])}
+
+    def numerics(self) -> dict[str, dict]:
+        """The numerics state recorded in env.json (training) and metrics.json (evaluation):
+        their top-level "numerics" objects, {} where a record has none."""
+        env = read_json_or_empty(RunFolder(self.dir).env)
+        return {"env.json": _mapping(env.get("numerics")),
+                "metrics.json": _mapping((self.metrics or {}).get("numerics"))}
+
     def to_json(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "variant": self.variant, "seed": self.seed,
                 "dataset": self.dataset, "status": self.status, "error": self.error,
                 "notes": list(self.notes), "code": self.code, "released_weights": self.released,
                 "degenerate": self.degenerate}
+
+
+def _mapping(value: Any) -> dict:
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _finite_or_none(value: Any) -> Optional[float]:
