@@ -28,12 +28,13 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -47,6 +48,8 @@ from eval.segmenter import Segmenter, default_segmenter_path, load_segmenter, se
 from spade_bench.config import apply_overrides, config_hash
 from spade_bench.data import PairedDataset, build_dataset, class_names, colorize_labels, semantic_input
 from spade_bench.data import files, formats
+from spade_bench.data.subset import (NEIGHBOUR_THUMBNAIL, consecutive_warning, evenly_spaced, neighbour_similarity,
+                                     subset_record)
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
 from spade_bench.discriminators import build_discriminator
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
@@ -149,6 +152,9 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
     data = cfg.data
     val_set = build_dataset(data, "val", augment=False)
     count = num_eval_images(cfg, len(val_set))
+    if 0 < count < len(val_set):
+        # eval.num_images below data.max_val_images: the same rule, once, over the whole list.
+        val_set = build_dataset(replace(data, max_val_images=count), "val", augment=False)
     if count == 0:
         raise EvalError(f"the validation split of {data.dataset} (root {data.root}) has no images to evaluate")
     needy = [m for m in metrics if count < m.min_images]
@@ -393,16 +399,11 @@ def _test_photos(data) -> _TestPhotos:
     return _TestPhotos(data, "test", [formats.Pair(p.stem, p, None) for p in photos], augment=False)
 
 
-def _evenly_spaced(count: int, size: int) -> list[int]:
-    """min(count, size) indices into a set of `size`, evenly spaced from the first to the last."""
-    return np.linspace(0, size - 1, min(count, size)).round().astype(int).tolist()
-
-
 def _real_indices(ev: _Evaluation, real_set) -> list[int]:
     """Which real photos: the evaluated validation ones, or as many test photos evenly spaced."""
     if real_set is ev.val_set:
         return list(range(ev.count))
-    return _evenly_spaced(ev.count, len(real_set))
+    return evenly_spaced(ev.count, len(real_set))
 
 
 def _photo_features(ev: _Evaluation, extractor: FeatureExtractor, dataset, indices: list[int],
@@ -426,7 +427,7 @@ def _train_features(ev: _Evaluation, extractor: FeatureExtractor, min_images: in
     the validation or the test photos) they give the floor a generator can approach."""
     data = ev.cfg.data
     train_set = build_dataset(data, "train", augment=False)
-    indices = _evenly_spaced(ev.count, len(train_set))
+    indices = evenly_spaced(ev.count, len(train_set))
     if len(indices) < max(2, min_images):
         return None
     meta = real_stats_key(data, "train", train_set, indices, ev.scoring_hw, extractor)
@@ -468,8 +469,8 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     - uniform_distinctness: mean pairwise distance between the outputs for uniform single-class
       label maps (up to LABEL_DEPENDENCE_CLASSES classes). The paper's Figure 3: a normalisation
       layer fed the label map directly (pix2pixHD) washes a uniform map out; SPADE keeps it.
-    - label_spread: mean pairwise distance between the outputs for the first
-      LABEL_DEPENDENCE_MAPS real validation label maps.
+    - label_spread: mean pairwise distance between the outputs for LABEL_DEPENDENCE_MAPS real
+      validation label maps, evenly spaced over the evaluated ones.
     - degenerate: label_spread below DEGENERATE_SPREAD_FRACTION of the mean pairwise distance
       between the real photos of those label maps: the outputs barely depend on the label map.
     Distances are mean absolute pixel differences in [0, 1] at the generation size.
@@ -483,7 +484,7 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     uniform_outputs = _render_fixed_z(ev, uniform, uniform.to(torch.int32) if data.use_instance else None)
 
     maps = min(ev.count, LABEL_DEPENDENCE_MAPS)
-    samples = [ev.val_set[i] for i in range(maps)]
+    samples = [ev.val_set[i] for i in evenly_spaced(maps, ev.count)]
     labels = torch.stack([s["label"].long() for s in samples])
     instances = torch.stack([s["instance"] for s in samples]) if data.use_instance else None
     spread_outputs = _render_fixed_z(ev, labels, instances)
@@ -495,8 +496,8 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     if math.isfinite(label_spread) and math.isfinite(real_spread):
         degenerate = bool(label_spread < DEGENERATE_SPREAD_FRACTION * real_spread)
     rule = (f"degenerate when label_spread < {DEGENERATE_SPREAD_FRACTION} x the real photos' spread "
-            f"({real_spread:.4f}) over the same {maps} validation label maps; distances are mean absolute "
-            f"pixel differences in [0, 1] over all pairs, at {height}x{width}, one fixed z (seed "
+            f"({real_spread:.4f}) over the same {maps} validation label maps (evenly spaced over the scored "
+            f"ones); distances are mean absolute pixel differences in [0, 1] over all pairs, at {height}x{width}, one fixed z (seed "
             f"{per_image_seed(cfg.eval.seed, 0)}); uniform_distinctness over {len(classes)} uniform "
             f"single-class maps")
     return {"uniform_distinctness": uniform_distinctness, "label_spread": label_spread,
@@ -504,6 +505,17 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- step 3: record
+
+def eval_subset(ev: _Evaluation, thumbnails: np.ndarray) -> dict[str, Any]:
+    """metrics.json `eval_subset`: which validation files were scored (names, their sha256, the
+    rule that chose them, the split rule) and whether neighbouring ones look like consecutive
+    frames (spade_bench.data.subset); warns when they do."""
+    record = subset_record(ev.val_set.names(), ev.val_set.listed, formats.split_rule(ev.cfg.data))
+    record["neighbours"] = neighbour_similarity(thumbnails)
+    if record["neighbours"]["consecutive"]:
+        warnings.warn(consecutive_warning(record["neighbours"], ev.count))
+    return record
+
 
 def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
     try:
@@ -553,7 +565,7 @@ def _metric_keys_of(metric: type[Metric]) -> set[str]:
 # when these match (with the generation manifest: an interrupted regeneration leaves a stale
 # metrics.json behind a fresh manifest).
 _SAME_IMAGES_KEYS = ("generation_size", "eval_size", "num_images", "image_resize", "seeds", "vae_z",
-                     "generation_manifest_sha256")
+                     "eval_subset_sha256", "generation_manifest_sha256")
 
 
 def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str, Any], scored_now: list[str],
@@ -594,7 +606,8 @@ def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str
     return kept, dropped
 
 
-def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any], *,
+def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any],
+            subset: dict[str, Any], *,
             metric: str, checkpoint: str, timings: dict[str, float], generated: int, wall: float,
             images_kept: bool) -> dict[str, Any]:
     cfg = ev.cfg
@@ -612,7 +625,7 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         wall_time_s=wall, metrics=scored_now,
         metric=metric if isinstance(metric, str) else ",".join(metric), checkpoint=checkpoint,
         device=str(ev.device), vae_z=ev.manifest["vae_z"],
-        checkpoint_step=ev.step,
+        checkpoint_step=ev.step, eval_subset_sha256=subset["sha256"],
         generation_manifest_sha256=hashlib.sha256(json.dumps(ev.manifest, sort_keys=True).encode()).hexdigest(),
         timings={**timings, "generated_images": generated,
                  "images_per_s": (ev.count / work) if work > 0 else None},
@@ -672,6 +685,8 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
     if kept and "metric_warnings" not in earlier:
         # A record from before per-metric warnings: keep what it said, unattributed.
         messages += [w for w in earlier.get("warnings") or [] if isinstance(w, str) and w not in messages]
+    if subset["neighbours"]["consecutive"]:
+        messages.append(consecutive_warning(subset["neighbours"], ev.count))
     result = {
         "schema": SCHEMA_VERSION,
         "code": code_state(),
@@ -681,6 +696,7 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         "per_class_iou": per_class,
         "references": references,
         "label_dependence": dependence,
+        "eval_subset": subset,
         "protocol": protocol,
         "files": files,
         "warnings": messages,
@@ -737,6 +753,7 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
     scores = _Scores(ev, extractor, segmenter, metrics)
     timings = {"generate_s": 0.0, "fid_s": 0.0, "segment_s": 0.0}
     generated = 0
+    thumbnails = []
     loader = DataLoader(Subset(ev.val_set, range(ev.count)), batch_size=ev.cfg.eval.batch_size, shuffle=False,
                         num_workers=ev.cfg.data.num_workers)
     with tqdm(total=ev.count, desc="eval", unit="img", disable=not progress) as bar:
@@ -746,8 +763,10 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
             fake, real, labels, new = _render_batch(ev, sample, indices, timings)
             generated += new
             scores.update(fake, real, labels, timings)
+            thumbnails.append(F.adaptive_avg_pool2d(real.float() / 255, NEIGHBOUR_THUMBNAIL).numpy())
             bar.update(len(indices))
     scored = scores.finish(progress)
     dependence = label_dependence(ev)
-    return _record(ev, scores, scored, dependence, metric=metric, checkpoint=checkpoint, timings=timings,
+    subset = eval_subset(ev, np.concatenate(thumbnails))
+    return _record(ev, scores, scored, dependence, subset, metric=metric, checkpoint=checkpoint, timings=timings,
                    generated=generated, wall=time.perf_counter() - start, images_kept=images_kept)

@@ -31,6 +31,7 @@ from reports.collect import ReportError, RunRecord, collect_runs
 from reports.columns import MetricColumn, column_notes, metric_columns
 from reports.figures import read_losses
 from reports.paper import PAPER_SEGMENTERS, Verdict, judge
+from reports.eval_images import section_subset, subset_markdown
 from reports.tables import (BEYOND_MARK, METRICS, beyond_resolution, csv_rows, failed_runs_table,
                             has_paper_columns, has_released_columns, latex_escape, main_table,
                             reference_values, render_differences, render_main, to_latex,
@@ -41,7 +42,9 @@ from spade_bench.metrics import COMMON_PROTOCOL_KEYS, get_metric, list_metrics
 # metrics.json protocol keys that define the evaluation: a report refuses runs that differ here
 # (each compared among the runs holding a metric that depends on it; the metrics declare them).
 # Metric versions are compared per metric (reports.columns), implementations per version.
-REFUSED_KEYS = tuple(dict.fromkeys([*(k for m in list_metrics() for k in m.protocol_keys), *COMMON_PROTOCOL_KEYS]))
+# eval_subset_sha256: which validation files were scored (metrics.json eval_subset), for every metric.
+REFUSED_KEYS = tuple(dict.fromkeys([*(k for m in list_metrics() for k in m.protocol_keys), *COMMON_PROTOCOL_KEYS,
+                                    "eval_subset_sha256"]))
 # Also recorded and shown; a difference here is listed in the protocol footnote.
 PROTOCOL_KEYS = REFUSED_KEYS + ("segmenter", "generation_size", "seeds", "real_stats")
 # Training settings that confound a comparison when they differ between variants.
@@ -201,7 +204,8 @@ def protocol_footnote(protocol: dict) -> str:
              "perceptual": "perceptual network", "ema": "EMA", "hardware": "hardware",
              "segmenter_input_size": "segmenter input size", "label_mapping": "label mapping",
              "real_set": "real-image set", "kid_subset_size": "KID subset size",
-             "kid_subsets": "KID subsets", "code": "code commit"}
+             "kid_subsets": "KID subsets", "code": "code commit",
+             "eval_subset_sha256": "scored validation files (sha256)"}
     parts = []
     for key, info in protocol.items():
         values = info["values"]
@@ -572,6 +576,7 @@ def _section_markdown(s: DatasetSection) -> str:
     if not s.figures:
         lines += ["No figures.", ""]
 
+    lines += subset_markdown(s.records)
     lines += ["### Protocol", "", protocol_footnote(s.protocol), ""]
     warnings = evaluator_warnings(s.records)
     if warnings:
@@ -669,6 +674,7 @@ def summary_json(name: str, inputs: Sequence[str], sections: Sequence[DatasetSec
             "training_mismatches": protocol_mismatches(s.protocol, "training"),
             "evaluator_warnings": evaluator_warnings(s.records),
             "metric_coverage": {name: column.to_json() for name, column in s.columns.items()},
+            "eval_subset": section_subset(s.records),
             "figures": {k: f"figures/{p.name}" for k, p in s.figures.items()},
         }
     return _clean({

@@ -86,10 +86,15 @@ class DataConfig:
         val_fraction: for a flat `folder` root (ROOT/images and ROOT/labels, no train/ and
             val/), the share of pairs held out as val, chosen by a hash of each file name
             (deterministic; adding files never moves old ones between splits).
+        split_seed: for a format that holds val out of one list of files (CMP Facades: its
+            file sets `split_seed=0`), the seed of the hash of the file names that picks val;
+            None keeps the format's older name-order rule (runs saved before the key).
         use_instance: add the instance edge map as one more channel.
         preprocess: resize_and_crop (resize to load_size, random crop to crop_size),
             fixed (resize to crop_size x crop_size/aspect_ratio) or none.
         image_resize: interpolation for photos; labels and instances always use nearest.
+        max_val_images: keep at most this many val items, evenly spaced over the split's list
+            in file-name order (spade_bench/data/subset.py: the one subset rule), not the first.
     """
 
     dataset: DatasetName = "synthetic"
@@ -98,6 +103,7 @@ class DataConfig:
     contain_dontcare: bool = False
     dont_care_value: Optional[int] = None
     val_fraction: Optional[float] = None
+    split_seed: Optional[int] = None
     use_instance: bool = False
     preprocess: Literal["resize_and_crop", "fixed", "none"] = "resize_and_crop"
     load_size: int = 286
@@ -743,6 +749,10 @@ def validate(cfg: RunConfig) -> None:
                 f"data.dont_care_value {d.dont_care_value} is also a class value ({first}..{first + d.label_nc - 1} "
                 f"with label_nc={d.label_nc}); if {d.dont_care_value} marks unlabelled pixels pass "
                 f"--label-nc {d.dont_care_value - first} --dont-care {d.dont_care_value}")
+    if d.split_seed is not None and not fmt.seeded_split:
+        takes = [name for name, f in DATASET_FORMATS.load().items() if f.seeded_split]
+        raise ConfigError(f"data.split_seed={d.split_seed}: dataset {d.dataset!r} has fixed train and val files; "
+                          f"only {', '.join(takes)} hold val out by a seed; remove data.split_seed")
     if d.val_fraction is not None and not 0 < d.val_fraction < 1:
         raise ConfigError(f"data.val_fraction must be between 0 and 1 (e.g. 0.1), got {d.val_fraction}")
     if d.num_workers < 0:
