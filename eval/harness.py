@@ -139,7 +139,7 @@ class _Evaluation:
 
 
 def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[list[str]],
-             metrics: list[type[Metric]]) -> _Evaluation:
+             metrics: list[type[Metric]], out: Optional[Path] = None) -> _Evaluation:
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         raise EvalError(f"{run_dir} is not a run directory (no {folder.config.name}); pass the folder `train --out` wrote")
@@ -173,7 +173,7 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
                 # Validation photos edited in place (or other files) make every stored image stale.
                 "val_images": dataset_fingerprint(val_set, range(count))}
     return _Evaluation(run_dir, cfg, generator, encoder, step, device, val_set, count, generation_hw,
-                       scoring_hw, folder.eval, manifest)
+                       scoring_hw, Path(out) if out is not None else folder.eval, manifest)
 
 
 def _start_output(ev: _Evaluation) -> bool:
@@ -631,7 +631,7 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
                  "images_per_s": (ev.count / work) if work > 0 else None},
         **stage,
     )
-    metrics_path = RunFolder(ev.run_dir).metrics
+    metrics_path = ev.out / RunFolder(ev.run_dir).metrics.name
     earlier = read_json_or_empty(metrics_path)
     kept, dropped = _earlier_scores(ev, earlier, protocol, scored_now, images_kept)
     by_reason: dict[str, list[str]] = {}
@@ -702,7 +702,7 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         "warnings": messages,
         "metric_warnings": metric_warnings,
     }
-    atomic_write_json(RunFolder(ev.run_dir).metrics, _finite(result))
+    atomic_write_json(metrics_path, _finite(result))
     return result
 
 
@@ -729,22 +729,26 @@ def _finite(value: Any) -> Any:
 
 def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = "latest",
                  device: str = "auto", overrides: Optional[list[str]] = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, out: Optional[str | Path] = None) -> dict[str, Any]:
     """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content.
+
+    `out`: write the evaluation folder (images, metrics.json, ...) there instead of RUN/eval/;
+    the learning curve's points (eval/curve.py) go to RUN/eval/curve/step_XXXXXXX/.
 
     Runs with the process's own share of the cores (OMP_NUM_THREADS, else its cores), not
     whatever thread count earlier work left, so the same command gives the same scores."""
     with torch_threads(resolve_threads(0)):
         return _evaluate_run(run_dir, metric=metric, checkpoint=checkpoint, device=device,
-                             overrides=overrides, progress=progress)
+                             overrides=overrides, progress=progress, out=out)
 
 
 def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: str,
-                  overrides: Optional[list[str]], progress: bool) -> dict[str, Any]:
+                  overrides: Optional[list[str]], progress: bool,
+                  out: Optional[str | Path] = None) -> dict[str, Any]:
     start = time.perf_counter()
     metrics = requested_metrics(metric)
     inputs = {m.inputs for m in metrics}
-    ev = _prepare(Path(run_dir), checkpoint, device, overrides, metrics)
+    ev = _prepare(Path(run_dir), checkpoint, device, overrides, metrics, out)
     # Fail on a missing evaluator before spending time on generation.
     segmenter = find_segmenter(ev.cfg, ev.device) if "segmentation" in inputs else None
     images_kept = _start_output(ev)

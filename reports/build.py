@@ -29,6 +29,7 @@ from reports.bootstrap import (BASELINE, METHOD_IMAGES_ONLY, MIN_SEEDS_FOR_VERDI
                                BootstrapSettings, bootstrap_differences, bootstrap_metrics)
 from reports.collect import ReportError, RunRecord, collect_runs
 from reports.columns import MetricColumn, column_notes, metric_columns
+from reports.curves import collect_points, curves_markdown, curves_summary, learning_curves
 from reports.figures import read_losses
 from reports.paper import PAPER_SEGMENTERS, Verdict, judge
 from reports.eval_images import section_subset, subset_markdown
@@ -282,7 +283,9 @@ def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSet
         made = {"samples": figs.sample_grid(records, figures_dir / f"{slug}_samples.png"),
                 "losses": figs.loss_curves(records, figures_dir / f"{slug}_losses.png"),
                 "metrics": figs.metric_bars(table, references, figures_dir / f"{slug}_metrics.png",
-                                            real_set)}
+                                            real_set),
+                "curves": learning_curves(collect_points(records)[0], references,
+                                          figures_dir / f"{slug}_curves.png", real_set)}
         section.figures = {k: v for k, v in made.items() if v is not None}
     return section
 
@@ -566,11 +569,14 @@ def _section_markdown(s: DatasetSection) -> str:
 
     lines += label_dependence_markdown(s)
     lines += scale_markdown(s)
+    lines += curves_markdown(*collect_points(s.records), s.references)
 
     lines += ["### Figures", ""]
     captions = {"samples": "Validation label maps rendered by every variant (lowest seed)",
                 "losses": "Training losses (moving average; dashed = failed run)",
-                "metrics": "Metrics per variant (error bars: std over seeds)"}
+                "metrics": "Metrics per variant (error bars: std over seeds)",
+                "curves": "Learning curves: mean over seeds (line) and each seed (points) against the training "
+                          "step; dashed: the evaluator's ceiling or floor"}
     for key, path in s.figures.items():
         lines += [f"![{captions[key]}](figures/{path.name})", f"*{captions[key]}.*", ""]
     if not s.figures:
@@ -675,6 +681,7 @@ def summary_json(name: str, inputs: Sequence[str], sections: Sequence[DatasetSec
             "evaluator_warnings": evaluator_warnings(s.records),
             "metric_coverage": {name: column.to_json() for name, column in s.columns.items()},
             "eval_subset": section_subset(s.records),
+            "learning_curves": curves_summary(*collect_points(s.records)),
             "figures": {k: f"figures/{p.name}" for k, p in s.figures.items()},
         }
     return _clean({

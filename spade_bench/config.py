@@ -289,6 +289,12 @@ class EvalConfig:
             (the segmenter sees the image at the generation size, unresized).
         real_set: the real images FID/KID compare against: val, or test (the dataset's test
             images, where its layout has them).
+        curve_points: score this many checkpoints evenly spaced over training, the last
+            included (step round(k x train.steps / N), k = 1..N), for the report's learning
+            curves; the trainer writes and keeps those checkpoints. 0: no curve.
+        curve_metrics: what the curve points score (an `eval --metric` request); mIoU (with
+            pixel accuracy, one confusion matrix) costs a generation and a segmenter pass per
+            point; add fid where the Inception features at 299 px are affordable.
     """
 
     fid_protocol: Literal["pytorch-fid", "tf"] = "pytorch-fid"
@@ -303,6 +309,8 @@ class EvalConfig:
     label_mapping: Optional[Literal["cityscapes-35-to-19"]] = None
     segmenter_input_size: Literal["native", "generation"] = "native"
     real_set: Literal["val", "test"] = "val"
+    curve_points: int = 0
+    curve_metrics: str = "miou"
 
 
 @dataclass(frozen=True)
@@ -749,6 +757,8 @@ def validate(cfg: RunConfig) -> None:
                 f"data.dont_care_value {d.dont_care_value} is also a class value ({first}..{first + d.label_nc - 1} "
                 f"with label_nc={d.label_nc}); if {d.dont_care_value} marks unlabelled pixels pass "
                 f"--label-nc {d.dont_care_value - first} --dont-care {d.dont_care_value}")
+    if cfg.eval.curve_points < 0:
+        raise ConfigError(f"eval.curve_points must be >= 0 (0: no learning curve), got {cfg.eval.curve_points}")
     if d.split_seed is not None and not fmt.seeded_split:
         takes = [name for name, f in DATASET_FORMATS.load().items() if f.seeded_split]
         raise ConfigError(f"data.split_seed={d.split_seed}: dataset {d.dataset!r} has fixed train and val files; "

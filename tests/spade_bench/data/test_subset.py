@@ -43,7 +43,8 @@ def _folder(root, names):
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for name in names:
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / split / "images" / f"{name}.png")
+            photo = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(photo).save(root / split / "images" / f"{name}.png")
             Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / split / "labels" / f"{name}.png")
     return root
 
