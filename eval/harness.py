@@ -497,9 +497,9 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
         degenerate = bool(label_spread < DEGENERATE_SPREAD_FRACTION * real_spread)
     rule = (f"degenerate when label_spread < {DEGENERATE_SPREAD_FRACTION} x the real photos' spread "
             f"({real_spread:.4f}) over the same {maps} validation label maps (evenly spaced over the scored "
-            f"ones); distances are mean absolute pixel differences in [0, 1] over all pairs, at {height}x{width}, one fixed z (seed "
-            f"{per_image_seed(cfg.eval.seed, 0)}); uniform_distinctness over {len(classes)} uniform "
-            f"single-class maps")
+            f"ones); distances are mean absolute pixel differences in [0, 1] over all pairs, at "
+            f"{height}x{width}, one fixed z (seed {per_image_seed(cfg.eval.seed, 0)}); uniform_distinctness "
+            f"over {len(classes)} uniform single-class maps")
     return {"uniform_distinctness": uniform_distinctness, "label_spread": label_spread,
             "degenerate": degenerate, "rule": rule}
 
