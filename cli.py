@@ -175,8 +175,10 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Dataset folder
     written = write_scenes(out / split, n, size=size, seed=seed, split=split, image_format=image_format,
                            overwrite=overwrite)
     other = "val" if split == "train" else "train"
-    typer.echo(f"wrote {written} pairs to {out / split}/images and {out / split}/labels; the folder format also "
-               f"needs {out / other}/ (--split {other}), then: spade-bench data check --dataset folder --root {out}")
+    needs = "" if (out / other / "images").is_dir() else \
+        f"the folder format also needs {out / other}/ (--split {other}), then: "
+    typer.echo(f"wrote {written} pairs to {out / split}/images and {out / split}/labels; {needs}"
+               f"spade-bench data check --dataset folder --root {out}")
 
 
 @data_app.command("check")
@@ -187,12 +189,16 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
                label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
                use_instance: Optional[bool] = typer.Option(
                    None, "--instances/--no-instances", help="Check instance maps (default: the dataset's)."),
-               set_: Optional[List[str]] = _SET) -> None:
-    """Validate every image/label pair of both splits and print counts, sizes and a class histogram.
+               set_: Optional[List[str]] = _SET,
+               verbose: bool = typer.Option(False, "--verbose", help="List every bad file, not a few per kind.")) -> None:
+    """Validate every image/label pair of both splits; answer for the whole dataset first.
 
-    For a `folder` dataset it infers the number of classes and a likely don't-care value from
-    the label values and prints the `train` command that fits. Exits non-zero, listing each
-    bad file with its reason, on any problem.
+    Prints the verdict and the complete `train` command (every data flag you passed or the
+    data needs, each with where its value came from), then the class histogram with names and
+    the image sizes, then the problems as a count by kind with a few files each (--verbose:
+    all). For a `folder` dataset it infers --label-nc, --dont-care (label_names.txt's void
+    class, else 255), the split and the aspect ratio from every label map and photo. Exits
+    non-zero on any problem.
 
     Example: spade-bench data check --dataset folder --root data/street
     """
@@ -200,9 +206,12 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
     extra = [f"data.use_instance={str(use_instance).lower()}"] if use_instance is not None else []
     cfg = _resolve("spade", "default", dataset, root, None, extra + list(set_ or []), label_nc, dont_care)
     report = check_dataset(cfg.data, progress=True)
-    typer.echo(report.summary())
+    typer.echo(report.summary(verbose=verbose))
     if not report.ok:
-        raise DataError(f"{len(report.problems)} problem(s) in {report.root or dataset}; each bad file is listed above")
+        fix = "the command above fixes them" if all(report.is_fixed(p) for p in report.problems) and \
+            report.suggested else "see the verdict at the top"
+        raise DataError(f"{len(report.problems)} problem(s) in {report.root or dataset}: {fix}"
+                        f"{'' if verbose else ' (--verbose lists every file)'}")
 
 
 # ----------------------------------------------------------------------------- train
