@@ -1,7 +1,8 @@
 """spade-bench command line: parse, call the library, print. Nothing else lives here.
 
-Every command turns a `SpadeBenchError` into one line on stderr and a non-zero exit;
-`spade-bench --debug ...` shows the traceback instead.
+Every command turns a `SpadeBenchError` into one line on stderr and a non-zero exit
+(`spade-bench --debug ...` shows the traceback instead), and prints each warning as one plain
+`warning: ...` line, without Python's source file and line.
 
 Imports: this module imports only what loads neither torch nor numpy (config, the variant
 registry, the dataset-format table). Each command that trains, evaluates, reads data or draws
@@ -46,13 +47,28 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
     _STATE["debug"] = debug
 
 
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show the library's warnings as they happen, one `warning: ...` line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        typer.secho(f"warning: {' '.join(str(message).split())}", err=True, fg=typer.colors.YELLOW)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def _errors(fn):
     """Run a command; a SpadeBenchError becomes one clear line and a non-zero exit."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _warnings_as_lines():
+                return fn(*args, **kwargs)
         except TrainingInterrupted as e:
             # A requested stop, not a failure: say where the checkpoint is; exit 128 + signal.
             typer.secho(f"stopped: {e}", err=True, fg=typer.colors.YELLOW)
@@ -98,20 +114,6 @@ def _resolve(variant, preset, dataset, root, config, overrides, label_nc=None, d
                    overrides=_data_flags(label_nc, dont_care) + list(overrides or []))
 
 
-@contextlib.contextmanager
-def _warnings_as_lines():
-    """Show the library's warnings as they happen, one `warning: ...` line each."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
-
-    previous = warnings.showwarning
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = previous
-
-
 # ----------------------------------------------------------------------------- variants, config
 
 @app.command()
@@ -146,12 +148,13 @@ def metrics_command() -> None:
 @_errors
 def show_config(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str] = _DATASET,
                 root: Optional[str] = _ROOT, config: Optional[str] = _CONFIG,
-                set_: Optional[List[str]] = _SET) -> None:
+                set_: Optional[List[str]] = _SET,
+                label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE) -> None:
     """Print the fully resolved run config as JSON (what `train` would save).
 
     Example: spade-bench config --variant concat --preset smoke --set generator.ngf=8
     """
-    cfg = _resolve(variant, preset, dataset, root, config, set_)
+    cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
     typer.echo(to_json(cfg))
     typer.echo(f"# config hash {config_hash(cfg)}", err=True)
 
@@ -242,12 +245,11 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
     resume = resume or resume_from is not None
     plain = (config is None and not set_ and preset == "default" and dataset is None and root is None
              and label_nc is None and dont_care is None)
-    with _warnings_as_lines():
-        if resume and plain:
-            cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
-        else:
-            cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
-        result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume)
+    if resume and plain:
+        cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
+    else:
+        cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
+    result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if result.already_finished:
@@ -323,7 +325,7 @@ def eval_command(
             lines = [f"{key}: {value:.4g}" for key, value in m.items() if value is not None]
             lines += [f"reference {key}: {value:.4g}" for key, value in r.items() if value is not None]
             typer.echo("\n".join(lines))
-            typer.echo(f"{p['num_images']} images at {p['eval_size'][0]}x{p['eval_size'][1]}, FID protocol "
+            typer.echo(f"{p['num_images']} images at {p['eval_size'][1]}x{p['eval_size'][0]} (W x H), FID protocol "
                        f"{p['fid_protocol']}, segmenter {p['segmenter']}; "
                        f"wrote {RunFolder(run).metrics}")
             return
@@ -367,12 +369,13 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
     check_run_label_flags(run, _data_flags(label_nc, dont_care))
     check_output_folder(Path(out).parent, what="output folder of --out")
     info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device)
+    # Every size in W x H order (info holds (H, W) pairs).
+    height, width = info["size"]
     note = ""
     if list(info.get("label_size", info["size"])) != list(info["size"]):
         lh, lw = info["label_size"]
-        note = (f"; the {lw}x{lh} label map was resized (nearest) to the run's training size "
-                f"{info['size'][1]}x{info['size'][0]}, WxH")
-    typer.echo(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}, step {info['step']}, seed {info['seed']}"
+        note = f"; the {lw}x{lh} label map was resized (nearest) to the run's training size {width}x{height}"
+    typer.echo(f"wrote {info['out']} ({width}x{height} W x H, step {info['step']}, seed {info['seed']}"
                f"{', style ' + info['style'] if info['style'] else ''}){note}")
 
 
@@ -382,6 +385,7 @@ def segmenter_train(
         dataset: str = typer.Option(..., "--dataset", "-d",
                                     help=f"Dataset format: {_DATASET_NAMES}."),
         root: Optional[str] = _ROOT, preset: str = _PRESET, set_: Optional[List[str]] = _SET,
+        label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
         steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: eval.segmenter_steps)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o",
                                            help="Checkpoint path (default: the cache path `eval` looks in)."),
@@ -400,11 +404,11 @@ def segmenter_train(
     """
     from eval.segmenter import train_segmenter
 
-    cfg = _resolve("spade", preset, dataset, root, None, set_)
+    cfg = _resolve("spade", preset, dataset, root, None, set_, label_nc, dont_care)
     steps = cfg.eval.segmenter_steps if steps is None else steps
     info = train_segmenter(cfg, out, steps, batch_size=batch_size, lr=lr, arch=arch, device=device, seed=seed)
     typer.echo(f"evaluator: {info['path']}\nsha256: {info['sha256']}\n"
-               f"{info['steps']} steps at {info['image_size'][0]}x{info['image_size'][1]} in "
+               f"{info['steps']} steps at {info['image_size'][1]}x{info['image_size'][0]} (W x H) in "
                f"{info['train_time_s']:.0f} s on {info['device']}\n"
                f"real val ({info['num_val_images']} images): mIoU {info['real_val_miou']:.1f}, "
                f"pixel accuracy {info['real_val_pixel_accuracy']:.1f}")
@@ -625,6 +629,7 @@ def import_nvlabs_command(
                                               help="Dataset to score and fine-tune on (default: from opt.txt's "
                                                    "dataset_mode)."),
         root: Optional[str] = _ROOT, set_: Optional[List[str]] = _SET,
+        label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
 ) -> None:
     """Turn an NVlabs SPADE checkpoint folder into a run that eval, synth, report and train --resume accept.
 
@@ -636,7 +641,8 @@ def import_nvlabs_command(
     """
     from spade_bench.nvlabs import import_nvlabs
 
-    provenance = import_nvlabs(checkpoint_dir, out, dataset=dataset, root=root, overrides=list(set_ or []))
+    provenance = import_nvlabs(checkpoint_dir, out, dataset=dataset, root=root,
+                               overrides=_data_flags(label_nc, dont_care) + list(set_ or []))
     nets = ", ".join(f"{role} {how}" for role, how in provenance["networks"].items())
     typer.echo(f"imported {checkpoint_dir} ({nets}) into {out}: config.json, checkpoints/latest.pt (step 0), "
                f"provenance.json")

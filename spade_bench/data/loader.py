@@ -186,7 +186,7 @@ def size_note(dataset, data_cfg: DataConfig) -> Optional[str]:
     if abs(aspect - data_cfg.aspect_ratio) <= 0.01 * aspect:
         return None
     train_h, train_w = data_cfg.image_size
-    return (f"the photos are {width}x{height} (aspect {aspect:.3g}) but training uses {train_w}x{train_h} "
+    return (f"the photos are {width}x{height} (W x H, aspect {aspect:.3g}) but training uses {train_w}x{train_h} "
             f"(data.aspect_ratio {data_cfg.aspect_ratio:g}), so they are resized and cropped to a different shape; "
             f"--set data.aspect_ratio={aspect:.4g} keeps their shape")
 
