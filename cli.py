@@ -427,6 +427,8 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
            fid_bootstrap: int = typer.Option(200, "--fid-bootstrap", min=10,
                                              help="Bootstrap replicates for FID (each costs an eigendecomposition)."),
            seed: int = typer.Option(0, "--seed", help="Bootstrap RNG seed."),
+           name: Optional[str] = typer.Option(None, "--name", help="What the report calls the runs' dataset (default: "
+                                              "the format's name; for `folder` data its root folder's name)."),
            ) -> None:
     """Rebuild the ablation tables and figures from finished (and failed) runs.
 
@@ -440,7 +442,7 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
 
     out = out or Path("reports") / (runs[0].resolve().name or "report")
     result = build_report(runs, out, settings=BootstrapSettings(
-        replicates=bootstrap, fid_replicates=fid_bootstrap, seed=seed))
+        replicates=bootstrap, fid_replicates=fid_bootstrap, seed=seed), dataset_name=name)
     for warning in result["warnings"]:
         typer.secho(warning.replace("**", ""), err=True, fg=typer.colors.YELLOW)
     typer.echo(f"report of {result['runs']} runs ({result['failed']} failed): {result['markdown']}, "

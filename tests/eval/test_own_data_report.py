@@ -1,6 +1,7 @@
-"""A user's own 4:3 folder dataset with a void label, scored (issue 23): metrics.json records the
-classes' names and colours (void included), each class's real-photo ceiling and which file
-each sample renders."""
+"""A user's own 4:3 folder dataset with a void label, scored and reported (issue 23): metrics.json
+records the classes' names and colours (void included), each class's real-photo ceiling and
+which file each sample renders; the report names the dataset by its folder, tables per-class
+IoU with names, labels sample rows by file and draws a colour legend with void in it."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,9 @@ from PIL import Image
 from torch import nn
 
 from eval.harness import evaluate_run
+from reports import figures
+from reports.bootstrap import BootstrapSettings
+from reports.build import build_report
 
 NAMES = ("sky", "grass", "road")
 VOID = 3
@@ -74,3 +78,47 @@ def test_metrics_json_records_class_names_colours_files_and_ceilings(street, mak
     assert set(real) == set(NAMES) == set(saved["per_class_iou"])
     known = [v for v in real.values() if v is not None]
     assert np.mean(known) == pytest.approx(saved["references"]["real_val_miou"])  # the ceiling, class by class
+
+
+def test_the_report_names_the_folder_tables_classes_and_labels_samples_by_file(street, make_run, monkeypatch,
+                                                                              tmp_path):
+    root, segmenter = street
+    runs = [_score(make_run, root, segmenter, variant) for variant in ("spade", "concat")]
+    saved = json.loads((runs[0] / "eval" / "metrics.json").read_text())
+    legend, real = saved["classes"], saved["per_class_iou_real"]
+
+    drawn = {}
+    save = figures._save
+
+    def keep(fig, path):
+        drawn[path.name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    result = build_report(runs, tmp_path / "report", settings=BootstrapSettings(replicates=20, fid_replicates=10),
+                          progress=False)
+    md = result["markdown"].read_text()
+    assert f"## Dataset: street (`folder` format at `{root}`)" in md
+    assert "The paper reports no numbers on street" in md and "on folder" not in md
+    table = md.split("### Per-class IoU")[1].split("###")[0]
+    header = next(line for line in table.splitlines() if line.startswith("| class"))
+    assert header == "| class | colour | spade | concat | real photos (ceiling) |"
+    for index, name in enumerate(NAMES):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {index} {name} |"))
+        assert legend["colours"][index] in row and row.endswith(f"| {real[name]:.1f} |")
+        ours = saved["per_class_iou"][name]
+        assert f"| {ours:.1f} |" in row if ours is not None else "| – |" in row
+    assert f"| 3 void (don't-care, raw value {VOID}) | `{legend['dont_care']['colour']}` | not scored |" in table
+    summary = json.loads(result["summary"].read_text())
+    assert summary["datasets"]["street"]["format"] == "folder"
+
+    grid = drawn["street_samples.png"]
+    rows = [ax.get_ylabel() for ax in grid.axes if ax.get_ylabel()]
+    assert rows == ["lane_a", "lane_b", "lane_c"]
+    labels = [text.get_text() for legend_ in grid.legends for text in legend_.get_texts()]
+    assert "void (don't-care, not scored)" in labels
+    assert {"0 sky", "1 grass", "2 road"} <= set(labels)
+
+    named = build_report(runs, tmp_path / "named", dataset_name="CamVid-mini", figures=False, progress=False,
+                         settings=BootstrapSettings(replicates=20, fid_replicates=10))
+    assert "## Dataset: CamVid-mini (`folder` format at" in named["markdown"].read_text()
