@@ -47,9 +47,9 @@ def test_consecutive_frames_are_recorded_and_warned(tmp_path, make_run, stub_inc
     root = _folder(tmp_path / "data-video", _video(20))
     result, caught = _evaluate(make_run, root, "video")
     subset = result["eval_subset"]
-    names = [f"frame_{i:03d}" for i in range(20)]
+    names = [f"val/images/frame_{i:03d}.png" for i in range(20)]
     assert subset["files"] == [names[i] for i in evenly_spaced(8, 20)]          # spans frame 0 to 19
-    assert subset["files"][0] == "frame_000" and subset["files"][-1] == "frame_019"
+    assert subset["files"][0].endswith("frame_000.png") and subset["files"][-1].endswith("frame_019.png")
     assert (subset["count"], subset["listed"]) == (8, 20)
     assert subset["sha256"] == subset_sha256(subset["files"]) == result["protocol"]["eval_subset_sha256"]
     assert "evenly spaced" in subset["rule"] and "val/ folder" in subset["split"]
@@ -69,5 +69,5 @@ def test_num_images_takes_the_same_rule_over_the_whole_list(tmp_path, make_run, 
     """eval.num_images below data.max_val_images: evenly spaced over all 20, not over the 8."""
     root = _folder(tmp_path / "data-video", _video(20))
     result, _ = _evaluate(make_run, root, "fewer", "eval.num_images=4")
-    assert result["eval_subset"]["files"] == [f"frame_{i:03d}" for i in evenly_spaced(4, 20)]
+    assert result["eval_subset"]["files"] == [f"val/images/frame_{i:03d}.png" for i in evenly_spaced(4, 20)]
     assert result["protocol"]["num_images"] == 4 and result["eval_subset"]["neighbours"]["ratio"] is None

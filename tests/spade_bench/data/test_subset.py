@@ -57,7 +57,7 @@ def test_max_val_images_spans_the_whole_validation_set(tmp_path):
                       crop_size=16, num_workers=0, max_val_images=8)
     val = build_dataset(data, "val")
     assert val.listed == 40 and len(val) == 8
-    assert val.names() == [names[i] for i in (0, 6, 11, 17, 22, 28, 33, 39)]
+    assert val.names() == [f"val/images/{names[i]}.png" for i in (0, 6, 11, 17, 22, 28, 33, 39)]
     assert val[7]["path"].endswith("frame_039.png") and val[7]["index"] == 7
     # Train is never subsampled.
     assert len(build_dataset(data, "train")) == 40
