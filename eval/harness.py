@@ -28,12 +28,13 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -45,8 +46,11 @@ from eval.protocol import PER_IMAGE_SEED, build_protocol, code_state, per_image_
 from eval.segmentation_metrics import batch_image_counts
 from eval.segmenter import Segmenter, default_segmenter_path, load_segmenter, segmenter_train_command, sidecar_path
 from spade_bench.config import apply_overrides, config_hash
-from spade_bench.data import PairedDataset, build_dataset, class_names, colorize_labels, semantic_input
+from spade_bench.data import (PairedDataset, build_dataset, class_legend, class_names, colorize_labels, sample_source,
+                               semantic_input)
 from spade_bench.data import files, formats
+from spade_bench.data.subset import (NEIGHBOUR_THUMBNAIL, consecutive_warning, evenly_spaced, neighbour_similarity,
+                                     subset_record)
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
 from spade_bench.discriminators import build_discriminator
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
@@ -105,7 +109,7 @@ def find_segmenter(cfg, device) -> Segmenter:
             raise EvalError(f"segmenter checkpoint {path} (eval.segmenter) does not exist; fix the path, or "
                             f"train the default one with: {segmenter_train_command(cfg)}")
         raise EvalError(f"no segmentation evaluator for {cfg.data.dataset} at "
-                        f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]} (looked for {path}); train it with: "
+                        f"{cfg.data.image_size[1]}x{cfg.data.image_size[0]} (W x H; looked for {path}); train it with: "
                         f"{segmenter_train_command(cfg)}   or pass --set eval.segmenter=PATH")
     mapping = get_label_mapping(cfg.eval.label_mapping, cfg.data.label_nc)
     mapped = mapping is not None and sidecar_path(path).is_file()
@@ -136,7 +140,7 @@ class _Evaluation:
 
 
 def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[list[str]],
-             metrics: list[type[Metric]]) -> _Evaluation:
+             metrics: list[type[Metric]], out: Optional[Path] = None) -> _Evaluation:
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         raise EvalError(f"{run_dir} is not a run directory (no {folder.config.name}); pass the folder `train --out` wrote")
@@ -149,6 +153,9 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
     data = cfg.data
     val_set = build_dataset(data, "val", augment=False)
     count = num_eval_images(cfg, len(val_set))
+    if 0 < count < len(val_set):
+        # eval.num_images below data.max_val_images: the same rule, once, over the whole list.
+        val_set = build_dataset(replace(data, max_val_images=count), "val", augment=False)
     if count == 0:
         raise EvalError(f"the validation split of {data.dataset} (root {data.root}) has no images to evaluate")
     needy = [m for m in metrics if count < m.min_images]
@@ -167,7 +174,7 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
                 # Validation photos edited in place (or other files) make every stored image stale.
                 "val_images": dataset_fingerprint(val_set, range(count))}
     return _Evaluation(run_dir, cfg, generator, encoder, step, device, val_set, count, generation_hw,
-                       scoring_hw, folder.eval, manifest)
+                       scoring_hw, Path(out) if out is not None else folder.eval, manifest)
 
 
 def _start_output(ev: _Evaluation) -> bool:
@@ -233,7 +240,7 @@ def _segmap(sample: dict[str, Any], ev: _Evaluation) -> torch.Tensor:
 def _read_png(path: Path, size_hw: tuple[int, int]) -> torch.Tensor:
     image = load_image(path)
     if tuple(image.shape[-2:]) != tuple(size_hw):
-        raise EvalError(f"{path} is {image.shape[-2]}x{image.shape[-1]}, expected {size_hw[0]}x{size_hw[1]}; "
+        raise EvalError(f"{path} is {image.shape[-1]}x{image.shape[-2]}, expected {size_hw[1]}x{size_hw[0]} (W x H); "
                         f"delete {path.parent} to generate again")
     return image
 
@@ -326,6 +333,7 @@ class _Scores:
         references: dict[str, Optional[float]] = {}
         files: dict[str, Optional[str]] = {}
         per_class: dict[str, Optional[float]] = {}
+        per_class_real: dict[str, Optional[float]] = {}
         context = Context()
         if self.extractor is not None:
             fake_array = np.concatenate(self.fake_features).astype(np.float32)
@@ -343,6 +351,12 @@ class _Scores:
             names = list(self.mapping.class_names) if self.mapping is not None else list(class_names(cfg.data))
             iou = per_class_iou(*(counts[k].sum(0).astype(np.float64) for k in ("tp", "fp", "fn")))
             per_class = {name: (None if math.isnan(v) else 100.0 * v) for name, v in zip(names, iou.tolist())}
+            # The same on the real photos: each class's ceiling (what the segmenter itself sees).
+            real = next((m.sums() for m in self.on_real.values() if hasattr(m, "sums") and m.sums() is not None),
+                        None)
+            if real is not None:
+                per_class_real = {name: (None if math.isnan(v) else 100.0 * v)
+                                  for name, v in zip(names, per_class_iou(*real).tolist())}
         for metric in self.metrics:
             score = self.scoring[metric.name].compute(context)
             scores[metric.name] = score
@@ -350,7 +364,8 @@ class _Scores:
                 warnings.warn(message)
             if metric.reference is not None:
                 references[metric.reference.key] = self._reference(metric, context)
-        return {"scores": scores, "references": references, "files": files, "per_class_iou": per_class}
+        return {"scores": scores, "references": references, "files": files, "per_class_iou": per_class,
+                "per_class_iou_real": per_class_real}
 
     def _reference(self, metric: type[Metric], context: Context) -> Optional[float]:
         """The metric with real photos in place of the generated ones: the segmenter on the
@@ -393,16 +408,11 @@ def _test_photos(data) -> _TestPhotos:
     return _TestPhotos(data, "test", [formats.Pair(p.stem, p, None) for p in photos], augment=False)
 
 
-def _evenly_spaced(count: int, size: int) -> list[int]:
-    """min(count, size) indices into a set of `size`, evenly spaced from the first to the last."""
-    return np.linspace(0, size - 1, min(count, size)).round().astype(int).tolist()
-
-
 def _real_indices(ev: _Evaluation, real_set) -> list[int]:
     """Which real photos: the evaluated validation ones, or as many test photos evenly spaced."""
     if real_set is ev.val_set:
         return list(range(ev.count))
-    return _evenly_spaced(ev.count, len(real_set))
+    return evenly_spaced(ev.count, len(real_set))
 
 
 def _photo_features(ev: _Evaluation, extractor: FeatureExtractor, dataset, indices: list[int],
@@ -426,7 +436,7 @@ def _train_features(ev: _Evaluation, extractor: FeatureExtractor, min_images: in
     the validation or the test photos) they give the floor a generator can approach."""
     data = ev.cfg.data
     train_set = build_dataset(data, "train", augment=False)
-    indices = _evenly_spaced(ev.count, len(train_set))
+    indices = evenly_spaced(ev.count, len(train_set))
     if len(indices) < max(2, min_images):
         return None
     meta = real_stats_key(data, "train", train_set, indices, ev.scoring_hw, extractor)
@@ -468,8 +478,8 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     - uniform_distinctness: mean pairwise distance between the outputs for uniform single-class
       label maps (up to LABEL_DEPENDENCE_CLASSES classes). The paper's Figure 3: a normalisation
       layer fed the label map directly (pix2pixHD) washes a uniform map out; SPADE keeps it.
-    - label_spread: mean pairwise distance between the outputs for the first
-      LABEL_DEPENDENCE_MAPS real validation label maps.
+    - label_spread: mean pairwise distance between the outputs for LABEL_DEPENDENCE_MAPS real
+      validation label maps, evenly spaced over the evaluated ones.
     - degenerate: label_spread below DEGENERATE_SPREAD_FRACTION of the mean pairwise distance
       between the real photos of those label maps: the outputs barely depend on the label map.
     Distances are mean absolute pixel differences in [0, 1] at the generation size.
@@ -483,7 +493,7 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     uniform_outputs = _render_fixed_z(ev, uniform, uniform.to(torch.int32) if data.use_instance else None)
 
     maps = min(ev.count, LABEL_DEPENDENCE_MAPS)
-    samples = [ev.val_set[i] for i in range(maps)]
+    samples = [ev.val_set[i] for i in evenly_spaced(maps, ev.count)]
     labels = torch.stack([s["label"].long() for s in samples])
     instances = torch.stack([s["instance"] for s in samples]) if data.use_instance else None
     spread_outputs = _render_fixed_z(ev, labels, instances)
@@ -495,15 +505,26 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     if math.isfinite(label_spread) and math.isfinite(real_spread):
         degenerate = bool(label_spread < DEGENERATE_SPREAD_FRACTION * real_spread)
     rule = (f"degenerate when label_spread < {DEGENERATE_SPREAD_FRACTION} x the real photos' spread "
-            f"({real_spread:.4f}) over the same {maps} validation label maps; distances are mean absolute "
-            f"pixel differences in [0, 1] over all pairs, at {height}x{width}, one fixed z (seed "
-            f"{per_image_seed(cfg.eval.seed, 0)}); uniform_distinctness over {len(classes)} uniform "
-            f"single-class maps")
+            f"({real_spread:.4f}) over the same {maps} validation label maps (evenly spaced over the scored "
+            f"ones); distances are mean absolute pixel differences in [0, 1] over all pairs, at "
+            f"{width}x{height} (W x H), one fixed z (seed {per_image_seed(cfg.eval.seed, 0)}); "
+            f"uniform_distinctness over {len(classes)} uniform single-class maps")
     return {"uniform_distinctness": uniform_distinctness, "label_spread": label_spread,
             "degenerate": degenerate, "rule": rule}
 
 
 # ----------------------------------------------------------------------------- step 3: record
+
+def eval_subset(ev: _Evaluation, thumbnails: np.ndarray) -> dict[str, Any]:
+    """metrics.json `eval_subset`: which validation files were scored (names, their sha256, the
+    rule that chose them, the split rule) and whether neighbouring ones look like consecutive
+    frames (spade_bench.data.subset); warns when they do."""
+    record = subset_record(ev.val_set.names(), ev.val_set.listed, formats.split_rule(ev.cfg.data))
+    record["neighbours"] = neighbour_similarity(thumbnails)
+    if record["neighbours"]["consecutive"]:
+        warnings.warn(consecutive_warning(record["neighbours"], ev.count))
+    return record
+
 
 def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
     try:
@@ -553,7 +574,7 @@ def _metric_keys_of(metric: type[Metric]) -> set[str]:
 # when these match (with the generation manifest: an interrupted regeneration leaves a stale
 # metrics.json behind a fresh manifest).
 _SAME_IMAGES_KEYS = ("generation_size", "eval_size", "num_images", "image_resize", "seeds", "vae_z",
-                     "generation_manifest_sha256")
+                     "eval_subset_sha256", "generation_manifest_sha256")
 
 
 def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str, Any], scored_now: list[str],
@@ -594,7 +615,8 @@ def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str
     return kept, dropped
 
 
-def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any], *,
+def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any],
+            subset: dict[str, Any], *,
             metric: str, checkpoint: str, timings: dict[str, float], generated: int, wall: float,
             images_kept: bool) -> dict[str, Any]:
     cfg = ev.cfg
@@ -612,13 +634,13 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         wall_time_s=wall, metrics=scored_now,
         metric=metric if isinstance(metric, str) else ",".join(metric), checkpoint=checkpoint,
         device=str(ev.device), vae_z=ev.manifest["vae_z"],
-        checkpoint_step=ev.step,
+        checkpoint_step=ev.step, eval_subset_sha256=subset["sha256"],
         generation_manifest_sha256=hashlib.sha256(json.dumps(ev.manifest, sort_keys=True).encode()).hexdigest(),
         timings={**timings, "generated_images": generated,
                  "images_per_s": (ev.count / work) if work > 0 else None},
         **stage,
     )
-    metrics_path = RunFolder(ev.run_dir).metrics
+    metrics_path = ev.out / RunFolder(ev.run_dir).metrics.name
     earlier = read_json_or_empty(metrics_path)
     kept, dropped = _earlier_scores(ev, earlier, protocol, scored_now, images_kept)
     by_reason: dict[str, list[str]] = {}
@@ -634,10 +656,11 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
     metric_warnings: dict[str, list[str]] = {}
     files: dict[str, Any] = dict.fromkeys(key for m in list_metrics() for key in m.files)
     files.update(scored["files"])
-    per_class = scored["per_class_iou"]
+    per_class, per_class_real = scored["per_class_iou"], scored["per_class_iou_real"]
     versions = dict(protocol["metric_versions"])
     old = {key: earlier.get(key) if isinstance(earlier.get(key), dict) else {}
-           for key in ("metrics", "references", "files", "protocol", "metric_warnings", "per_class_iou")}
+           for key in ("metrics", "references", "files", "protocol", "metric_warnings", "per_class_iou",
+                       "per_class_iou_real")}
     old_versions = old["protocol"].get("metric_versions") if isinstance(old["protocol"].get("metric_versions"), dict) \
         else {}
     now_uses = set().union(*(_metric_keys_of(get_metric(name)) for name in scored_now))
@@ -656,7 +679,7 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
             versions[name] = old_versions[name]
         metric_warnings[name] = list(old["metric_warnings"].get(name, []))
         if metric.inputs == "segmentation" and scores.segmenter is None:
-            per_class = old["per_class_iou"]
+            per_class, per_class_real = old["per_class_iou"], old["per_class_iou_real"]
     for name in scored_now:
         score: Score = scored["scores"][name]
         metrics[name] = score.value
@@ -672,6 +695,8 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
     if kept and "metric_warnings" not in earlier:
         # A record from before per-metric warnings: keep what it said, unattributed.
         messages += [w for w in earlier.get("warnings") or [] if isinstance(w, str) and w not in messages]
+    if subset["neighbours"]["consecutive"]:
+        messages.append(consecutive_warning(subset["neighbours"], ev.count))
     result = {
         "schema": SCHEMA_VERSION,
         "code": code_state(),
@@ -679,15 +704,31 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         "checkpoint_step": ev.step,
         "metrics": metrics,
         "per_class_iou": per_class,
+        "per_class_iou_real": per_class_real,
+        # What the report's legend and sample rows name: class colours, and each sample's file.
+        "classes": class_legend(cfg.data),
+        "sample_files": _sample_files(ev),
         "references": references,
         "label_dependence": dependence,
+        "eval_subset": subset,
         "protocol": protocol,
         "files": files,
         "warnings": messages,
         "metric_warnings": metric_warnings,
     }
-    atomic_write_json(RunFolder(ev.run_dir).metrics, _finite(result))
+    atomic_write_json(metrics_path, _finite(result))
     return result
+
+
+# Sample files named in metrics.json (the report's sample grid shows the first few).
+SAMPLE_FILES = 16
+
+
+def _sample_files(ev: _Evaluation) -> dict[str, str]:
+    """{"NNNNN.png": the validation file it renders} for the first stored images."""
+    names = sorted(p.name for p in (ev.out / "images").glob("*.png") if p.stem.isdigit())[:SAMPLE_FILES]
+    return {name: sample_source(ev.val_set, int(Path(name).stem)) for name in names
+            if int(Path(name).stem) < len(ev.val_set)}
 
 
 def _vae_z(cfg, encoder) -> Optional[str]:
@@ -713,22 +754,26 @@ def _finite(value: Any) -> Any:
 
 def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = "latest",
                  device: str = "auto", overrides: Optional[list[str]] = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, out: Optional[str | Path] = None) -> dict[str, Any]:
     """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content.
+
+    `out`: write the evaluation folder (images, metrics.json, ...) there instead of RUN/eval/;
+    the learning curve's points (eval/curve.py) go to RUN/eval/curve/step_XXXXXXX/.
 
     Runs with the process's own share of the cores (OMP_NUM_THREADS, else its cores), not
     whatever thread count earlier work left, so the same command gives the same scores."""
     with torch_threads(resolve_threads(0)):
         return _evaluate_run(run_dir, metric=metric, checkpoint=checkpoint, device=device,
-                             overrides=overrides, progress=progress)
+                             overrides=overrides, progress=progress, out=out)
 
 
 def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: str,
-                  overrides: Optional[list[str]], progress: bool) -> dict[str, Any]:
+                  overrides: Optional[list[str]], progress: bool,
+                  out: Optional[str | Path] = None) -> dict[str, Any]:
     start = time.perf_counter()
     metrics = requested_metrics(metric)
     inputs = {m.inputs for m in metrics}
-    ev = _prepare(Path(run_dir), checkpoint, device, overrides, metrics)
+    ev = _prepare(Path(run_dir), checkpoint, device, overrides, metrics, out)
     # Fail on a missing evaluator before spending time on generation.
     segmenter = find_segmenter(ev.cfg, ev.device) if "segmentation" in inputs else None
     images_kept = _start_output(ev)
@@ -737,6 +782,7 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
     scores = _Scores(ev, extractor, segmenter, metrics)
     timings = {"generate_s": 0.0, "fid_s": 0.0, "segment_s": 0.0}
     generated = 0
+    thumbnails = []
     loader = DataLoader(Subset(ev.val_set, range(ev.count)), batch_size=ev.cfg.eval.batch_size, shuffle=False,
                         num_workers=ev.cfg.data.num_workers)
     with tqdm(total=ev.count, desc="eval", unit="img", disable=not progress) as bar:
@@ -746,8 +792,10 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
             fake, real, labels, new = _render_batch(ev, sample, indices, timings)
             generated += new
             scores.update(fake, real, labels, timings)
+            thumbnails.append(F.adaptive_avg_pool2d(real.float() / 255, NEIGHBOUR_THUMBNAIL).numpy())
             bar.update(len(indices))
     scored = scores.finish(progress)
     dependence = label_dependence(ev)
-    return _record(ev, scores, scored, dependence, metric=metric, checkpoint=checkpoint, timings=timings,
+    subset = eval_subset(ev, np.concatenate(thumbnails))
+    return _record(ev, scores, scored, dependence, subset, metric=metric, checkpoint=checkpoint, timings=timings,
                    generated=generated, wall=time.perf_counter() - start, images_kept=images_kept)

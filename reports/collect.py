@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from spade_bench.config import RunConfig, experiment_dict
+from spade_bench.data.formats import FORMATS
 from spade_bench.errors import SpadeBenchError
 from spade_bench.metrics import metric_keys, owner
 from spade_bench.run_folder import SUBFOLDERS, TENSORBOARD, RunFolder, read_json_or_empty, try_read_json
@@ -94,6 +95,16 @@ class RunRecord:
         return _finite_or_none(value)
 
     @property
+    def dataset_name(self) -> str:
+        """How the report names the run's dataset: the format's name, or for a user's own data
+        (a format whose files declare nothing, `folder`) the name of its root folder."""
+        fmt = FORMATS.get(self.dataset)
+        root = (self.config.get("data") or {}).get("root")
+        if fmt is not None and fmt.suggest_flags and isinstance(root, str) and Path(root).expanduser().name:
+            return Path(root).expanduser().name
+        return self.dataset
+
+    @property
     def degenerate(self) -> Optional[bool]:
         """metrics.json label_dependence.degenerate (None when not recorded)."""
         value = ((self.metrics or {}).get("label_dependence") or {}).get("degenerate")
@@ -145,7 +156,7 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "variant": self.variant, "seed": self.seed,
-                "dataset": self.dataset, "status": self.status, "error": self.error,
+                "dataset": self.dataset, "dataset_name": self.dataset_name, "status": self.status, "error": self.error,
                 "notes": list(self.notes), "code": self.code, "released_weights": self.released,
                 "degenerate": self.degenerate}
 

@@ -86,10 +86,15 @@ class DataConfig:
         val_fraction: for a flat `folder` root (ROOT/images and ROOT/labels, no train/ and
             val/), the share of pairs held out as val, chosen by a hash of each file name
             (deterministic; adding files never moves old ones between splits).
+        split_seed: for a format that holds val out of one list of files (CMP Facades: its
+            file sets `split_seed=0`), the seed of the hash of the file names that picks val;
+            None keeps the format's older name-order rule (runs saved before the key).
         use_instance: add the instance edge map as one more channel.
         preprocess: resize_and_crop (resize to load_size, random crop to crop_size),
             fixed (resize to crop_size x crop_size/aspect_ratio) or none.
         image_resize: interpolation for photos; labels and instances always use nearest.
+        max_val_images: keep at most this many val items, evenly spaced over the split's list
+            in file-name order (spade_bench/data/subset.py: the one subset rule), not the first.
     """
 
     dataset: DatasetName = "synthetic"
@@ -98,6 +103,7 @@ class DataConfig:
     contain_dontcare: bool = False
     dont_care_value: Optional[int] = None
     val_fraction: Optional[float] = None
+    split_seed: Optional[int] = None
     use_instance: bool = False
     preprocess: Literal["resize_and_crop", "fixed", "none"] = "resize_and_crop"
     load_size: int = 286
@@ -283,6 +289,12 @@ class EvalConfig:
             (the segmenter sees the image at the generation size, unresized).
         real_set: the real images FID/KID compare against: val, or test (the dataset's test
             images, where its layout has them).
+        curve_points: score this many checkpoints evenly spaced over training, the last
+            included (step round(k x train.steps / N), k = 1..N), for the report's learning
+            curves; the trainer writes and keeps those checkpoints. 0: no curve.
+        curve_metrics: what the curve points score (an `eval --metric` request); mIoU (with
+            pixel accuracy, one confusion matrix) costs a generation and a segmenter pass per
+            point; add fid where the Inception features at 299 px are affordable.
     """
 
     fid_protocol: Literal["pytorch-fid", "tf"] = "pytorch-fid"
@@ -297,6 +309,8 @@ class EvalConfig:
     label_mapping: Optional[Literal["cityscapes-35-to-19"]] = None
     segmenter_input_size: Literal["native", "generation"] = "native"
     real_set: Literal["val", "test"] = "val"
+    curve_points: int = 0
+    curve_metrics: str = "miou"
 
 
 @dataclass(frozen=True)
@@ -697,9 +711,16 @@ def fit_preset_size(cfg: RunConfig) -> RunConfig:
     if crop is None:
         return cfg
     load = max(d.load_size, d.load_size * crop // d.crop_size)
+    preset_h, height = int(round(d.crop_size / d.aspect_ratio)), int(round(crop / d.aspect_ratio))
+    # Convolutions cost in proportion to pixels: the honest price of keeping the shape.
+    cost = (crop * height) / (d.crop_size * d.crop_size)
     warnings.warn(f"preset {cfg.preset}: data.crop_size {d.crop_size} -> {crop} (load_size {load}) to keep the "
-                  f"{d.dataset} aspect ratio {d.aspect_ratio:g} (training size {int(round(crop / d.aspect_ratio))}x"
-                  f"{crop}, HxW); set data.crop_size to choose another", stacklevel=3)
+                  f"{d.dataset} aspect ratio {d.aspect_ratio:g}: training size {crop}x{height} (W x H) instead of "
+                  f"{d.crop_size}x{preset_h}, whose height the generator's {2 ** n}-pixel steps cannot take. Each "
+                  f"image has {cost:.1f}x the pixels of the preset's {d.crop_size}x{d.crop_size}, so each training "
+                  f"step and the evaluation take about {cost:.1f}x as long as the preset's timings; set "
+                  f"data.crop_size to choose another size, or data.aspect_ratio=1 to train squashed at "
+                  f"{d.crop_size}x{d.crop_size}", stacklevel=3)
     return replace(cfg, data=replace(d, crop_size=crop, load_size=load))
 
 
@@ -743,6 +764,12 @@ def validate(cfg: RunConfig) -> None:
                 f"data.dont_care_value {d.dont_care_value} is also a class value ({first}..{first + d.label_nc - 1} "
                 f"with label_nc={d.label_nc}); if {d.dont_care_value} marks unlabelled pixels pass "
                 f"--label-nc {d.dont_care_value - first} --dont-care {d.dont_care_value}")
+    if cfg.eval.curve_points < 0:
+        raise ConfigError(f"eval.curve_points must be >= 0 (0: no learning curve), got {cfg.eval.curve_points}")
+    if d.split_seed is not None and not fmt.seeded_split:
+        takes = [name for name, f in DATASET_FORMATS.load().items() if f.seeded_split]
+        raise ConfigError(f"data.split_seed={d.split_seed}: dataset {d.dataset!r} has fixed train and val files; "
+                          f"only {', '.join(takes)} hold val out by a seed; remove data.split_seed")
     if d.val_fraction is not None and not 0 < d.val_fraction < 1:
         raise ConfigError(f"data.val_fraction must be between 0 and 1 (e.g. 0.1), got {d.val_fraction}")
     if d.num_workers < 0:
@@ -761,7 +788,7 @@ def validate(cfg: RunConfig) -> None:
         if not _divisible_size(d.crop_size, d.aspect_ratio, n):
             height, width = d.image_size
             raise ConfigError(
-                f"training size {height}x{width} (HxW, data.crop_size {d.crop_size} / data.aspect_ratio "
+                f"training size {width}x{height} (W x H: data.crop_size {d.crop_size}, data.crop_size / data.aspect_ratio "
                 f"{d.aspect_ratio:g}) is not divisible by 2^{n} on both sides "
                 f"(generator.num_upsampling_layers={g.num_upsampling_layers}); choose data.crop_size so "
                 f"that it and crop_size / aspect_ratio are multiples of {2 ** n}")

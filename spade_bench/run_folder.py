@@ -13,6 +13,8 @@ use it without importing the trainer.
     RUN/logs/losses.jsonl      loss records (plus losses.csv and tb/)
     RUN/samples/step_XXXXXXX.png
     RUN/eval/metrics.json      written by the evaluation harness
+    RUN/eval/curve.json        the learning curve (eval/curve.py), its points' records in
+                               RUN/eval/curve/step_XXXXXXX/ (as RUN/eval/, for that checkpoint)
     RUN/provenance.json        only in an imported run (`write_provenance`)
     RUN/failure_traceback.txt  a sweep's pair that failed (runners.ablate.record_failure)
 """
@@ -39,6 +41,8 @@ TENSORBOARD = "tb"
 SAMPLES = "samples"
 EVAL = "eval"
 METRICS = "metrics.json"
+CURVE = "curve.json"
+CURVE_POINTS = "curve"
 FAILURE_TRACEBACK = "failure_traceback.txt"
 
 # Any of these files marks a folder as a run folder (a report's walk stops there).
@@ -110,6 +114,14 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.eval / METRICS
+
+    @property
+    def curve(self) -> Path:
+        return self.eval / CURVE
+
+    def curve_point(self, step: int) -> Path:
+        """The evaluation folder of the learning curve's checkpoint at `step` (laid out as RUN/eval/)."""
+        return self.eval / CURVE_POINTS / f"step_{step:07d}"
 
     @property
     def failure_traceback(self) -> Path:
