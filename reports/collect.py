@@ -18,7 +18,8 @@ from spade_bench.config import RunConfig, experiment_dict
 from spade_bench.data.formats import FORMATS
 from spade_bench.errors import SpadeBenchError
 from spade_bench.metrics import metric_keys, owner
-from spade_bench.run_folder import SUBFOLDERS, TENSORBOARD, RunFolder, read_json_or_empty, try_read_json
+from spade_bench.run_folder import (ENV, METRICS, SUBFOLDERS, TENSORBOARD, RunFolder, read_json_or_empty,
+                                     try_read_json)
 
 METRICS_SCHEMA = 1
 # Folders that never hold other runs: a run's sub-folders, and what reports write.
@@ -151,8 +152,7 @@ class RunRecord:
         """The numerics state recorded in env.json (training) and metrics.json (evaluation):
         their top-level "numerics" objects, {} where a record has none."""
         env = read_json_or_empty(RunFolder(self.dir).env)
-        return {"env.json": _mapping(env.get("numerics")),
-                "metrics.json": _mapping((self.metrics or {}).get("numerics"))}
+        return {ENV: _mapping(env.get("numerics")), METRICS: _mapping((self.metrics or {}).get("numerics"))}
 
     def to_json(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "variant": self.variant, "seed": self.seed,

@@ -43,6 +43,7 @@ from reports.build import COMPARE_RESAMPLES, rerun_fields, weights_digest
 from reports.collect import ReportError, collect_runs
 from spade_bench.config import experiment_diff
 from spade_bench.metrics import get_metric, metric_names
+from spade_bench.run_folder import RunFolder
 
 EXIT_OK, EXIT_INCONSISTENT, EXIT_CANNOT_JUDGE = 0, 1, 3
 IDENTICAL, CONSISTENT, INCONSISTENT, CANNOT_JUDGE = "identical", "consistent", "inconsistent", "could not judge"
@@ -193,7 +194,7 @@ def _summary_path(path: Path) -> Optional[Path]:
     """The summary.json a path names (the file, or a report folder's), else None."""
     if _is_summary(path):
         return path
-    if path.is_dir() and (path / SUMMARY).is_file() and not (path / "config.json").exists():
+    if path.is_dir() and (path / SUMMARY).is_file() and not RunFolder(path).is_run():
         return path / SUMMARY
     return None
 
