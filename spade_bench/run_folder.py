@@ -13,8 +13,10 @@ use it without importing the trainer.
     RUN/logs/losses.jsonl      loss records (plus losses.csv and tb/)
     RUN/samples/step_XXXXXXX.png
     RUN/eval/metrics.json      written by the evaluation harness
+    RUN/eval/images/generation.json  what the stored evaluation images were made with
     RUN/provenance.json        only in an imported run (`write_provenance`)
     RUN/failure_traceback.txt  a sweep's pair that failed (runners.ablate.record_failure)
+    RUN/.lock, RUN/eval/.lock  held while the run trains / while it is scored (spade_bench.locks)
 """
 from __future__ import annotations
 
@@ -39,7 +41,10 @@ TENSORBOARD = "tb"
 SAMPLES = "samples"
 EVAL = "eval"
 METRICS = "metrics.json"
+EVAL_IMAGES = "images"
+GENERATION_MANIFEST = "generation.json"
 FAILURE_TRACEBACK = "failure_traceback.txt"
+LOCK = ".lock"
 
 # Any of these files marks a folder as a run folder (a report's walk stops there).
 MARKERS = (SUMMARY, CONFIG, f"{EVAL}/{METRICS}")
@@ -112,8 +117,27 @@ class RunFolder:
         return self.eval / METRICS
 
     @property
+    def eval_images(self) -> Path:
+        return self.eval / EVAL_IMAGES
+
+    @property
+    def generation_manifest(self) -> Path:
+        """What the stored evaluation images were made with (the harness writes it first)."""
+        return self.eval_images / GENERATION_MANIFEST
+
+    @property
     def failure_traceback(self) -> Path:
         return self.root / FAILURE_TRACEBACK
+
+    @property
+    def lock(self) -> Path:
+        """Held while the run trains (spade_bench.locks): one trainer per run folder."""
+        return self.root / LOCK
+
+    @property
+    def eval_lock(self) -> Path:
+        """Held while the run is scored: one evaluation per RUN/eval/."""
+        return self.eval / LOCK
 
     def is_run(self) -> bool:
         """A folder holding any of MARKERS."""
