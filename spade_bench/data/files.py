@@ -202,4 +202,12 @@ def read_label_names(path: Path, data_cfg: DataConfig) -> Optional[list[str]]:
         index = raw - first
         if 0 <= index < data_cfg.label_nc:
             names[index] = parts[1]
+    # Per-class scores are keyed by name: two classes of one name would collapse into one entry.
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"{path}: the name {name!r} is given to label values {seen[name] + first} and "
+                            f"{index + first}; per-class scores are keyed by name, so the two classes would "
+                            f"collapse into one: give each class its own name")
+        seen[name] = index
     return names
