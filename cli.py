@@ -3,7 +3,8 @@
 Every command turns an expected failure (a `SpadeBenchError`, a full or read-only disk, a
 missing path, a decompression-bomb image) into one line on stderr, naming the value or file and
 the fix, with exit code 2 (`_errors`, the one error boundary); `spade-bench --debug ...` shows
-the traceback instead.
+the traceback instead. Each warning is one plain `warning: ...` line, without Python's source
+file and line.
 
 Imports: this module imports only what loads neither torch nor numpy (config, the variant
 registry, the dataset-format table). Each command that trains, evaluates, reads data or draws
@@ -48,6 +49,20 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
     _STATE["debug"] = debug
 
 
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show the library's warnings as they happen, one `warning: ...` line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        typer.secho(f"warning: {' '.join(str(message).split())}", err=True, fg=typer.colors.YELLOW)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def _errors(fn):
     """The CLI's one error boundary. An expected failure (a `SpadeBenchError`, a full or read-only
     disk, a missing path, a decompression-bomb image: `errors.expected_failure`) becomes one line
@@ -57,7 +72,8 @@ def _errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _warnings_as_lines():
+                return fn(*args, **kwargs)
         except TrainingInterrupted as e:
             # A requested stop, not a failure: say where the checkpoint is; exit 128 + signal.
             typer.secho(f"stopped: {e}", err=True, fg=typer.colors.YELLOW)
@@ -106,20 +122,6 @@ def _resolve(variant, preset, dataset, root, config, overrides, label_nc=None, d
                    overrides=_data_flags(label_nc, dont_care) + list(overrides or []))
 
 
-@contextlib.contextmanager
-def _warnings_as_lines():
-    """Show the library's warnings as they happen, one `warning: ...` line each."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
-
-    previous = warnings.showwarning
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = previous
-
-
 # ----------------------------------------------------------------------------- variants, config
 
 @app.command()
@@ -154,12 +156,13 @@ def metrics_command() -> None:
 @_errors
 def show_config(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str] = _DATASET,
                 root: Optional[str] = _ROOT, config: Optional[str] = _CONFIG,
-                set_: Optional[List[str]] = _SET) -> None:
+                set_: Optional[List[str]] = _SET,
+                label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE) -> None:
     """Print the fully resolved run config as JSON (what `train` would save).
 
     Example: spade-bench config --variant concat --preset smoke --set generator.ngf=8
     """
-    cfg = _resolve(variant, preset, dataset, root, config, set_)
+    cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
     typer.echo(to_json(cfg))
     typer.echo(f"# config hash {config_hash(cfg)}", err=True)
 
@@ -183,8 +186,10 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Dataset folder
     written = write_scenes(out / split, n, size=size, seed=seed, split=split, image_format=image_format,
                            overwrite=overwrite)
     other = "val" if split == "train" else "train"
-    typer.echo(f"wrote {written} pairs to {out / split}/images and {out / split}/labels; the folder format also "
-               f"needs {out / other}/ (--split {other}), then: spade-bench data check --dataset folder --root {out}")
+    needs = "" if (out / other / "images").is_dir() else \
+        f"the folder format also needs {out / other}/ (--split {other}), then: "
+    typer.echo(f"wrote {written} pairs to {out / split}/images and {out / split}/labels; {needs}"
+               f"spade-bench data check --dataset folder --root {out}")
 
 
 @data_app.command("check")
@@ -195,12 +200,16 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
                label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
                use_instance: Optional[bool] = typer.Option(
                    None, "--instances/--no-instances", help="Check instance maps (default: the dataset's)."),
-               set_: Optional[List[str]] = _SET) -> None:
-    """Validate every image/label pair of both splits and print counts, sizes and a class histogram.
+               set_: Optional[List[str]] = _SET,
+               verbose: bool = typer.Option(False, "--verbose", help="List every bad file, not a few per kind.")) -> None:
+    """Validate every image/label pair of both splits; answer for the whole dataset first.
 
-    For a `folder` dataset it infers the number of classes and a likely don't-care value from
-    the label values and prints the `train` command that fits. Exits non-zero, listing each
-    bad file with its reason, on any problem.
+    Prints the verdict and the complete `train` command (every data flag you passed or the
+    data needs, each with where its value came from), then the class histogram with names and
+    the image sizes, then the problems as a count by kind with a few files each (--verbose:
+    all). For a `folder` dataset it infers --label-nc, --dont-care (label_names.txt's void
+    class, else 255), the split and the aspect ratio from every label map and photo. Exits
+    non-zero on any problem.
 
     Example: spade-bench data check --dataset folder --root data/street
     """
@@ -208,9 +217,12 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
     extra = [f"data.use_instance={str(use_instance).lower()}"] if use_instance is not None else []
     cfg = _resolve("spade", "default", dataset, root, None, extra + list(set_ or []), label_nc, dont_care)
     report = check_dataset(cfg.data, progress=True)
-    typer.echo(report.summary())
+    typer.echo(report.summary(verbose=verbose))
     if not report.ok:
-        raise DataError(f"{len(report.problems)} problem(s) in {report.root or dataset}; each bad file is listed above")
+        fix = "the command above fixes them" if all(report.is_fixed(p) for p in report.problems) and \
+            report.suggested else "see the verdict at the top"
+        raise DataError(f"{len(report.problems)} problem(s) in {report.root or dataset}: {fix}"
+                        f"{'' if verbose else ' (--verbose lists every file)'}")
 
 
 # ----------------------------------------------------------------------------- train
@@ -242,13 +254,12 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
     resume = resume or resume_from is not None
     plain = (config is None and not set_ and preset == "default" and dataset is None and root is None
              and label_nc is None and dont_care is None)
-    with _warnings_as_lines():
-        if resume and plain:
-            cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
-        else:
-            cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
-        result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume,
-                           break_lock=break_lock)
+    if resume and plain:
+        cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
+    else:
+        cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
+    result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume,
+                       break_lock=break_lock)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if result.already_finished:
@@ -327,7 +338,7 @@ def eval_command(
             lines = [f"{key}: {value:.4g}" for key, value in m.items() if value is not None]
             lines += [f"reference {key}: {value:.4g}" for key, value in r.items() if value is not None]
             typer.echo("\n".join(lines))
-            typer.echo(f"{p['num_images']} images at {p['eval_size'][0]}x{p['eval_size'][1]}, FID protocol "
+            typer.echo(f"{p['num_images']} images at {p['eval_size'][1]}x{p['eval_size'][0]} (W x H), FID protocol "
                        f"{p['fid_protocol']}, segmenter {p['segmenter']}; "
                        f"wrote {RunFolder(run).metrics}")
             return
@@ -372,15 +383,15 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
 
     check_run_label_flags(run, _data_flags(label_nc, dont_care))
     check_output_folder(Path(out).parent, what="output folder of --out")
-    with _warnings_as_lines():
-        info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device,
-                          instance_path=instance)
+    info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device,
+                      instance_path=instance)
+    # Every size in W x H order (info holds (H, W) pairs).
+    height, width = info["size"]
     note = ""
     if list(info.get("label_size", info["size"])) != list(info["size"]):
         lh, lw = info["label_size"]
-        note = (f"; the {lw}x{lh} label map was resized (nearest) to the run's training size "
-                f"{info['size'][1]}x{info['size'][0]}, WxH")
-    typer.echo(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}, step {info['step']}, seed {info['seed']}"
+        note = f"; the {lw}x{lh} label map was resized (nearest) to the run's training size {width}x{height}"
+    typer.echo(f"wrote {info['out']} ({width}x{height} W x H, step {info['step']}, seed {info['seed']}"
                f"{', style ' + info['style'] if info['style'] else ''}){note}")
 
 
@@ -390,6 +401,7 @@ def segmenter_train(
         dataset: str = typer.Option(..., "--dataset", "-d",
                                     help=f"Dataset format: {_DATASET_NAMES}."),
         root: Optional[str] = _ROOT, preset: str = _PRESET, set_: Optional[List[str]] = _SET,
+        label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
         steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: eval.segmenter_steps)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o",
                                            help="Checkpoint path (default: the cache path `eval` looks in)."),
@@ -408,11 +420,11 @@ def segmenter_train(
     """
     from eval.segmenter import train_segmenter
 
-    cfg = _resolve("spade", preset, dataset, root, None, set_)
+    cfg = _resolve("spade", preset, dataset, root, None, set_, label_nc, dont_care)
     steps = cfg.eval.segmenter_steps if steps is None else steps
     info = train_segmenter(cfg, out, steps, batch_size=batch_size, lr=lr, arch=arch, device=device, seed=seed)
     typer.echo(f"evaluator: {info['path']}\nsha256: {info['sha256']}\n"
-               f"{info['steps']} steps at {info['image_size'][0]}x{info['image_size'][1]} in "
+               f"{info['steps']} steps at {info['image_size'][1]}x{info['image_size'][0]} (W x H) in "
                f"{info['train_time_s']:.0f} s on {info['device']}\n"
                f"real val ({info['num_val_images']} images): mIoU {info['real_val_miou']:.1f}, "
                f"pixel accuracy {info['real_val_pixel_accuracy']:.1f}")
@@ -431,6 +443,8 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
            fid_bootstrap: int = typer.Option(200, "--fid-bootstrap", min=10,
                                              help="Bootstrap replicates for FID (each costs an eigendecomposition)."),
            seed: int = typer.Option(0, "--seed", help="Bootstrap RNG seed."),
+           name: Optional[str] = typer.Option(None, "--name", help="What the report calls the runs' dataset (default: "
+                                              "the format's name; for `folder` data its root folder's name)."),
            ) -> None:
     """Rebuild the ablation tables and figures from finished (and failed) runs.
 
@@ -444,7 +458,7 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
 
     out = out or Path("reports") / (runs[0].resolve().name or "report")
     result = build_report(runs, out, settings=BootstrapSettings(
-        replicates=bootstrap, fid_replicates=fid_bootstrap, seed=seed))
+        replicates=bootstrap, fid_replicates=fid_bootstrap, seed=seed), dataset_name=name)
     for warning in result["warnings"]:
         typer.secho(warning.replace("**", ""), err=True, fg=typer.colors.YELLOW)
     typer.echo(f"report of {result['runs']} runs ({result['failed']} failed): {result['markdown']}, "
@@ -634,6 +648,7 @@ def import_nvlabs_command(
                                               help="Dataset to score and fine-tune on (default: from opt.txt's "
                                                    "dataset_mode)."),
         root: Optional[str] = _ROOT, set_: Optional[List[str]] = _SET,
+        label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
 ) -> None:
     """Turn an NVlabs SPADE checkpoint folder into a run that eval, synth, report and train --resume accept.
 
@@ -645,8 +660,8 @@ def import_nvlabs_command(
     """
     from spade_bench.nvlabs import import_nvlabs
 
-    with _warnings_as_lines():
-        provenance = import_nvlabs(checkpoint_dir, out, dataset=dataset, root=root, overrides=list(set_ or []))
+    provenance = import_nvlabs(checkpoint_dir, out, dataset=dataset, root=root,
+                               overrides=_data_flags(label_nc, dont_care) + list(set_ or []))
     nets = ", ".join(f"{role} {how}" for role, how in provenance["networks"].items())
     typer.echo(f"imported {checkpoint_dir} ({nets}) into {out}: config.json, checkpoints/latest.pt (step 0), "
                f"provenance.json")
@@ -668,8 +683,7 @@ def export_nvlabs_command(
     """
     from spade_bench.nvlabs import export_nvlabs
 
-    with _warnings_as_lines():
-        written = export_nvlabs(run, out, checkpoint=checkpoint)
+    written = export_nvlabs(run, out, checkpoint=checkpoint)
     typer.echo(f"wrote {', '.join(sorted(written))} to {out}; in the original code: python test.py "
                f"--name {out.name} --checkpoints_dir {out.parent} --load_from_opt_file")
 

@@ -45,7 +45,8 @@ from eval.protocol import PER_IMAGE_SEED, build_protocol, code_state, per_image_
 from eval.segmentation_metrics import batch_image_counts
 from eval.segmenter import Segmenter, default_segmenter_path, load_segmenter, segmenter_train_command, sidecar_path
 from spade_bench.config import apply_overrides, config_hash
-from spade_bench.data import PairedDataset, build_dataset, class_names, colorize_labels, semantic_input
+from spade_bench.data import (PairedDataset, build_dataset, class_legend, class_names, colorize_labels, sample_source,
+                               semantic_input)
 from spade_bench.data import files, formats
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
 from spade_bench.discriminators import build_discriminator
@@ -106,7 +107,7 @@ def find_segmenter(cfg, device) -> Segmenter:
             raise EvalError(f"segmenter checkpoint {path} (eval.segmenter) does not exist; fix the path, or "
                             f"train the default one with: {segmenter_train_command(cfg)}")
         raise EvalError(f"no segmentation evaluator for {cfg.data.dataset} at "
-                        f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]} (looked for {path}); train it with: "
+                        f"{cfg.data.image_size[1]}x{cfg.data.image_size[0]} (W x H; looked for {path}); train it with: "
                         f"{segmenter_train_command(cfg)}   or pass --set eval.segmenter=PATH")
     mapping = get_label_mapping(cfg.eval.label_mapping, cfg.data.label_nc)
     mapped = mapping is not None and sidecar_path(path).is_file()
@@ -233,7 +234,7 @@ def _segmap(sample: dict[str, Any], ev: _Evaluation) -> torch.Tensor:
 def _read_png(path: Path, size_hw: tuple[int, int]) -> torch.Tensor:
     image = load_image(path)
     if tuple(image.shape[-2:]) != tuple(size_hw):
-        raise EvalError(f"{path} is {image.shape[-2]}x{image.shape[-1]}, expected {size_hw[0]}x{size_hw[1]}; "
+        raise EvalError(f"{path} is {image.shape[-1]}x{image.shape[-2]}, expected {size_hw[1]}x{size_hw[0]} (W x H); "
                         f"delete {path.parent} to generate again")
     return image
 
@@ -326,6 +327,7 @@ class _Scores:
         references: dict[str, Optional[float]] = {}
         files: dict[str, Optional[str]] = {}
         per_class: dict[str, Optional[float]] = {}
+        per_class_real: dict[str, Optional[float]] = {}
         context = Context()
         if self.extractor is not None:
             fake_array = np.concatenate(self.fake_features).astype(np.float32)
@@ -343,6 +345,12 @@ class _Scores:
             names = list(self.mapping.class_names) if self.mapping is not None else list(class_names(cfg.data))
             iou = per_class_iou(*(counts[k].sum(0).astype(np.float64) for k in ("tp", "fp", "fn")))
             per_class = {name: (None if math.isnan(v) else 100.0 * v) for name, v in zip(names, iou.tolist())}
+            # The same on the real photos: each class's ceiling (what the segmenter itself sees).
+            real = next((m.sums() for m in self.on_real.values() if hasattr(m, "sums") and m.sums() is not None),
+                        None)
+            if real is not None:
+                per_class_real = {name: (None if math.isnan(v) else 100.0 * v)
+                                  for name, v in zip(names, per_class_iou(*real).tolist())}
         for metric in self.metrics:
             score = self.scoring[metric.name].compute(context)
             scores[metric.name] = score
@@ -350,7 +358,8 @@ class _Scores:
                 warnings.warn(message)
             if metric.reference is not None:
                 references[metric.reference.key] = self._reference(metric, context)
-        return {"scores": scores, "references": references, "files": files, "per_class_iou": per_class}
+        return {"scores": scores, "references": references, "files": files, "per_class_iou": per_class,
+                "per_class_iou_real": per_class_real}
 
     def _reference(self, metric: type[Metric], context: Context) -> Optional[float]:
         """The metric with real photos in place of the generated ones: the segmenter on the
@@ -496,7 +505,7 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
         degenerate = bool(label_spread < DEGENERATE_SPREAD_FRACTION * real_spread)
     rule = (f"degenerate when label_spread < {DEGENERATE_SPREAD_FRACTION} x the real photos' spread "
             f"({real_spread:.4f}) over the same {maps} validation label maps; distances are mean absolute "
-            f"pixel differences in [0, 1] over all pairs, at {height}x{width}, one fixed z (seed "
+            f"pixel differences in [0, 1] over all pairs, at {width}x{height} (W x H), one fixed z (seed "
             f"{per_image_seed(cfg.eval.seed, 0)}); uniform_distinctness over {len(classes)} uniform "
             f"single-class maps")
     return {"uniform_distinctness": uniform_distinctness, "label_spread": label_spread,
@@ -634,10 +643,11 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
     metric_warnings: dict[str, list[str]] = {}
     files: dict[str, Any] = dict.fromkeys(key for m in list_metrics() for key in m.files)
     files.update(scored["files"])
-    per_class = scored["per_class_iou"]
+    per_class, per_class_real = scored["per_class_iou"], scored["per_class_iou_real"]
     versions = dict(protocol["metric_versions"])
     old = {key: earlier.get(key) if isinstance(earlier.get(key), dict) else {}
-           for key in ("metrics", "references", "files", "protocol", "metric_warnings", "per_class_iou")}
+           for key in ("metrics", "references", "files", "protocol", "metric_warnings", "per_class_iou",
+                       "per_class_iou_real")}
     old_versions = old["protocol"].get("metric_versions") if isinstance(old["protocol"].get("metric_versions"), dict) \
         else {}
     now_uses = set().union(*(_metric_keys_of(get_metric(name)) for name in scored_now))
@@ -656,7 +666,7 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
             versions[name] = old_versions[name]
         metric_warnings[name] = list(old["metric_warnings"].get(name, []))
         if metric.inputs == "segmentation" and scores.segmenter is None:
-            per_class = old["per_class_iou"]
+            per_class, per_class_real = old["per_class_iou"], old["per_class_iou_real"]
     for name in scored_now:
         score: Score = scored["scores"][name]
         metrics[name] = score.value
@@ -679,6 +689,10 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         "checkpoint_step": ev.step,
         "metrics": metrics,
         "per_class_iou": per_class,
+        "per_class_iou_real": per_class_real,
+        # What the report's legend and sample rows name: class colours, and each sample's file.
+        "classes": class_legend(cfg.data),
+        "sample_files": _sample_files(ev),
         "references": references,
         "label_dependence": dependence,
         "protocol": protocol,
@@ -688,6 +702,17 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
     }
     atomic_write_json(RunFolder(ev.run_dir).metrics, _finite(result))
     return result
+
+
+# Sample files named in metrics.json (the report's sample grid shows the first few).
+SAMPLE_FILES = 16
+
+
+def _sample_files(ev: _Evaluation) -> dict[str, str]:
+    """{"NNNNN.png": the validation file it renders} for the first stored images."""
+    names = sorted(p.name for p in (ev.out / "images").glob("*.png") if p.stem.isdigit())[:SAMPLE_FILES]
+    return {name: sample_source(ev.val_set, int(Path(name).stem)) for name in names
+            if int(Path(name).stem) < len(ev.val_set)}
 
 
 def _vae_z(cfg, encoder) -> Optional[str]:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from spade_bench.config import hash_names_config
+from spade_bench.data.formats import FORMATS
 from spade_bench.errors import SpadeBenchError
 from spade_bench.metrics import metric_keys, owner
 from spade_bench.run_folder import SUBFOLDERS, TENSORBOARD, RunFolder, try_read_json
@@ -96,6 +97,16 @@ class RunRecord:
         return _finite_or_none(value)
 
     @property
+    def dataset_name(self) -> str:
+        """How the report names the run's dataset: the format's name, or for a user's own data
+        (a format whose files declare nothing, `folder`) the name of its root folder."""
+        fmt = FORMATS.get(self.dataset)
+        root = (self.config.get("data") or {}).get("root")
+        if fmt is not None and fmt.suggest_flags and isinstance(root, str) and Path(root).expanduser().name:
+            return Path(root).expanduser().name
+        return self.dataset
+
+    @property
     def degenerate(self) -> Optional[bool]:
         """metrics.json label_dependence.degenerate (None when not recorded)."""
         value = ((self.metrics or {}).get("label_dependence") or {}).get("degenerate")
@@ -131,7 +142,7 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "variant": self.variant, "seed": self.seed,
-                "dataset": self.dataset, "status": self.status, "error": self.error,
+                "dataset": self.dataset, "dataset_name": self.dataset_name, "status": self.status, "error": self.error,
                 "notes": list(self.notes), "code": self.code, "released_weights": self.released,
                 "degenerate": self.degenerate}
 
@@ -237,7 +248,8 @@ def load_run(run_dir: str | Path) -> RunRecord:
 
 # metrics.json's sections and the JSON type each has (docs/ARCHITECTURE.md, "Evaluation output").
 _SECTION_TYPES = {"run": dict, "protocol": dict, "metrics": dict, "references": dict, "label_dependence": dict,
-                  "files": dict, "code": dict, "per_class_iou": dict, "metric_warnings": dict, "warnings": list}
+                  "files": dict, "code": dict, "per_class_iou": dict, "per_class_iou_real": dict,
+                  "classes": dict, "sample_files": dict, "metric_warnings": dict, "warnings": list}
 
 
 def _a(value: Any) -> str:

@@ -801,9 +801,16 @@ def fit_preset_size(cfg: RunConfig) -> RunConfig:
     if crop is None:
         return cfg
     load = max(d.load_size, d.load_size * crop // d.crop_size)
+    preset_h, height = int(round(d.crop_size / d.aspect_ratio)), int(round(crop / d.aspect_ratio))
+    # Convolutions cost in proportion to pixels: the honest price of keeping the shape.
+    cost = (crop * height) / (d.crop_size * d.crop_size)
     warnings.warn(f"preset {cfg.preset}: data.crop_size {d.crop_size} -> {crop} (load_size {load}) to keep the "
-                  f"{d.dataset} aspect ratio {d.aspect_ratio:g} (training size {int(round(crop / d.aspect_ratio))}x"
-                  f"{crop}, HxW); set data.crop_size to choose another", stacklevel=3)
+                  f"{d.dataset} aspect ratio {d.aspect_ratio:g}: training size {crop}x{height} (W x H) instead of "
+                  f"{d.crop_size}x{preset_h}, whose height the generator's {2 ** n}-pixel steps cannot take. Each "
+                  f"image has {cost:.1f}x the pixels of the preset's {d.crop_size}x{d.crop_size}, so each training "
+                  f"step and the evaluation take about {cost:.1f}x as long as the preset's timings; set "
+                  f"data.crop_size to choose another size, or data.aspect_ratio=1 to train squashed at "
+                  f"{d.crop_size}x{d.crop_size}", stacklevel=3)
     return replace(cfg, data=replace(d, crop_size=crop, load_size=load))
 
 
@@ -867,7 +874,7 @@ def validate(cfg: RunConfig) -> None:
         if not _divisible_size(d.crop_size, d.aspect_ratio, n):
             height, width = d.image_size
             raise ConfigError(
-                f"training size {height}x{width} (HxW, data.crop_size {d.crop_size} / data.aspect_ratio "
+                f"training size {width}x{height} (W x H: data.crop_size {d.crop_size}, data.crop_size / data.aspect_ratio "
                 f"{d.aspect_ratio:g}) is not divisible by 2^{n} on both sides "
                 f"(generator.num_upsampling_layers={g.num_upsampling_layers}); choose data.crop_size so "
                 f"that it and crop_size / aspect_ratio are multiples of {2 ** n}")

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from spade_bench.config import DataConfig
 from spade_bench.data import files, formats
 from spade_bench.data.formats import Pair, dataset_format
+from spade_bench.data.palette import dataset_palette
 from spade_bench.data.synthetic import DATASET_SEED, generate_scene, single_thread
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
 from spade_bench.errors import ConfigError, DataError
@@ -186,7 +187,7 @@ def size_note(dataset, data_cfg: DataConfig) -> Optional[str]:
     if abs(aspect - data_cfg.aspect_ratio) <= 0.01 * aspect:
         return None
     train_h, train_w = data_cfg.image_size
-    return (f"the photos are {width}x{height} (aspect {aspect:.3g}) but training uses {train_w}x{train_h} "
+    return (f"the photos are {width}x{height} (W x H, aspect {aspect:.3g}) but training uses {train_w}x{train_h} "
             f"(data.aspect_ratio {data_cfg.aspect_ratio:g}), so they are resized and cropped to a different shape; "
             f"--set data.aspect_ratio={aspect:.4g} keeps their shape")
 
@@ -283,3 +284,46 @@ def class_names(data_cfg: DataConfig) -> list[str]:
             if names is not None:
                 return names
     return fallback
+
+
+def dont_care_name(data_cfg: DataConfig) -> str:
+    """What ROOT/label_names.txt calls the raw don't-care value ("void"), else "don't-care"."""
+    value = files.raw_dont_care(data_cfg)
+    if value is not None and data_cfg.root:
+        root = Path(data_cfg.root).expanduser()
+        for candidate in (root / "label_names.txt", root / "train" / "label_names.txt"):
+            if candidate.is_file():
+                for line in candidate.read_text(errors="replace").splitlines():
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[0].lstrip("-").isdigit() and int(parts[0]) == value:
+                        return parts[1]
+    return "don't-care"
+
+
+def class_legend(data_cfg: DataConfig) -> dict[str, Any]:
+    """The colours label maps are drawn in, with their names (what a figure's legend shows):
+    {"names": [label_nc], "colours": ["#rrggbb"] * label_nc, "dont_care": {"name", "colour",
+    "value"} or None}."""
+    palette = dataset_palette(data_cfg)
+    hexes = ["#{:02x}{:02x}{:02x}".format(*(int(v) for v in colour)) for colour in palette]
+    dont_care = None
+    if data_cfg.contain_dontcare:
+        dont_care = {"name": dont_care_name(data_cfg), "colour": hexes[data_cfg.label_nc],
+                     "value": files.raw_dont_care(data_cfg)}
+    return {"names": class_names(data_cfg), "colours": hexes[:data_cfg.label_nc], "dont_care": dont_care}
+
+
+def sample_source(dataset: Dataset, index: int) -> str:
+    """Where sample `index` comes from, without loading it: the image file (relative to the
+    dataset root when inside it), or "synthetic/<split>/<index>"."""
+    if isinstance(dataset, PairedDataset):
+        path = Path(dataset.pairs[index].image or dataset.pairs[index].display_path)
+        if dataset.data_cfg.root:
+            try:
+                return str(path.resolve().relative_to(Path(dataset.data_cfg.root).expanduser().resolve()))
+            except ValueError:
+                pass
+        return str(path)
+    if isinstance(dataset, SyntheticDataset):
+        return f"synthetic/{dataset.split}/{index}"
+    raise TypeError(f"no sample source for a {type(dataset).__name__}; expected a spade_bench.data dataset")
