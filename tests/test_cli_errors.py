@@ -115,3 +115,17 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr("cli.resolve", bug)
     result = runner.invoke(app, ["config"])
     assert isinstance(result.exception, ZeroDivisionError)
+
+
+def test_full_disk_during_report_is_one_line_and_keeps_the_old_report(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "spade-s0"
+    run.mkdir(parents=True)
+    (run / "train_summary.json").write_text('{"status": "failed", "error": "x"}')
+    out = tmp_path / "reports" / "r"
+    first = runner.invoke(app, ["report", str(tmp_path / "runs"), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    _disk_full(monkeypatch)
+    result = runner.invoke(app, ["report", str(tmp_path / "runs"), "--out", str(out)])
+    _one_error_line(result, "no space left", str(tmp_path / "reports"))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
