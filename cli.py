@@ -24,7 +24,7 @@ from typing import List, Optional
 
 import typer
 
-from spade_bench.config import PRESETS, RunConfig, config_hash, resolve, to_json
+from spade_bench.config import PRESETS, RunConfig, config_hash, load_config_file, resolve, to_json
 from spade_bench.data.formats import FORMATS
 from spade_bench.errors import DataError, EvalError, TrainingInterrupted, expected_failure
 from spade_bench.io import check_output_folder
@@ -288,6 +288,19 @@ def _echo_warnings(caught) -> None:
             typer.secho(f"warning: {warning.message}", err=True, fg=typer.colors.YELLOW)
 
 
+def _score_curve(run: Path, checkpoint: str, device: str, overrides: list[str]):
+    """With eval.curve_points (the run's config or --set), score the learning curve after the
+    final checkpoint's evaluation (eval/curve.py); None otherwise."""
+    from eval.curve import score_curve
+    from eval.harness import apply_eval_overrides
+
+    settings = apply_eval_overrides(load_config_file(RunFolder(run).config), overrides).eval
+    if settings.curve_points <= 0 or checkpoint != "latest":
+        return None
+    return score_curve(run, settings.curve_points, metric=settings.curve_metrics, overrides=overrides,
+                       device=device)
+
+
 @app.command("eval")
 @_errors
 def eval_command(
@@ -332,6 +345,7 @@ def eval_command(
 
             result = evaluate_run(run, metric=metric, checkpoint=checkpoint, device=device,
                                   overrides=list(set_ or []), break_lock=break_lock)
+            curve = _score_curve(run, checkpoint, device, list(set_ or []))
             _echo_warnings(caught)
             m, r = result["metrics"], result["references"]
             p = result["protocol"]
@@ -341,6 +355,11 @@ def eval_command(
             typer.echo(f"{p['num_images']} images at {p['eval_size'][1]}x{p['eval_size'][0]} (W x H), FID protocol "
                        f"{p['fid_protocol']}, segmenter {p['segmenter']}; "
                        f"wrote {RunFolder(run).metrics}")
+            if curve is not None:
+                typer.echo(f"learning curve: {len(curve['points'])} of {curve['points_requested']} points "
+                           f"({', '.join(curve['metrics'])})"
+                           + (f", missing steps {', '.join(curve['missing'])}" if curve["missing"] else "")
+                           + f"; wrote {RunFolder(run).curve}")
             return
         if real is None or fake is None:
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")

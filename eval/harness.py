@@ -28,12 +28,13 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -48,6 +49,8 @@ from spade_bench.config import apply_overrides, config_hash
 from spade_bench.data import (PairedDataset, build_dataset, class_legend, class_names, colorize_labels, sample_source,
                                semantic_input)
 from spade_bench.data import files, formats
+from spade_bench.data.subset import (NEIGHBOUR_THUMBNAIL, consecutive_warning, evenly_spaced, neighbour_similarity,
+                                     subset_record)
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
 from spade_bench.discriminators import build_discriminator
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
@@ -59,7 +62,7 @@ from spade_bench.metrics import (COMMON_PROTOCOL_KEYS, Batch, Context, Metric, S
 from spade_bench.metrics.miou import per_class_iou
 from spade_bench.nn import count_parameters
 from spade_bench.render import render
-from spade_bench.run_folder import RunFolder, read_json_or_empty, read_provenance
+from spade_bench.run_folder import RunFolder, generation_manifest, read_json_or_empty, read_provenance
 
 SCHEMA_VERSION = 1
 # Label dependence (Figure 3 of the paper, and the degenerate-run flag): at most this many
@@ -138,7 +141,7 @@ class _Evaluation:
 
 
 def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[list[str]],
-             metrics: list[type[Metric]]) -> _Evaluation:
+             metrics: list[type[Metric]], out: Optional[Path] = None) -> _Evaluation:
     folder = RunFolder(run_dir)
     device = resolve_device(str(device))
     cfg, generator, encoder, step = checkpoints.load_generator(run_dir, checkpoint, device)
@@ -150,6 +153,9 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
     class_names(data)   # a label_names.txt that names two classes alike fails here, before any generation
     val_set = build_dataset(data, "val", augment=False)
     count = num_eval_images(cfg, len(val_set))
+    if 0 < count < len(val_set):
+        # eval.num_images below data.max_val_images: the same rule, once, over the whole list.
+        val_set = build_dataset(replace(data, max_val_images=count), "val", augment=False)
     if count == 0:
         raise EvalError(f"the validation split of {data.dataset} (root {data.root}) has no images to evaluate")
     needy = [m for m in metrics if count < m.min_images]
@@ -168,7 +174,7 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
                 # Validation photos edited in place (or other files) make every stored image stale.
                 "val_images": dataset_fingerprint(val_set, range(count))}
     return _Evaluation(run_dir, cfg, generator, encoder, step, device, val_set, count, generation_hw,
-                       scoring_hw, folder.eval, manifest)
+                       scoring_hw, Path(out) if out is not None else folder.eval, manifest)
 
 
 def _start_output(ev: _Evaluation) -> bool:
@@ -176,7 +182,7 @@ def _start_output(ev: _Evaluation) -> bool:
     the stored images (and so an earlier metrics.json's scores) were made with these settings."""
     for sub in ("images", "real", "labels"):
         (ev.out / sub).mkdir(parents=True, exist_ok=True)
-    manifest_path = RunFolder(ev.run_dir).generation_manifest
+    manifest_path = generation_manifest(ev.out)
     same = read_json_or_empty(manifest_path) == ev.manifest
     if not same:
         stale = [p for sub in ("images", "real", "labels") for p in (ev.out / sub).glob("*.png")]
@@ -402,16 +408,11 @@ def _test_photos(data) -> _TestPhotos:
     return _TestPhotos(data, "test", [formats.Pair(p.stem, p, None) for p in photos], augment=False)
 
 
-def _evenly_spaced(count: int, size: int) -> list[int]:
-    """min(count, size) indices into a set of `size`, evenly spaced from the first to the last."""
-    return np.linspace(0, size - 1, min(count, size)).round().astype(int).tolist()
-
-
 def _real_indices(ev: _Evaluation, real_set) -> list[int]:
     """Which real photos: the evaluated validation ones, or as many test photos evenly spaced."""
     if real_set is ev.val_set:
         return list(range(ev.count))
-    return _evenly_spaced(ev.count, len(real_set))
+    return evenly_spaced(ev.count, len(real_set))
 
 
 def _photo_features(ev: _Evaluation, extractor: FeatureExtractor, dataset, indices: list[int],
@@ -435,7 +436,7 @@ def _train_features(ev: _Evaluation, extractor: FeatureExtractor, min_images: in
     the validation or the test photos) they give the floor a generator can approach."""
     data = ev.cfg.data
     train_set = build_dataset(data, "train", augment=False)
-    indices = _evenly_spaced(ev.count, len(train_set))
+    indices = evenly_spaced(ev.count, len(train_set))
     if len(indices) < max(2, min_images):
         return None
     meta = real_stats_key(data, "train", train_set, indices, ev.scoring_hw, extractor)
@@ -477,8 +478,8 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     - uniform_distinctness: mean pairwise distance between the outputs for uniform single-class
       label maps (up to LABEL_DEPENDENCE_CLASSES classes). The paper's Figure 3: a normalisation
       layer fed the label map directly (pix2pixHD) washes a uniform map out; SPADE keeps it.
-    - label_spread: mean pairwise distance between the outputs for the first
-      LABEL_DEPENDENCE_MAPS real validation label maps.
+    - label_spread: mean pairwise distance between the outputs for LABEL_DEPENDENCE_MAPS real
+      validation label maps, evenly spaced over the evaluated ones.
     - degenerate: label_spread below DEGENERATE_SPREAD_FRACTION of the mean pairwise distance
       between the real photos of those label maps: the outputs barely depend on the label map.
     Distances are mean absolute pixel differences in [0, 1] at the generation size.
@@ -492,7 +493,7 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     uniform_outputs = _render_fixed_z(ev, uniform, uniform.to(torch.int32) if data.use_instance else None)
 
     maps = min(ev.count, LABEL_DEPENDENCE_MAPS)
-    samples = [ev.val_set[i] for i in range(maps)]
+    samples = [ev.val_set[i] for i in evenly_spaced(maps, ev.count)]
     labels = torch.stack([s["label"].long() for s in samples])
     instances = torch.stack([s["instance"] for s in samples]) if data.use_instance else None
     spread_outputs = _render_fixed_z(ev, labels, instances)
@@ -504,15 +505,26 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     if math.isfinite(label_spread) and math.isfinite(real_spread):
         degenerate = bool(label_spread < DEGENERATE_SPREAD_FRACTION * real_spread)
     rule = (f"degenerate when label_spread < {DEGENERATE_SPREAD_FRACTION} x the real photos' spread "
-            f"({real_spread:.4f}) over the same {maps} validation label maps; distances are mean absolute "
-            f"pixel differences in [0, 1] over all pairs, at {width}x{height} (W x H), one fixed z (seed "
-            f"{per_image_seed(cfg.eval.seed, 0)}); uniform_distinctness over {len(classes)} uniform "
-            f"single-class maps")
+            f"({real_spread:.4f}) over the same {maps} validation label maps (evenly spaced over the scored "
+            f"ones); distances are mean absolute pixel differences in [0, 1] over all pairs, at "
+            f"{width}x{height} (W x H), one fixed z (seed {per_image_seed(cfg.eval.seed, 0)}); "
+            f"uniform_distinctness over {len(classes)} uniform single-class maps")
     return {"uniform_distinctness": uniform_distinctness, "label_spread": label_spread,
             "degenerate": degenerate, "rule": rule}
 
 
 # ----------------------------------------------------------------------------- step 3: record
+
+def eval_subset(ev: _Evaluation, thumbnails: np.ndarray) -> dict[str, Any]:
+    """metrics.json `eval_subset`: which validation files were scored (names, their sha256, the
+    rule that chose them, the split rule) and whether neighbouring ones look like consecutive
+    frames (spade_bench.data.subset); warns when they do."""
+    record = subset_record(ev.val_set.names(), ev.val_set.listed, formats.split_rule(ev.cfg.data))
+    record["neighbours"] = neighbour_similarity(thumbnails)
+    if record["neighbours"]["consecutive"]:
+        warnings.warn(consecutive_warning(record["neighbours"], ev.count))
+    return record
+
 
 def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
     try:
@@ -562,7 +574,7 @@ def _metric_keys_of(metric: type[Metric]) -> set[str]:
 # when these match (with the generation manifest: an interrupted regeneration leaves a stale
 # metrics.json behind a fresh manifest).
 _SAME_IMAGES_KEYS = ("generation_size", "eval_size", "num_images", "image_resize", "seeds", "vae_z",
-                     "generation_manifest_sha256")
+                     "eval_subset_sha256", "generation_manifest_sha256")
 
 
 def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str, Any], scored_now: list[str],
@@ -603,7 +615,8 @@ def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str
     return kept, dropped
 
 
-def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any], *,
+def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any],
+            subset: dict[str, Any], *,
             metric: str, checkpoint: str, timings: dict[str, float], generated: int, wall: float,
             images_kept: bool) -> dict[str, Any]:
     cfg = ev.cfg
@@ -621,13 +634,13 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         wall_time_s=wall, metrics=scored_now,
         metric=metric if isinstance(metric, str) else ",".join(metric), checkpoint=checkpoint,
         device=str(ev.device), vae_z=ev.manifest["vae_z"],
-        checkpoint_step=ev.step,
+        checkpoint_step=ev.step, eval_subset_sha256=subset["sha256"],
         generation_manifest_sha256=hashlib.sha256(json.dumps(ev.manifest, sort_keys=True).encode()).hexdigest(),
         timings={**timings, "generated_images": generated,
                  "images_per_s": (ev.count / work) if work > 0 else None},
         **stage,
     )
-    metrics_path = RunFolder(ev.run_dir).metrics
+    metrics_path = ev.out / RunFolder(ev.run_dir).metrics.name
     earlier = read_json_or_empty(metrics_path)
     kept, dropped = _earlier_scores(ev, earlier, protocol, scored_now, images_kept)
     by_reason: dict[str, list[str]] = {}
@@ -682,6 +695,8 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
     if kept and "metric_warnings" not in earlier:
         # A record from before per-metric warnings: keep what it said, unattributed.
         messages += [w for w in earlier.get("warnings") or [] if isinstance(w, str) and w not in messages]
+    if subset["neighbours"]["consecutive"]:
+        messages.append(consecutive_warning(subset["neighbours"], ev.count))
     result = {
         "schema": SCHEMA_VERSION,
         "code": code_state(),
@@ -695,12 +710,13 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         "sample_files": _sample_files(ev),
         "references": references,
         "label_dependence": dependence,
+        "eval_subset": subset,
         "protocol": protocol,
         "files": files,
         "warnings": messages,
         "metric_warnings": metric_warnings,
     }
-    atomic_write_json(RunFolder(ev.run_dir).metrics, _finite(result))
+    atomic_write_json(metrics_path, _finite(result))
     return result
 
 
@@ -738,29 +754,34 @@ def _finite(value: Any) -> Any:
 
 def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = "latest",
                  device: str = "auto", overrides: Optional[list[str]] = None,
-                 progress: bool = True, break_lock: bool = False) -> dict[str, Any]:
+                 progress: bool = True, out: Optional[str | Path] = None,
+                 break_lock: bool = False) -> dict[str, Any]:
     """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content.
 
-    Holds RUN/eval/'s lock (`spade_bench.locks`) throughout: a second evaluation of the same run
-    is refused, naming the first, instead of scoring a mixture of both's images; `break_lock`
-    clears a stale lock (its process is dead). Runs with the process's own share of the cores
-    (OMP_NUM_THREADS, else its cores), not whatever thread count earlier work left, so the same
-    command gives the same scores."""
+    `out`: write the evaluation folder (images, metrics.json, ...) there instead of RUN/eval/;
+    the learning curve's points (eval/curve.py) go to RUN/eval/curve/step_XXXXXXX/.
+
+    Holds the evaluation folder's lock (`spade_bench.locks`, EVAL/.lock) throughout: a second
+    evaluation into the same folder is refused, naming the first, instead of scoring a mixture of
+    both's images; `break_lock` clears a stale lock (its process is dead). Runs with the process's
+    own share of the cores (OMP_NUM_THREADS, else its cores), not whatever thread count earlier
+    work left, so the same command gives the same scores."""
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         raise EvalError(f"{run_dir} is not a run directory (no {folder.config.name}); pass the folder `train --out` wrote")
-    with folder_lock(folder.eval_lock, "evaluation folder", break_lock=break_lock), \
-            torch_threads(resolve_threads(0)):
+    lock = Path(out) / folder.eval_lock.name if out is not None else folder.eval_lock
+    with folder_lock(lock, "evaluation folder", break_lock=break_lock), torch_threads(resolve_threads(0)):
         return _evaluate_run(run_dir, metric=metric, checkpoint=checkpoint, device=device,
-                             overrides=overrides, progress=progress)
+                             overrides=overrides, progress=progress, out=out)
 
 
 def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: str,
-                  overrides: Optional[list[str]], progress: bool) -> dict[str, Any]:
+                  overrides: Optional[list[str]], progress: bool,
+                  out: Optional[str | Path] = None) -> dict[str, Any]:
     start = time.perf_counter()
     metrics = requested_metrics(metric)
     inputs = {m.inputs for m in metrics}
-    ev = _prepare(Path(run_dir), checkpoint, device, overrides, metrics)
+    ev = _prepare(Path(run_dir), checkpoint, device, overrides, metrics, out)
     # Fail on a missing evaluator before spending time on generation.
     segmenter = find_segmenter(ev.cfg, ev.device) if "segmentation" in inputs else None
     images_kept = _start_output(ev)
@@ -769,6 +790,7 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
     scores = _Scores(ev, extractor, segmenter, metrics)
     timings = {"generate_s": 0.0, "fid_s": 0.0, "segment_s": 0.0}
     generated = 0
+    thumbnails = []
     loader = DataLoader(Subset(ev.val_set, range(ev.count)), batch_size=ev.cfg.eval.batch_size, shuffle=False,
                         num_workers=ev.cfg.data.num_workers)
     with tqdm(total=ev.count, desc="eval", unit="img", disable=not progress) as bar:
@@ -778,8 +800,10 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
             fake, real, labels, new = _render_batch(ev, sample, indices, timings)
             generated += new
             scores.update(fake, real, labels, timings)
+            thumbnails.append(F.adaptive_avg_pool2d(real.float() / 255, NEIGHBOUR_THUMBNAIL).numpy())
             bar.update(len(indices))
     scored = scores.finish(progress)
     dependence = label_dependence(ev)
-    return _record(ev, scores, scored, dependence, metric=metric, checkpoint=checkpoint, timings=timings,
+    subset = eval_subset(ev, np.concatenate(thumbnails))
+    return _record(ev, scores, scored, dependence, subset, metric=metric, checkpoint=checkpoint, timings=timings,
                    generated=generated, wall=time.perf_counter() - start, images_kept=images_kept)

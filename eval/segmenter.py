@@ -40,6 +40,7 @@ from eval.cache import cache_dir, root_hash, sha256_file, state_dict_sha256
 from eval.segmentation_metrics import ConfusionMatrixMetric
 from spade_bench.config import PRESETS, resolve
 from spade_bench.data import build_dataloader, build_dataset, class_names
+from spade_bench.data.subset import evenly_spaced
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import EvalError, WeightsError
@@ -299,10 +300,13 @@ def load_segmenter(path: str | Path, num_classes: int, device: str | torch.devic
 # ----------------------------------------------------------------------------- paths and commands
 
 def default_segmenter_path(data_cfg) -> Path:
-    """Cache path of the default evaluator for a dataset, image size and dataset root."""
+    """Cache path of the default evaluator for a dataset, image size, dataset root and, where the
+    format holds val out by a seed, that seed (an evaluator trained on another split has seen
+    this split's val photos)."""
     height, width = data_cfg.image_size
+    split = "" if data_cfg.split_seed is None else f"_split-{data_cfg.split_seed}"
     return (cache_dir() / "segmenters" /
-            f"{data_cfg.dataset}_{height}x{width}_root-{root_hash(data_cfg.root)}.pt")
+            f"{data_cfg.dataset}_{height}x{width}_root-{root_hash(data_cfg.root)}{split}.pt")
 
 
 def segmenter_train_command(cfg) -> str:
@@ -320,7 +324,7 @@ def segmenter_train_command(cfg) -> str:
     except Exception:  # noqa: BLE001 - the hint must never hide the real error
         base = None
     for key in ("load_size", "crop_size", "aspect_ratio", "preprocess", "label_nc", "contain_dontcare",
-                "use_instance", "synthetic_train_size", "synthetic_val_size"):
+                "use_instance", "synthetic_train_size", "synthetic_val_size", "split_seed"):
         value = getattr(d, key)
         if base is None or getattr(base, key) != value:
             parts.append(f"--set data.{key}={value}")
@@ -362,8 +366,8 @@ def summarise(metric: ConfusionMatrixMetric, class_names: Optional[list[str]] = 
 
 
 def _dataset_batches(dataset, num_images: int, batch_size: int, num_workers: int):
-    loader = DataLoader(Subset(dataset, range(num_images)), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+    loader = DataLoader(Subset(dataset, evenly_spaced(num_images, len(dataset))), batch_size=batch_size,
+                        shuffle=False, num_workers=num_workers)
     for sample in loader:
         yield sample["image"], sample["label"]
 

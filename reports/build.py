@@ -30,6 +30,8 @@ from reports.bootstrap import (BASELINE, METHOD_IMAGES_ONLY, MIN_SEEDS_FOR_VERDI
                                BootstrapSettings, bootstrap_differences, bootstrap_metrics)
 from reports.collect import ReportError, RunRecord, collect_runs
 from reports.columns import MetricColumn, column_notes, metric_columns
+from reports.curves import collect_points, curves_markdown, curves_summary, learning_curves
+from reports.eval_images import section_subset, subset_markdown
 from reports.figures import read_losses
 from reports.paper import PAPER_SEGMENTERS, Verdict, judge
 from reports.tables import (BEYOND_MARK, METRICS, beyond_resolution, csv_rows, failed_runs_table,
@@ -43,7 +45,9 @@ from spade_bench.run_folder import try_read_json
 # metrics.json protocol keys that define the evaluation: a report refuses runs that differ here
 # (each compared among the runs holding a metric that depends on it; the metrics declare them).
 # Metric versions are compared per metric (reports.columns), implementations per version.
-REFUSED_KEYS = tuple(dict.fromkeys([*(k for m in list_metrics() for k in m.protocol_keys), *COMMON_PROTOCOL_KEYS]))
+# eval_subset_sha256: which validation files were scored (metrics.json eval_subset), for every metric.
+REFUSED_KEYS = tuple(dict.fromkeys([*(k for m in list_metrics() for k in m.protocol_keys), *COMMON_PROTOCOL_KEYS,
+                                    "eval_subset_sha256"]))
 # Also recorded and shown; a difference here is listed in the protocol footnote.
 PROTOCOL_KEYS = REFUSED_KEYS + ("segmenter", "generation_size", "seeds", "real_stats")
 # Training settings that confound a comparison when they differ between variants.
@@ -210,7 +214,8 @@ def protocol_footnote(protocol: dict) -> str:
              "perceptual": "perceptual network", "ema": "EMA", "hardware": "hardware",
              "segmenter_input_size": "segmenter input size", "label_mapping": "label mapping",
              "real_set": "real-image set", "kid_subset_size": "KID subset size",
-             "kid_subsets": "KID subsets", "code": "code commit"}
+             "kid_subsets": "KID subsets", "code": "code commit",
+             "eval_subset_sha256": "scored validation files (sha256)"}
     parts = []
     for key, info in protocol.items():
         values = info["values"]
@@ -289,7 +294,9 @@ def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSet
         made = {"samples": figs.sample_grid(records, figures_dir / f"{slug}_samples.png"),
                 "losses": figs.loss_curves(records, figures_dir / f"{slug}_losses.png"),
                 "metrics": figs.metric_bars(table, references, figures_dir / f"{slug}_metrics.png",
-                                            real_set)}
+                                            real_set),
+                "curves": learning_curves(collect_points(records)[0], references,
+                                          figures_dir / f"{slug}_curves.png", real_set)}
         section.figures = {k: v for k, v in made.items() if v is not None}
     return section
 
@@ -595,16 +602,20 @@ def _section_markdown(s: DatasetSection) -> str:
 
     lines += label_dependence_markdown(s)
     lines += scale_markdown(s)
+    lines += curves_markdown(*collect_points(s.records), s.references)
 
     lines += ["### Figures", ""]
     captions = {"samples": "Validation label maps rendered by every variant (lowest seed)",
                 "losses": "Training losses (moving average; dashed = failed run)",
-                "metrics": "Metrics per variant (error bars: std over seeds, only for variants with 2 or more)"}
+                "metrics": "Metrics per variant (error bars: std over seeds, only for variants with 2 or more)",
+                "curves": "Learning curves: mean over seeds (line) and each seed (points) against the training "
+                          "step; dashed: the evaluator's ceiling or floor"}
     for key, path in s.figures.items():
         lines += [f"![{captions[key]}](figures/{path.name})", f"*{captions[key]}.*", ""]
     if not s.figures:
         lines += ["No figures.", ""]
 
+    lines += subset_markdown(s.records)
     lines += ["### Protocol", "", protocol_footnote(s.protocol), ""]
     warnings = evaluator_warnings(s.records)
     if warnings:
@@ -708,6 +719,8 @@ def summary_json(name: str, inputs: Sequence[str], sections: Sequence[DatasetSec
             "evaluator_warnings": evaluator_warnings(s.records),
             "metric_coverage": {name: column.to_json() for name, column in s.columns.items()},
             "per_class_iou": _records_or_none(per_class_table(s.records)),
+            "eval_subset": section_subset(s.records),
+            "learning_curves": curves_summary(*collect_points(s.records)),
             "figures": {k: f"figures/{p.name}" for k, p in s.figures.items()},
         }
     return _clean({

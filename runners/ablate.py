@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 from tqdm import tqdm
 
+from eval.curve import points_to_score, score_curve
 from eval.harness import evaluate_run
 from eval.segmenter import default_segmenter_path, train_segmenter
 from reports.build import build_report
@@ -115,10 +116,18 @@ def metrics_to_score(run_dir: Path, cfg: RunConfig) -> dict[str, str]:
     return unscored(record)
 
 
+def curve_to_score(run_dir: Path, cfg: RunConfig) -> list[int]:
+    """The learning-curve steps (eval.curve_points) the pair has a checkpoint for but no score
+    (eval/curve.py); empty without a curve, or before training."""
+    if cfg.eval.curve_points <= 0 or not RunFolder(run_dir).config.is_file():
+        return []
+    return points_to_score(run_dir, cfg.eval.curve_points, cfg.eval.curve_metrics)
+
+
 def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
     """The pair's metrics.json scores its finished checkpoint under this exact config, with every
-    registered metric at this code's version."""
-    return not metrics_to_score(run_dir, cfg)
+    registered metric at this code's version, and its learning curve is scored."""
+    return not metrics_to_score(run_dir, cfg) and not curve_to_score(run_dir, cfg)
 
 
 def _trained(run_dir: Path, cfg: RunConfig) -> bool:
@@ -193,7 +202,7 @@ def run_pair(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str = "auto
     else "finished". A trained pair is scored only for the metrics it lacks (the harness keeps
     the others). Errors propagate: the caller records them (`record_failure`)."""
     todo = metrics_to_score(run_dir, cfg)
-    if not todo:
+    if not todo and not curve_to_score(run_dir, cfg):
         return "done"
     if not _trained(run_dir, cfg):
         # Looked up on the module so that tests can stand in a failing trainer.
@@ -202,10 +211,15 @@ def run_pair(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str = "auto
     if not evaluate:
         return "finished"
     metric = ALL if set(todo) == set(metric_names()) else ",".join(todo)
+    overrides = [f"eval.segmenter={segmenter}"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        evaluate_run(run_dir, metric=metric, overrides=[f"eval.segmenter={segmenter}"], device=device,
-                     progress=False)
+        if todo:
+            evaluate_run(run_dir, metric=metric, overrides=overrides, device=device, progress=False)
+        if cfg.eval.curve_points > 0:
+            # The learning curve's checkpoints: only the points not scored yet (eval/curve.py).
+            score_curve(run_dir, cfg.eval.curve_points, metric=cfg.eval.curve_metrics, overrides=overrides,
+                        device=device, progress=False)
     if on_warning is not None:
         for w in caught:
             on_warning(str(w.message))

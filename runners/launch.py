@@ -42,8 +42,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from reports.build import build_report
-from runners.ablate import (Sweep, ensure_segmenter, mark_failed, metrics_to_score, pair_dir, pair_is_done,
-                            record_failure, run_pair, scores_checkpoint, sweep_lock)
+from runners.ablate import (Sweep, curve_to_score, ensure_segmenter, mark_failed, metrics_to_score, pair_dir,
+                            pair_is_done, record_failure, run_pair, scores_checkpoint, sweep_lock)
 from spade_bench.config import load_config_file, save_config
 from spade_bench.errors import ConfigError, LockError, TrainingInterrupted
 from spade_bench.io import atomic_write_json
@@ -698,7 +698,10 @@ def _scoring_only(run_dir: Path, cfg=None) -> dict[str, str]:
         return {}
     if not scores_checkpoint(read_json_or_empty(RunFolder(run_dir).metrics), cfg, run_dir):
         return {}
-    return metrics_to_score(run_dir, cfg)
+    todo = metrics_to_score(run_dir, cfg)
+    if steps := curve_to_score(run_dir, cfg):
+        todo[f"learning-curve steps {', '.join(map(str, steps))}"] = "eval.curve_points"
+    return todo
 
 
 def pair_statuses(out: Path) -> list[PairStatus]:

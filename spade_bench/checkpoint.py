@@ -27,7 +27,7 @@ import pickle
 import random
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 import numpy as np
 import torch
@@ -183,9 +183,19 @@ def training_state(cfg: RunConfig, step: int, networks: dict[str, Any], *, rng: 
     }
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def curve_steps(steps: int, points: int) -> list[int]:
+    """The learning-curve checkpoints (eval.curve_points): `points` steps evenly spaced over
+    training, round(k * steps / points) for k = 1..points, the last being `steps`; none for 0."""
+    if points <= 0 or steps <= 0:
+        return []
+    return sorted({max(1, round(k * steps / points)) for k in range(1, points + 1)})
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int,
+                    protect: Collection[int] = ()) -> Path:
     """Write step_XXXXXXX.pt atomically with its checksum, point latest.pt at it, and keep the
-    last `keep` step files at or before `step`.
+    last `keep` step files at or before `step`, besides the steps in `protect` (the learning
+    curve's, `curve_steps`), which are never deleted.
 
     `state` is a `training_state` dict; it must hold only tensors and plain Python values. Raises StorageError when the disk is full or the folder read-only.
     """
@@ -200,7 +210,7 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
     point_latest(path)
     kept = [(s, p) for s, p in list_step_checkpoints(run_dir) if s <= step]
     for old_step, old in kept[:-max(1, keep)]:
-        if old_step != step:
+        if old_step != step and old_step not in protect:
             old.unlink(missing_ok=True)
     return path
 

@@ -171,10 +171,15 @@ class DataConfig:
         val_fraction: for a flat `folder` root (ROOT/images and ROOT/labels, no train/ and
             val/), the share of pairs held out as val, chosen by a hash of each file name
             (deterministic; adding files never moves old ones between splits).
+        split_seed: for a format that holds val out of one list of files (CMP Facades: its
+            file sets `split_seed=0`), the seed of the hash of the file names that picks val;
+            None keeps the format's older name-order rule (runs saved before the key).
         use_instance: add the instance edge map as one more channel.
         preprocess: resize_and_crop (resize to load_size, random crop to crop_size),
             fixed (resize to crop_size x crop_size/aspect_ratio) or none.
         image_resize: interpolation for photos; labels and instances always use nearest.
+        max_val_images: keep at most this many val items, evenly spaced over the split's list
+            in file-name order (spade_bench/data/subset.py: the one subset rule), not the first.
     """
 
     dataset: DatasetName = "synthetic"
@@ -184,6 +189,7 @@ class DataConfig:
     dont_care_value: Optional[Annotated[int, Range(0, 65535, what="a label value", fix=(
         "--dont-care V: the raw value in the label files that marks unlabelled pixels"))]] = None
     val_fraction: Optional[Annotated[float, Range(0, 1, open_low=True, open_high=True)]] = None
+    split_seed: Optional[Seed] = None
     use_instance: bool = False
     preprocess: Literal["resize_and_crop", "fixed", "none"] = "resize_and_crop"
     load_size: Annotated[int, Range(16, 16384)] = 286
@@ -369,6 +375,12 @@ class EvalConfig:
             (the segmenter sees the image at the generation size, unresized).
         real_set: the real images FID/KID compare against: val, or test (the dataset's test
             images, where its layout has them).
+        curve_points: score this many checkpoints evenly spaced over training, the last
+            included (step round(k x train.steps / N), k = 1..N), for the report's learning
+            curves; the trainer writes and keeps those checkpoints. 0: no curve.
+        curve_metrics: what the curve points score (an `eval --metric` request); mIoU (with
+            pixel accuracy, one confusion matrix) costs a generation and a segmenter pass per
+            point; add fid where the Inception features at 299 px are affordable.
     """
 
     fid_protocol: Literal["pytorch-fid", "tf"] = "pytorch-fid"
@@ -383,6 +395,8 @@ class EvalConfig:
     label_mapping: Optional[Literal["cityscapes-35-to-19"]] = None
     segmenter_input_size: Literal["native", "generation"] = "native"
     real_set: Literal["val", "test"] = "val"
+    curve_points: int = 0
+    curve_metrics: str = "miou"
 
 
 @dataclass(frozen=True)
@@ -864,6 +878,12 @@ def validate(cfg: RunConfig) -> None:
                 f"data.dont_care_value {d.dont_care_value} is also a class value ({first}..{first + d.label_nc - 1} "
                 f"with label_nc={d.label_nc}); if {d.dont_care_value} marks unlabelled pixels pass "
                 f"--label-nc {d.dont_care_value - first} --dont-care {d.dont_care_value}")
+    if cfg.eval.curve_points < 0:
+        raise ConfigError(f"eval.curve_points must be >= 0 (0: no learning curve), got {cfg.eval.curve_points}")
+    if d.split_seed is not None and not fmt.seeded_split:
+        takes = [name for name, f in DATASET_FORMATS.load().items() if f.seeded_split]
+        raise ConfigError(f"data.split_seed={d.split_seed}: dataset {d.dataset!r} has fixed train and val files; "
+                          f"only {', '.join(takes)} hold val out by a seed; remove data.split_seed")
     if d.preprocess == "resize_and_crop" and d.load_size < d.crop_size:
         raise ConfigError(
             f"data.load_size ({d.load_size}) is smaller than data.crop_size ({d.crop_size}); "

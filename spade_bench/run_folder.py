@@ -14,6 +14,8 @@ use it without importing the trainer.
     RUN/samples/step_XXXXXXX.png
     RUN/eval/metrics.json      written by the evaluation harness
     RUN/eval/images/generation.json  what the stored evaluation images were made with
+    RUN/eval/curve.json        the learning curve (eval/curve.py), its points' records in
+                               RUN/eval/curve/step_XXXXXXX/ (as RUN/eval/, for that checkpoint)
     RUN/provenance.json        only in an imported run (`write_provenance`)
     RUN/failure_traceback.txt  a sweep's pair that failed (runners.ablate.record_failure)
     RUN/.lock, RUN/eval/.lock  held while the run trains / while it is scored (spade_bench.locks)
@@ -43,6 +45,8 @@ EVAL = "eval"
 METRICS = "metrics.json"
 EVAL_IMAGES = "images"
 GENERATION_MANIFEST = "generation.json"
+CURVE = "curve.json"
+CURVE_POINTS = "curve"
 FAILURE_TRACEBACK = "failure_traceback.txt"
 LOCK = ".lock"
 
@@ -123,7 +127,15 @@ class RunFolder:
     @property
     def generation_manifest(self) -> Path:
         """What the stored evaluation images were made with (the harness writes it first)."""
-        return self.eval_images / GENERATION_MANIFEST
+        return generation_manifest(self.eval)
+
+    @property
+    def curve(self) -> Path:
+        return self.eval / CURVE
+
+    def curve_point(self, step: int) -> Path:
+        """The evaluation folder of the learning curve's checkpoint at `step` (laid out as RUN/eval/)."""
+        return self.eval / CURVE_POINTS / f"step_{step:07d}"
 
     @property
     def failure_traceback(self) -> Path:
@@ -142,6 +154,12 @@ class RunFolder:
     def is_run(self) -> bool:
         """A folder holding any of MARKERS."""
         return self.root.is_dir() and any((self.root / marker).is_file() for marker in MARKERS)
+
+
+def generation_manifest(eval_dir: str | Path) -> Path:
+    """An evaluation folder's (RUN/eval/, or a learning-curve point's) record of what its stored
+    images were made with."""
+    return Path(eval_dir) / EVAL_IMAGES / GENERATION_MANIFEST
 
 
 # ----------------------------------------------------------------------------- JSON records

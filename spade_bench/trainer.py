@@ -87,6 +87,8 @@ class Trainer:
             raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the "
                               f"{info.world_size} processes; it is the global batch")
         self.local_batch = tc.batch_size // info.world_size
+        # The learning curve's checkpoints (eval.curve_points): written and never pruned.
+        self.curve_steps = frozenset(ckpt.curve_steps(tc.steps, cfg.eval.curve_points))
         resume = resume or resume_from is not None
         # fit() trains with this many threads and restores the caller's count after, so a run
         # never leaves its thread count to whatever the process does next.
@@ -167,7 +169,7 @@ class Trainer:
                     # The checkpoint comes before anything optional (log, grid), so none of them can lose it.
                     record = self._interval_record(meter, lrs, start) if self._due(tc.log_every) else None
                     self._log_record = record  # saved with the checkpoint: a kill right after it keeps it
-                    if self._due(tc.checkpoint_every):
+                    if self._due(tc.checkpoint_every) or self.step in self.curve_steps:
                         self.save()
                         saved_step = self.step
                     if record is not None:
@@ -259,7 +261,8 @@ class Trainer:
             wall_time_s=self._prior_wall_time + time.time() - self._start_time, log_record=self._log_record)
         path = None
         if self.info.is_main:
-            path = ckpt.save_checkpoint(self.run_dir, self.step, state, self.cfg.train.keep_checkpoints)
+            path = ckpt.save_checkpoint(self.run_dir, self.step, state, self.cfg.train.keep_checkpoints,
+                                        protect=self.curve_steps)
         for hook in self.hooks:
             hook("checkpoint", self)
         return path

@@ -339,3 +339,25 @@ def test_a_checkpoint_of_another_shape_is_one_line(finished_run, tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"{key} (checkpoint (3, 3, 1, 1), network" in result.stderr and "step_0000009.pt" in result.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+# ----------------------------------------------------------------------------- learning-curve checkpoints
+
+@pytest.mark.parametrize("steps,points,expected", [(200, 4, [50, 100, 150, 200]), (10, 3, [3, 7, 10]),
+                                                   (2, 5, [1, 2]), (200, 0, []), (7, 1, [7])])
+def test_curve_steps_are_evenly_spaced_and_end_at_the_last(steps, points, expected):
+    assert ckpt.curve_steps(steps, points) == expected
+
+
+def test_pruning_keeps_the_curve_checkpoints(tmp_path):
+    """checkpoint_every 1 and keep 1 would leave only the newest; eval.curve_points=3 over 6
+    steps keeps steps 2, 4 and 6 besides it, and a run without the key keeps what it did."""
+    cfg = tiny_cfg("train.steps=6", "train.keep_checkpoints=1", "eval.curve_points=3")
+    Trainer(cfg, tmp_path / "curve", progress=False).fit()
+    assert [s for s, _ in ckpt.list_step_checkpoints(tmp_path / "curve")] == [2, 4, 6]
+    # The curve's checkpoints are written even off the checkpoint interval.
+    Trainer(tiny_cfg("train.steps=6", "train.checkpoint_every=5", "train.keep_checkpoints=1",
+                     "eval.curve_points=3"), tmp_path / "off", progress=False).fit()
+    assert [s for s, _ in ckpt.list_step_checkpoints(tmp_path / "off")] == [2, 4, 6]
+    Trainer(tiny_cfg("train.steps=6", "train.keep_checkpoints=1"), tmp_path / "plain", progress=False).fit()
+    assert [s for s, _ in ckpt.list_step_checkpoints(tmp_path / "plain")] == [6]
