@@ -103,17 +103,22 @@ def test_train_with_a_stale_lock_names_it_and_break_lock_trains(tmp_path):
 
 
 def test_two_trainers_on_one_out_at_once_one_is_refused(tmp_path):
-    """The case of the issue, with two real processes: at 6b04d6e both printed done."""
+    """The case of the issue, with two real processes: at 6b04d6e both printed done. The second
+    starts once the first holds the folder, and while it trains (60 steps)."""
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "cli", "train", *TINY, "--out", str(run)]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outcomes = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
-    codes = sorted(code for code, _, _ in outcomes)
-    assert codes == [0, 2], outcomes
-    refused = next(err for code, _, err in outcomes if code == 2)
-    assert "in use" in refused and "run folder is locked by pid" in refused
+    cmd = [sys.executable, "-m", "cli", "train", *TINY, "--set", "train.steps=60", "--set", "train.decay_steps=1",
+           "--out", str(run)]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / ".lock").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    first_out, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 2, second.stderr
+    assert "in use" in second.stderr and f"run folder is locked by pid {first.pid}" in second.stderr
+    assert "done: 60 steps" in first_out and "done" not in second.stdout
 
 
 def test_a_second_ablate_into_one_folder_is_refused_before_any_pair(tmp_path, monkeypatch, live_holder):
