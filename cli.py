@@ -1,8 +1,10 @@
 """spade-bench command line: parse, call the library, print. Nothing else lives here.
 
-Every command turns a `SpadeBenchError` into one line on stderr and a non-zero exit
-(`spade-bench --debug ...` shows the traceback instead), and prints each warning as one plain
-`warning: ...` line, without Python's source file and line.
+Every command turns an expected failure (a `SpadeBenchError`, a full or read-only disk, a
+missing path, a decompression-bomb image) into one line on stderr, naming the value or file and
+the fix, with exit code 2 (`_errors`, the one error boundary); `spade-bench --debug ...` shows
+the traceback instead. Each warning is one plain `warning: ...` line, without Python's source
+file and line.
 
 Imports: this module imports only what loads neither torch nor numpy (config, the variant
 registry, the dataset-format table). Each command that trains, evaluates, reads data or draws
@@ -24,7 +26,7 @@ import typer
 
 from spade_bench.config import PRESETS, RunConfig, config_hash, load_config_file, resolve, to_json
 from spade_bench.data.formats import FORMATS
-from spade_bench.errors import DataError, EvalError, SpadeBenchError, TrainingInterrupted
+from spade_bench.errors import DataError, EvalError, TrainingInterrupted, expected_failure
 from spade_bench.io import check_output_folder
 from spade_bench.registry import get_variant, list_variants
 from spade_bench.run_folder import RunFolder
@@ -62,7 +64,10 @@ def _warnings_as_lines():
 
 
 def _errors(fn):
-    """Run a command; a SpadeBenchError becomes one clear line and a non-zero exit."""
+    """The CLI's one error boundary. An expected failure (a `SpadeBenchError`, a full or read-only
+    disk, a missing path, a decompression-bomb image: `errors.expected_failure`) becomes one line
+    naming the value or file and the fix, and exit code 2; `--debug` shows the traceback
+    instead. Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -73,14 +78,15 @@ def _errors(fn):
             # A requested stop, not a failure: say where the checkpoint is; exit 128 + signal.
             typer.secho(f"stopped: {e}", err=True, fg=typer.colors.YELLOW)
             raise typer.Exit(e.exit_code) from None
-        except SpadeBenchError as e:
-            if _STATE["debug"]:
-                raise
-            typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Exception as e:
+            line = expected_failure(e)
+            if line is None or _STATE["debug"]:
+                raise
+            typer.secho(f"error: {line}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(getattr(e, "exit_code", 2)) from None
 
     return wrapper
 
@@ -99,6 +105,8 @@ _SET = typer.Option(None, "--set", "-s", help="Override, e.g. --set generator.ng
 _LABEL_NC = typer.Option(None, "--label-nc", help="Number of classes, not counting don't-care (data.label_nc).")
 _DONT_CARE = typer.Option(None, "--dont-care", help="Raw label value meaning unlabelled (data.dont_care_value, "
                                                     "with data.contain_dontcare=true).")
+_BREAK_LOCK = typer.Option(False, "--break-lock", help="Clear a stale lock on the folder first (its process is no "
+                                                       "longer running); a live one is never broken.")
 
 
 def _data_flags(label_nc: Optional[int], dont_care: Optional[int]) -> list[str]:
@@ -229,6 +237,7 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
                                       help="Continue OUT from its newest good checkpoint (an error if it has none)."),
           resume_from: Optional[int] = typer.Option(None, "--resume-from", metavar="STEP",
                                                     help="Continue OUT from the checkpoint of this step."),
+          break_lock: bool = _BREAK_LOCK,
           ) -> None:
     """Train one variant; the same trainer serves every variant.
 
@@ -249,13 +258,16 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
         cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
     else:
         cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
-    result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume)
+    result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume,
+                       break_lock=break_lock)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if result.already_finished:
         rate = "" if math.isnan(result.images_per_s) else f" at {result.images_per_s:.1f} img/s"
-        typer.echo(f"nothing to do: {out} already finished its {result.step} steps{rate}; "
-                   f"raise train.steps (--set train.steps=N) to train longer")
+        typer.echo(f"nothing to do: {out} already finished its {result.step} steps{rate}. train.steps shapes the "
+                   f"learning-rate schedule, so a finished run is not extended in place; to train longer, start a "
+                   f"new run from its config: spade-bench train --config {RunFolder(out).config} "
+                   f"--set train.steps=N --out NEW_FOLDER")
         return
     typer.echo(
         f"done: {result.step} steps, {result.images_per_s:.1f} img/s, peak {result.peak_memory_gib:.2f} GiB. "
@@ -306,6 +318,7 @@ def eval_command(
         resize_to: Optional[str] = typer.Option(None, "--resize-to",
                                                 help="With --real/--fake: resize both folders to HxW (bicubic); "
                                                      "folders of different sizes are refused without it."),
+        break_lock: bool = _BREAK_LOCK,
 ) -> None:
     """Score a run (generate, every registered metric or --metric ones, metrics.json), or two image folders.
 
@@ -331,7 +344,7 @@ def eval_command(
             check_output_folder(RunFolder(run).eval, what="evaluation folder RUN/eval")
 
             result = evaluate_run(run, metric=metric, checkpoint=checkpoint, device=device,
-                                  overrides=list(set_ or []))
+                                  overrides=list(set_ or []), break_lock=break_lock)
             curve = _score_curve(run, checkpoint, device, list(set_ or []))
             _echo_warnings(caught)
             m, r = result["metrics"], result["references"]
@@ -371,6 +384,8 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
           label: Path = typer.Option(..., "--label", help="Label map: index PNG or colour-coded PNG."),
           out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
           style: Optional[Path] = typer.Option(None, "--style", help="Photo whose style to use (spade-vae runs)."),
+          instance: Optional[Path] = typer.Option(None, "--instance", help="Instance map of the label map, for a run "
+                                                  "trained with instance maps (else class boundaries stand in)."),
           seed: int = typer.Option(0, "--seed", help="Seed of z (VAE) or of any sampling in the generator."),
           checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, or a step number."),
           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -387,7 +402,8 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
 
     check_run_label_flags(run, _data_flags(label_nc, dont_care))
     check_output_folder(Path(out).parent, what="output folder of --out")
-    info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device)
+    info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device,
+                      instance_path=instance)
     # Every size in W x H order (info holds (H, W) pairs).
     height, width = info["size"]
     note = ""
@@ -556,6 +572,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
                                                                         "launched into this --out folder, and exit."),
            collect: Optional[Path] = typer.Option(None, "--collect", help="Build the report of the sweep in this "
                                                                           "--out folder now, and exit."),
+           break_lock: bool = _BREAK_LOCK,
            ) -> None:
     """Train and score every variant x seed, then write the ablation report.
 
@@ -609,7 +626,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
         return
     if launcher != "inline":
         sweep = plan_sweep(**sweep_args)
-        launch(sweep, opts, echo=typer.echo)
+        launch(sweep, opts, echo=typer.echo, break_lock=break_lock)
         if launcher == "slurm":
             return
         states = pair_statuses(sweep.out)
@@ -621,7 +638,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
         if failed:
             raise typer.Exit(1)
         return
-    result = run_ablation(**sweep_args, echo=typer.echo)
+    result = run_ablation(**sweep_args, echo=typer.echo, break_lock=break_lock)
     done = sum(p.status != "failed" for p in result.pairs)
     typer.echo(f"ablation: {done}/{len(result.pairs)} pairs finished; runs in {result.out}; "
                f"report: {result.report_dir / 'ablation.md'}")

@@ -56,12 +56,13 @@ from spade_bench.discriminators import build_discriminator
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import ConfigError, EvalError
 from spade_bench.io import atomic_write, atomic_write_json
+from spade_bench.locks import folder_lock
 from spade_bench.metrics import (COMMON_PROTOCOL_KEYS, Batch, Context, Metric, Score, get_metric, list_metrics,
                                  metric_keys, resolve_request, scored_versions)
 from spade_bench.metrics.miou import per_class_iou
 from spade_bench.nn import count_parameters
 from spade_bench.render import render
-from spade_bench.run_folder import RunFolder, read_json_or_empty, read_provenance
+from spade_bench.run_folder import RunFolder, generation_manifest, read_json_or_empty, read_provenance
 
 SCHEMA_VERSION = 1
 # Label dependence (Figure 3 of the paper, and the degenerate-run flag): at most this many
@@ -142,8 +143,6 @@ class _Evaluation:
 def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[list[str]],
              metrics: list[type[Metric]], out: Optional[Path] = None) -> _Evaluation:
     folder = RunFolder(run_dir)
-    if not folder.config.is_file():
-        raise EvalError(f"{run_dir} is not a run directory (no {folder.config.name}); pass the folder `train --out` wrote")
     device = resolve_device(str(device))
     cfg, generator, encoder, step = checkpoints.load_generator(run_dir, checkpoint, device)
     cfg = apply_eval_overrides(cfg, overrides)
@@ -151,6 +150,7 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
     if encoder is not None:
         encoder.eval()
     data = cfg.data
+    class_names(data)   # a label_names.txt that names two classes alike fails here, before any generation
     val_set = build_dataset(data, "val", augment=False)
     count = num_eval_images(cfg, len(val_set))
     if 0 < count < len(val_set):
@@ -182,7 +182,7 @@ def _start_output(ev: _Evaluation) -> bool:
     the stored images (and so an earlier metrics.json's scores) were made with these settings."""
     for sub in ("images", "real", "labels"):
         (ev.out / sub).mkdir(parents=True, exist_ok=True)
-    manifest_path = ev.out / "images" / "generation.json"
+    manifest_path = generation_manifest(ev.out)
     same = read_json_or_empty(manifest_path) == ev.manifest
     if not same:
         stale = [p for sub in ("images", "real", "labels") for p in (ev.out / sub).glob("*.png")]
@@ -754,15 +754,23 @@ def _finite(value: Any) -> Any:
 
 def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = "latest",
                  device: str = "auto", overrides: Optional[list[str]] = None,
-                 progress: bool = True, out: Optional[str | Path] = None) -> dict[str, Any]:
+                 progress: bool = True, out: Optional[str | Path] = None,
+                 break_lock: bool = False) -> dict[str, Any]:
     """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content.
 
     `out`: write the evaluation folder (images, metrics.json, ...) there instead of RUN/eval/;
     the learning curve's points (eval/curve.py) go to RUN/eval/curve/step_XXXXXXX/.
 
-    Runs with the process's own share of the cores (OMP_NUM_THREADS, else its cores), not
-    whatever thread count earlier work left, so the same command gives the same scores."""
-    with torch_threads(resolve_threads(0)):
+    Holds the evaluation folder's lock (`spade_bench.locks`, EVAL/.lock) throughout: a second
+    evaluation into the same folder is refused, naming the first, instead of scoring a mixture of
+    both's images; `break_lock` clears a stale lock (its process is dead). Runs with the process's
+    own share of the cores (OMP_NUM_THREADS, else its cores), not whatever thread count earlier
+    work left, so the same command gives the same scores."""
+    folder = RunFolder(run_dir)
+    if not folder.config.is_file():
+        raise EvalError(f"{run_dir} is not a run directory (no {folder.config.name}); pass the folder `train --out` wrote")
+    lock = Path(out) / folder.eval_lock.name if out is not None else folder.eval_lock
+    with folder_lock(lock, "evaluation folder", break_lock=break_lock), torch_threads(resolve_threads(0)):
         return _evaluate_run(run_dir, metric=metric, checkpoint=checkpoint, device=device,
                              overrides=overrides, progress=progress, out=out)
 

@@ -44,7 +44,7 @@ from spade_bench.data.subset import evenly_spaced
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import EvalError, WeightsError
-from spade_bench.io import atomic_write
+from spade_bench.io import atomic_write, check_output_folder
 
 SEGMENTER_FORMAT = "spade-bench-segmenter"
 SEGMENTER_VERSION = 1
@@ -465,6 +465,8 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
     data = cfg.data
     device = resolve_device(str(device))
     out_path = Path(out_path) if out_path else default_segmenter_path(data)
+    # Before training, not at the final save: a folder that cannot be written loses no training.
+    check_output_folder(out_path.parent, what="segmenter folder (--out)")
     torch.manual_seed(seed)
     train_set = build_dataset(data, "train")
     if len(train_set) == 0:

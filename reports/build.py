@@ -41,8 +41,9 @@ from reports.tables import (BEYOND_MARK, METRICS, beyond_resolution, csv_rows, f
                             has_paper_columns, has_released_columns, latex_escape, main_table,
                             reference_values, render_differences, render_main, to_latex,
                             to_markdown)
-from spade_bench.io import atomic_write_json, atomic_write_text
+from spade_bench.io import atomic_write_json, atomic_write_text, staged_folder
 from spade_bench.metrics import COMMON_PROTOCOL_KEYS, get_metric, list_metrics
+from spade_bench.run_folder import try_read_json
 
 # metrics.json protocol keys that define the evaluation: a report refuses runs that differ here
 # (each compared among the runs holding a metric that depends on it; the metrics declare them).
@@ -814,22 +815,30 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, name: Opti
     columns = {key: metric_columns(group) for key, group in groups.items()}
     for key, group in groups.items():
         refuse_mixed_protocols([r for r in group if r.ok], columns[key])
-    figures_dir = out_dir / "figures" if figures else None
-    sections = [build_section(key[0], group, settings, figures_dir, progress, columns[key], name=key[1])
-                for key, group in groups.items()]
-    warnings = _warnings(sections)
+    # Written as a whole (spade_bench.io.staged_folder): a kill or a full disk mid-report leaves the
+    # previous report as it was, never new figures beside old tables.
+    names = {"markdown": "ablation.md", "csv": "ablation.csv", "latex": "ablation.tex", "summary": "summary.json"}
+    with staged_folder(out_dir, what="report folder", owns=is_report_folder) as staging:
+        figures_dir = staging / "figures" if figures else None
+        sections = [build_section(key[0], group, settings, figures_dir, progress, columns[key], name=key[1])
+                    for key, group in groups.items()]
+        warnings = _warnings(sections)
+        atomic_write_text(staging / names["markdown"], render_markdown(name, inputs, sections, warnings))
+        csv = pd.concat([csv_rows(s.title, s.table, s.references, s.bootstrap.intervals)
+                         for s in sections], ignore_index=True)
+        atomic_write_text(staging / names["csv"], csv.to_csv(index=False))
+        atomic_write_text(staging / names["latex"], render_latex(sections))
+        figure_names = [p.name for s in sections for p in s.figures.values()]
+        files = dict(names) | {"figures": [f"figures/{n}" for n in figure_names]}
+        atomic_write_json(staging / names["summary"], summary_json(name, inputs, sections, warnings, settings,
+                                                                   files))
+    paths = {k: out_dir / n for k, n in names.items()}
+    return {**paths, "figures": [out_dir / "figures" / n for n in figure_names], "warnings": warnings,
+            "runs": len(records), "failed": sum(not r.ok for r in records)}
 
-    paths = {"markdown": out_dir / "ablation.md", "csv": out_dir / "ablation.csv",
-             "latex": out_dir / "ablation.tex", "summary": out_dir / "summary.json"}
-    atomic_write_text(paths["markdown"], render_markdown(name, inputs, sections, warnings))
-    csv = pd.concat([csv_rows(s.title, s.table, s.references, s.bootstrap.intervals)
-                     for s in sections], ignore_index=True)
-    atomic_write_text(paths["csv"], csv.to_csv(index=False))
-    atomic_write_text(paths["latex"], render_latex(sections))
-    figure_paths = [p for s in sections for p in s.figures.values()]
-    files = {k: p.name for k, p in paths.items()} | {
-        "figures": [f"figures/{p.name}" for p in figure_paths]}
-    atomic_write_json(paths["summary"], summary_json(name, inputs, sections, warnings, settings,
-                                                     files))
-    return {**paths, "figures": figure_paths, "warnings": warnings, "runs": len(records),
-            "failed": sum(not r.ok for r in records)}
+
+def is_report_folder(folder: Path) -> bool:
+    """A folder `build_report` wrote (its summary.json names the inputs and the datasets): one
+    a new report may replace. Any other folder with files is refused, never overwritten."""
+    data, _ = try_read_json(Path(folder) / "summary.json")
+    return isinstance(data, dict) and "inputs" in data and "datasets" in data

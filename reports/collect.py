@@ -8,13 +8,15 @@ dropping it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from spade_bench.config import RunConfig, experiment_dict
+from spade_bench.config import RunConfig, experiment_dict, hash_names_config
 from spade_bench.data.formats import FORMATS
 from spade_bench.errors import SpadeBenchError
 from spade_bench.metrics import metric_keys, owner
@@ -253,11 +255,75 @@ def load_run(run_dir: str | Path) -> RunRecord:
                  f"report reads schema {METRICS_SCHEMA}; re-run `spade-bench eval --run {run_dir}`")
     elif not isinstance(metrics.get("metrics"), dict):
         status, error = "failed", f"{folder.metrics} has no 'metrics' object"
+    elif problem := record_problem(folder.metrics, metrics, run_dir):
+        status, error = "failed", problem
+    elif stale := stale_scores(run_dir, config, summary, metrics):
+        status, error = "failed", stale
     elif train_status not in (None, "finished"):
         notes.append(f"training status is {train_status!r}, not 'finished'; evaluated anyway")
     return RunRecord(dir=run_dir, variant=str(variant), seed=seed, dataset=str(dataset),
                      status=status, error=error, config=config, summary=summary,
                      metrics=metrics if status == "ok" else None, notes=notes)
+
+
+# metrics.json's sections and the JSON type each has (docs/ARCHITECTURE.md, "Evaluation output").
+_SECTION_TYPES = {"run": dict, "protocol": dict, "metrics": dict, "references": dict, "label_dependence": dict,
+                  "files": dict, "code": dict, "per_class_iou": dict, "per_class_iou_real": dict,
+                  "classes": dict, "sample_files": dict, "metric_warnings": dict, "warnings": list}
+
+
+def _a(value: Any) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def record_problem(path: Path, metrics: dict, run_dir: Path) -> Optional[str]:
+    """What makes a metrics.json unusable (a section of the wrong JSON type, a score that is not a
+    number), as one line naming the file and the key; None when it reads as the harness writes
+    it. A hand-edited or foreign record is refused here, once, instead of failing wherever a
+    table or a figure reads it."""
+    again = f"it is not what spade-bench eval writes; score the run again: spade-bench eval --run {run_dir}"
+    for key, kind in _SECTION_TYPES.items():
+        value = metrics.get(key)
+        if value is not None and not isinstance(value, kind):
+            return f"{path}: {key!r} is {_a(value)}, not {'an object' if kind is dict else 'a list'}; {again}"
+    versions = (metrics.get("protocol") or {}).get("metric_versions")
+    if versions is not None and not isinstance(versions, dict):
+        return f"{path}: 'protocol.metric_versions' is {_a(versions)}, not an object; {again}"
+    step = metrics.get("checkpoint_step")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        return f"{path}: 'checkpoint_step' is {step!r}, not a step number; {again}"
+    for key, value in metrics["metrics"].items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{path}: 'metrics.{key}' is {value!r}, not a number or null; {again}"
+    return None
+
+
+def stale_scores(run_dir: Path, config: dict, summary: dict, metrics: dict) -> Optional[str]:
+    """Why metrics.json does not score this run as it stands, or None. Its scores are refused
+    (the run is listed as not evaluated, with this reason) when they are of another checkpoint
+    step than the finished run's last (a run trained again into a folder with an old eval/),
+    under another config than RUN/config.json (a config hash that is not config.json's, under
+    the current rule or the one before it), or from other images than eval/images now holds
+    (an evaluation killed after it started generating anew)."""
+    folder = RunFolder(run_dir)
+    again = f"score it again: spade-bench eval --run {run_dir}"
+    step, trained = metrics.get("checkpoint_step"), summary.get("step")
+    if summary.get("status") == "finished" and isinstance(trained, int) and step != trained:
+        return (f"{folder.metrics} scores checkpoint step {step!r}, but the run trained to step {trained} "
+                f"({folder.summary}); {again}")
+    stored = (metrics.get("run") or {}).get("config_hash") if isinstance(metrics.get("run"), dict) else None
+    if stored is not None and config and not hash_names_config(stored, config):
+        return (f"{folder.metrics} was scored under another config (hash {stored!r}) than {folder.config} "
+                f"(edited, or the run trained again since?); {again}")
+    recorded = (metrics.get("protocol") or {}).get("generation_manifest_sha256") \
+        if isinstance(metrics.get("protocol"), dict) else None
+    manifest, _ = try_read_json(folder.generation_manifest)
+    if recorded is not None and manifest is not None and \
+            hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest() != recorded:
+        return (f"{folder.metrics} was scored from other images than {folder.eval_images} now holds (an "
+                f"evaluation stopped part way?); {again}")
+    return None
 
 
 def collect_runs(paths: Iterable[str | Path]) -> list[RunRecord]:

@@ -30,12 +30,14 @@ from reports.build import build_report
 from spade_bench import checkpoint as ckpt
 from spade_bench import trainer as trainer_module
 from spade_bench.config import RunConfig, experiment_diff, hash_names_config, resolve, save_config, to_dict
-from spade_bench.errors import ConfigError
+from spade_bench.errors import ConfigError, LockError
 from spade_bench.io import atomic_write_json
+from spade_bench.locks import folder_lock
 from spade_bench.metrics import ALL, metric_names, unscored
 from spade_bench.run_folder import RunFolder, read_json_or_empty
 
 CORE_VARIANTS = ("spade", "spade-gamma", "concat", "pix2pixhd")
+SWEEP_LOCK = ".lock"   # OUT/.lock while a sweep runs there (`sweep_lock`)
 
 
 @dataclass
@@ -229,15 +231,27 @@ def build_sweep_report(sweep: Sweep) -> Path:
     return sweep.report_out
 
 
+def sweep_lock(out: Path, *, break_lock: bool = False):
+    """The sweep folder's lock (OUT/.lock, `spade_bench.locks`), held while a sweep runs its pairs
+    there: a second sweep into the same folder is refused instead of training every pair again."""
+    return folder_lock(Path(out) / SWEEP_LOCK, "sweep folder", break_lock=break_lock)
+
+
 def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
                  variants: tuple[str, ...] = CORE_VARIANTS, seeds: tuple[int, ...] = (0,),
                  preset: str = "smoke", out: Optional[Path] = None, report_out: Optional[Path] = None,
                  overrides: Optional[list[str]] = None, device: str = "auto",
-                 segmenter_steps: Optional[int] = None, echo=print) -> AblationResult:
-    """Train, evaluate and report every (variant, seed) pair, one after another, here."""
+                 segmenter_steps: Optional[int] = None, echo=print, break_lock: bool = False) -> AblationResult:
+    """Train, evaluate and report every (variant, seed) pair, one after another, here, holding
+    the sweep folder's lock (`sweep_lock`; `break_lock` clears a stale one)."""
     sweep = plan_sweep(dataset=dataset, root=root, variants=variants, seeds=seeds, preset=preset, out=out,
                        report_out=report_out, overrides=overrides, device=device,
                        segmenter_steps=segmenter_steps)
+    with sweep_lock(sweep.out, break_lock=break_lock):
+        return _run_ablation(sweep, echo)
+
+
+def _run_ablation(sweep: Sweep, echo) -> AblationResult:
     sweep.out.mkdir(parents=True, exist_ok=True)
     ensure_segmenter(sweep, echo)
 
@@ -266,9 +280,12 @@ def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
                     done["step"] = trainer.step
 
             try:
-                status = run_pair(cfg, run_dir, sweep.segmenter, device, hooks=[progress], on_warning=warn_once)
+                status = run_pair(cfg, run_dir, sweep.segmenter, sweep.device, hooks=[progress], on_warning=warn_once)
                 bar.update(cfg.train.steps - done["step"] + 1)
                 result.pairs.append(PairOutcome(variant, seed, run_dir, status))
+            except LockError as e:   # another process trains or scores this pair: not its failure
+                bar.write(f"{variant} seed {seed} skipped: {e}")
+                result.pairs.append(PairOutcome(variant, seed, run_dir, "failed", str(e)))
             except Exception as e:  # noqa: BLE001 - one pair's crash must not end the ablation
                 message = record_failure(run_dir, cfg, e)
                 bar.write(f"{variant} seed {seed} failed: {message}")

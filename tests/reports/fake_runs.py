@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from eval.fid import fid_from_features
-from spade_bench.config import RunConfig, to_dict, with_dataset
+from spade_bench.config import RunConfig, config_hash, to_dict, with_dataset
 
 NUM_IMAGES = 12
 NUM_CLASSES = 5
@@ -137,7 +137,7 @@ def make_run(root: Path, variant: str, seed: int, *, quality: float = 0.0, real_
     metrics = {
         "schema": 1,
         "run": {"dir": str(run), "variant": variant, "seed": seed, "preset": preset, "dataset": dataset,
-                "config_hash": "0123456789abcdef", "generator_params": PARAMS.get(variant, 1_000_000),
+                "config_hash": config_hash(cfg), "generator_params": PARAMS.get(variant, 1_000_000),
                 "discriminator_params": 300_000, "perceptual": "effnet-lite0", "steps": steps, "ema": False,
                 "hardware": hardware, "train_images_per_s": summary["images_per_s"],
                 "train_peak_memory_gib": summary["peak_memory_gib"], "provenance": provenance},

@@ -245,3 +245,37 @@ def test_verdict_and_scale_section_obey_one_scale_rule(tmp_path, real_stats):
             assert verdict.startswith("- **inconclusive**") and "### Scale" in md, (steps, preset)
             assert "no verdict at this scale" in verdict and "draws no verdict from them" in md
             assert finding["verdict"] == "inconclusive"
+
+
+def test_a_report_that_fails_part_way_leaves_the_previous_one_whole(ablation_runs, tmp_path, monkeypatch):
+    """Issue 21: a report killed part way left figures of the new input beside tables of the old.
+    The report is written into a staging folder and swapped in whole (spade_bench.io.staged_folder)."""
+    out = tmp_path / "report"
+    build_report([ablation_runs], out, settings=FAST, progress=False)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # New input: one more seed. The report then fails at its last figure (a kill, a full disk).
+    make_run(ablation_runs, "concat", 7, quality=0.5, real_stats=tmp_path / "cache" / "real_stats.npz")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("reports.build.figs.metric_bars", full_disk)
+    with pytest.raises(OSError):
+        build_report([ablation_runs], out, settings=FAST, progress=False)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before                                        # not one new figure, not one new table
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []   # no staging left
+    monkeypatch.undo()
+    result = build_report([ablation_runs], out, settings=FAST, progress=False)
+    assert result["runs"] == 10 and all(p.is_file() and p.parent == out / "figures" for p in result["figures"])
+
+
+def test_a_report_into_a_folder_of_other_files_is_refused(ablation_runs, tmp_path):
+    from spade_bench.errors import StorageError
+
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("mine")
+    with pytest.raises(StorageError, match=r"notes holds files that are not a report folder \(todo.txt\)"):
+        build_report([ablation_runs], out, settings=FAST, figures=False, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["todo.txt"]

@@ -13,6 +13,7 @@ from fake_runs import make_run
 from reports.bootstrap import BootstrapSettings
 from reports.build import build_report
 from reports.collect import ReportError
+from spade_bench.config import config_hash
 from reports.compare import (CANNOT_JUDGE, CONSISTENT, EXIT_CANNOT_JUDGE, EXIT_INCONSISTENT, EXIT_OK,
                              IDENTICAL, INCONSISTENT, NO_SPREAD, compare)
 
@@ -122,6 +123,9 @@ def test_other_experiments_and_protocols_are_refused_naming_what_differs(tmp_pat
         config = json.loads((run / "config.json").read_text())
         config["optim"]["lr"] = 0.002
         (run / "config.json").write_text(json.dumps(config))
+        metrics = json.loads((run / "eval" / "metrics.json").read_text())
+        metrics["run"]["config_hash"] = config_hash(config)       # trained and scored so
+        (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(ReportError, match=r"spade: optim.lr: 0.0002 \(reference spade/seed0\) vs 0.002 "
                                           r"\(new spade/seed0\).*--allow-diff KEY"):
         compare([new], [ref])
