@@ -30,9 +30,9 @@ from reports.classes import per_class_note, per_class_table
 from reports.bootstrap import (BASELINE, METHOD_IMAGES_ONLY, MIN_SEEDS_FOR_VERDICT, BootstrapResult,
                                BootstrapSettings, bootstrap_differences, bootstrap_metrics,
                                replicate_weights)
-from reports.collect import ReportError, RunRecord, collect_runs
+from reports.collect import ReportError, RunRecord, collect_runs, degenerate_counts
 from reports.columns import MetricColumn, column_notes, metric_columns
-from reports.curves import collect_points, curves_markdown, curves_summary, learning_curves
+from reports.curves import collect_points, curve_means, curves_markdown, curves_summary, learning_curves
 from reports.eval_images import section_subset, subset_markdown
 from reports.figures import read_losses
 from reports.paper import (PAPER_SEGMENTERS, Verdict, judge, scale_rule, verdict_line,
@@ -259,7 +259,7 @@ def _scale(records: Sequence[RunRecord]) -> tuple[str, str]:
         size = _show(sizes[0]) if len(sizes) == 1 else ""
         size = size.replace(" (W x H)", " px (W x H)") if "(W x H)" in size else (size and f"{size} px")
         parts.append(f"{'/'.join(map(str, images))} images" + (f" at {size}" if size else ""))
-    return ", ".join(parts), scale_rule(steps, presets)
+    return ", ".join(parts), scale_rule(presets)
 
 
 def real_set_of(protocol: dict) -> str:
@@ -285,8 +285,10 @@ def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSet
                   else float(table.loc[v, "generator_params_mean"])) for v in table.index}
     beyond = beyond_resolution(table, references, real_set)
     scale, no_verdict = _scale(records)
+    curve_points, _ = collect_points(records)
     verdicts, untested = judge(bootstrap.intervals, present, params, blocked=beyond, scale=scale,
-                               no_verdict=no_verdict)
+                               no_verdict=no_verdict, degenerate=degenerate_counts(records),
+                               curves=curve_means(curve_points))
     section = DatasetSection(dataset, records, table, references, bootstrap, verdicts, untested,
                              protocol, beyond, scale, no_verdict=no_verdict, real_set=real_set, columns=columns,
                              name=name)
@@ -296,7 +298,7 @@ def build_section(dataset: str, records: list[RunRecord], settings: BootstrapSet
                 "losses": figs.loss_curves(records, figures_dir / f"{slug}_losses.png"),
                 "metrics": figs.metric_bars(table, references, figures_dir / f"{slug}_metrics.png",
                                             real_set),
-                "curves": learning_curves(collect_points(records)[0], references,
+                "curves": learning_curves(curve_points, references,
                                           figures_dir / f"{slug}_curves.png", real_set)}
         section.figures = {k: v for k, v in made.items() if v is not None}
     return section

@@ -326,6 +326,18 @@ def stale_scores(run_dir: Path, config: dict, summary: dict, metrics: dict) -> O
     return None
 
 
+def degenerate_counts(records: Iterable[RunRecord]) -> dict[str, tuple[int, int]]:
+    """variant -> (seeds flagged degenerate, seeds with a label-dependence record), over the
+    evaluated runs we trained (released weights are one model, not a seed)."""
+    counts: dict[str, list[int]] = {}
+    for record in records:
+        if not record.ok or record.released or record.degenerate is None:
+            continue
+        flagged, seeds = counts.setdefault(record.variant, [0, 0])
+        counts[record.variant] = [flagged + int(bool(record.degenerate)), seeds + 1]
+    return {variant: (flagged, seeds) for variant, (flagged, seeds) in counts.items()}
+
+
 def collect_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
     """Find and read every run under `paths`, sorted by dataset, variant and seed."""
     records = [load_run(p) for p in find_run_dirs(paths)]

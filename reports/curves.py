@@ -67,6 +67,16 @@ def _means(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return chosen.pivot_table(index="variant", columns="step", values="value", aggfunc="mean")
 
 
+def curve_means(frame: pd.DataFrame) -> dict[str, dict[str, dict[int, float]]]:
+    """metric -> variant -> {step: mean over seeds}: the points `reports.paper.training_gap` reads."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    for metric in _metrics(frame):
+        means = _means(frame, metric)
+        out[metric] = {variant: {int(step): float(v) for step, v in row.items() if not math.isnan(v)}
+                       for variant, row in means.iterrows()}
+    return out
+
+
 def _ranking(means: pd.Series, metric: str) -> list[str]:
     higher = get_metric(metric).direction == "higher"
     return list(means.dropna().sort_values(ascending=not higher).index)

@@ -25,8 +25,13 @@ difference at most 1 - confidence (5%) per finding:
 - A metric gives evidence only when both variants have at least MIN_SEEDS_FOR_VERDICT
   evaluated seeds and neither variant's score is beyond the evaluator's resolution (above
   the segmenter's score on real photos, or below the real train-vs-val FID floor).
-- No verdict at all at a scale `scale_rule` rejects (the smoke preset, or fewer than
-  MIN_STEPS_FOR_VERDICT training steps): the same rule the report's Scale section states.
+- No verdict at all from a preset `scale_rule` rejects (the smoke preset checks the pipeline,
+  it does not rank variants): the same rule the report's Scale section states.
+- No verdict on a finding whose runs show they have not settled (`training_gap`): a variant
+  flagged degenerate in any seed (its outputs barely follow the label map: it has not learnt
+  the task yet), or a primary-metric ranking of the two variants that flipped between the
+  last two learning-curve points (a longer run could reverse it). Training steps alone
+  decide nothing: what a run has learnt is measured, not assumed from its length.
 
 The known-truth simulation that checks the rate and measures the power is
 tests/reports/verdict_sim.py (test: tests/reports/test_verdicts.py; the heavier run:
@@ -108,30 +113,51 @@ FINDINGS = (
 
 # Presets made to check the pipeline end to end, not to rank variants: no verdict from them.
 NO_VERDICT_PRESETS = ("smoke",)
-# Fewer training steps than this is "small scale": the ranking reflects how fast each variant
-# starts, not where it ends (the paper preset trains 126,400 steps; on the smoke preset spade
-# measured 13.8, 33.3, 43.0 and 44.8 mIoU after 200, 400, 800 and 1600 steps).
-MIN_STEPS_FOR_VERDICT = 10_000
 
 
-def scale_rule(steps: Iterable[int], presets: Iterable[Optional[str]]) -> str:
-    """Why no verdict may be drawn at this training scale, or "" when verdicts may be drawn.
+def scale_rule(presets: Iterable[Optional[str]]) -> str:
+    """Why no verdict may be drawn from runs of these presets, or "" when verdicts may be drawn.
 
     The one rule: `judge` makes every finding inconclusive with this reason, and the report's
-    Scale section (reports.build) is shown exactly when it is non-empty.
+    Scale section (reports.build) is shown exactly when it is non-empty. Whether the runs of a
+    finding have settled is `training_gap`'s, per finding, from what the runs show.
 
     Args:
-        steps: the evaluated runs' training steps.
-        presets: their presets (None where not recorded).
+        presets: the evaluated runs' presets (None where not recorded).
     """
-    steps = [s for s in steps if isinstance(s, int)]
     demo = sorted({p for p in presets if p in NO_VERDICT_PRESETS})
     if demo:
         return f"the {'/'.join(demo)} preset checks the pipeline end to end, it does not rank variants"
-    if steps and max(steps) < MIN_STEPS_FOR_VERDICT:
-        return (f"{max(steps)} training steps, fewer than the {MIN_STEPS_FOR_VERDICT:,} a verdict needs "
-                f"(before that the ranking reflects how fast each variant starts)")
     return ""
+
+
+def training_gap(finding: "Finding", degenerate: Mapping[str, tuple[int, int]],
+                 curves: Mapping[str, Mapping[int, float]]) -> str:
+    """Why the runs of this finding have not settled, or "" when they have.
+
+    Args:
+        degenerate: variant -> (seeds flagged degenerate, seeds with a label-dependence record).
+        curves: variant -> {step: mean over seeds of the finding's primary metric} from the
+            learning-curve points (empty when the runs recorded none: then only the flags decide).
+    """
+    reasons = []
+    for variant in (finding.better, finding.worse):
+        flagged, seeds = degenerate.get(variant, (0, 0))
+        if flagged:
+            reasons.append(f"{variant} is flagged degenerate in {flagged} of {seeds} seeds (its outputs barely "
+                           f"follow the label map: it has not learnt the task at this scale)")
+    a, b = curves.get(finding.better, {}), curves.get(finding.worse, {})
+    steps = sorted(set(a) & set(b))
+    if len(steps) >= 2:
+        higher = get_metric(finding.primary).direction == "higher"
+        before, last = steps[-2], steps[-1]
+        sign = [math.copysign(1, (a[s] - b[s]) * (1 if higher else -1)) if a[s] != b[s] else 0.0
+                for s in (before, last)]
+        if sign[0] != sign[1]:
+            reasons.append(f"the {_short(finding.primary)} ranking of {finding.better} and {finding.worse} changed "
+                           f"between the learning-curve points at steps {before} and {last} (still moving: a longer "
+                           f"run could reverse it)")
+    return "; ".join(reasons)
 
 
 # --------------------------------------------------------------------------- Holm
@@ -223,7 +249,8 @@ def _short(metric: str) -> str:
 
 def judge_finding(finding: Finding, intervals: Mapping[str, Interval], *,
                   blocked: Optional[Mapping[str, Mapping[str, str]]] = None, scale: str = "",
-                  no_verdict: str = "") -> tuple[str, dict[str, str], dict[str, str], str, dict, dict, list[str]]:
+                  no_verdict: str = "", unsettled: str = ""
+                  ) -> tuple[str, dict[str, str], dict[str, str], str, dict, dict, list[str]]:
     """One finding from the intervals of (other variant - spade) per metric.
 
     Returns (verdict, per_metric, per_metric_why, why, p_values, adjusted_p_values, flags).
@@ -277,18 +304,23 @@ def judge_finding(finding: Finding, intervals: Mapping[str, Interval], *,
         reasons.append(why_of.get(primary) or f"the primary metric {_short(primary)} has no interval "
                                                f"(not scored, or no per-image files)")
         reasons += [scale] if scale else []
-    elif no_verdict:
+    elif no_verdict or unsettled:
         flags.append(f"the primary {_short(primary)} alone would say {verdict!r}")
     if no_verdict:
         verdict = "inconclusive"
         reasons.append(f"no verdict at this scale: {no_verdict}")
+    elif unsettled:
+        verdict = "inconclusive"
+        reasons.append(f"the runs have not settled: {unsettled}")
     return verdict, per_metric, why_of, "; ".join(reasons), p_values, adjusted, flags
 
 
 def judge(intervals: Mapping[str, Mapping[str, Interval]],
           variants_present: set[str], params: Optional[Mapping[str, Optional[float]]] = None,
           *, blocked: Optional[Mapping[str, Mapping[str, str]]] = None, scale: str = "",
-          no_verdict: str = "") -> tuple[list[Verdict], list[Finding]]:
+          no_verdict: str = "", degenerate: Optional[Mapping[str, tuple[int, int]]] = None,
+          curves: Optional[Mapping[str, Mapping[str, Mapping[int, float]]]] = None,
+          ) -> tuple[list[Verdict], list[Finding]]:
     """Check each finding whose two variants are present; return (verdicts, findings not tested).
 
     Args:
@@ -301,6 +333,8 @@ def judge(intervals: Mapping[str, Mapping[str, Interval]],
             added to the reason of an inconclusive verdict.
         no_verdict: `scale_rule`'s reason when the scale draws no verdict: every finding is
             inconclusive with it (the per-metric readings are still given).
+        degenerate: variant -> (seeds flagged degenerate, seeds recorded), for `training_gap`.
+        curves: metric -> variant -> {step: mean over seeds}, the learning-curve points.
     """
     params = params or {}
     verdicts, untested = [], []
@@ -310,8 +344,9 @@ def judge(intervals: Mapping[str, Mapping[str, Interval]],
             continue
         other = finding.worse if finding.better == BASELINE else finding.better
         judged = {m: iv for m, iv in intervals.get(other, {}).items() if m in HIGHER_IS_BETTER}
+        unsettled = training_gap(finding, degenerate or {}, (curves or {}).get(finding.primary, {}))
         verdict, per_metric, per_metric_why, why, p_values, adjusted, flags = judge_finding(
-            finding, judged, blocked=blocked, scale=scale, no_verdict=no_verdict)
+            finding, judged, blocked=blocked, scale=scale, no_verdict=no_verdict, unsettled=unsettled)
         if not judged:
             why = "; ".join(["no intervals"] + ([scale] if scale else [])
                             + ([f"no verdict at this scale: {no_verdict}"] if no_verdict else []))
@@ -353,8 +388,9 @@ def verdict_rule_text(confidence: float = 0.95) -> str:
     return (f"Verdict rule: one primary metric decides each finding (mIoU, the metric the paper's "
             f"ablation tables report): its {level} interval must exclude 0, with at least "
             f"{MIN_SEEDS_FOR_VERDICT} seeds per variant, both scores within the evaluator's resolution, "
-            f"and at least {MIN_STEPS_FOR_VERDICT:,} training steps outside the "
-            f"{'/'.join(NO_VERDICT_PRESETS)} preset. The other metrics are secondary evidence, "
+            f"runs outside the {'/'.join(NO_VERDICT_PRESETS)} preset that have settled (neither variant "
+            f"flagged degenerate in any seed, and the two variants' ranking unchanged between the last two "
+            f"learning-curve points). The other metrics are secondary evidence, "
             f"Holm-corrected across them: one that still points the other way after the correction turns "
             f"the verdict into \"mixed\", and none can make an agrees or disagrees on its own. So a verdict "
             f"drawn where there is no true difference is at most a {1 - confidence:.0%} event by "

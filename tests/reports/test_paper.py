@@ -144,13 +144,33 @@ def test_primary_metric_decides_and_secondaries_never_make_a_verdict():
 
 
 def test_scale_rule_is_one_function():
-    from reports.paper import MIN_STEPS_FOR_VERDICT, scale_rule
+    from reports.paper import scale_rule
 
-    assert "smoke preset" in scale_rule([20_000], ["smoke", "paper"])
-    assert f"fewer than the {MIN_STEPS_FOR_VERDICT:,}" in scale_rule([200, 400], ["cpu"])
-    assert scale_rule([MIN_STEPS_FOR_VERDICT], ["paper", None]) == ""
+    assert "smoke preset" in scale_rule(["smoke", "paper"])
+    assert scale_rule(["cpu", "paper", None]) == ""
     intervals = {"concat": {"miou": _iv(-5, -1)}}
-    v = judge(intervals, {"spade", "concat"}, no_verdict=scale_rule([200], ["smoke"]))[0][0]
+    v = judge(intervals, {"spade", "concat"}, no_verdict=scale_rule(["smoke"]))[0][0]
     assert v.verdict == "inconclusive" and v.per_metric == {"miou": "agrees"}
     assert v.why == "no verdict at this scale: the smoke preset checks the pipeline end to end, it does not rank variants"
     assert judge(intervals, {"spade", "concat"})[0][0].verdict == "agrees"
+
+
+def test_a_finding_whose_runs_have_not_settled_draws_no_verdict():
+    """Length decides nothing; what the runs show does: a degenerate variant, or a ranking that
+    flipped between the last two learning-curve points, withholds the verdict (and only then)."""
+    from reports.paper import training_gap
+
+    intervals = {"concat": {"miou": _iv(-5, -1)}}
+    present = {"spade", "concat"}
+    assert judge(intervals, present, degenerate={"spade": (0, 3), "concat": (0, 3)})[0][0].verdict == "agrees"
+    v = judge(intervals, present, degenerate={"spade": (1, 3), "concat": (0, 3)})[0][0]
+    assert v.verdict == "inconclusive" and "spade is flagged degenerate in 1 of 3 seeds" in v.why
+    assert v.per_metric == {"miou": "agrees"} and "alone would say 'agrees'" in v.flags[-1]
+    settled = {"miou": {"spade": {500: 40.0, 1000: 60.0}, "concat": {500: 30.0, 1000: 50.0}}}
+    assert judge(intervals, present, curves=settled)[0][0].verdict == "agrees"
+    moving = {"miou": {"spade": {250: 10.0, 500: 20.0, 1000: 60.0}, "concat": {250: 5.0, 500: 30.0, 1000: 50.0}}}
+    v = judge(intervals, present, curves=moving)[0][0]
+    assert v.verdict == "inconclusive" and "changed between the learning-curve points at steps 500 and 1000" in v.why
+    # Lower-is-better primaries read the sign the other way round; one point is no curve.
+    finding = FINDINGS[0]
+    assert training_gap(finding, {}, {"spade": {1000: 60.0}, "concat": {1000: 50.0}}) == ""
