@@ -1,7 +1,10 @@
 """spade-bench command line: parse, call the library, print. Nothing else lives here.
 
-Every command turns a `SpadeBenchError` into one line on stderr and a non-zero exit;
-`spade-bench --debug ...` shows the traceback instead.
+Every command turns an expected failure (a `SpadeBenchError`, a full or read-only disk, a
+missing path, a decompression-bomb image) into one line on stderr, naming the value or file and
+the fix, with exit code 2 (`_errors`, the one error boundary); `spade-bench --debug ...` shows
+the traceback instead. Each warning is one plain `warning: ...` line, without Python's source
+file and line.
 
 Imports: this module imports only what loads neither torch nor numpy (config, the variant
 registry, the dataset-format table). Each command that trains, evaluates, reads data or draws
@@ -23,9 +26,9 @@ from typing import List, Optional
 
 import typer
 
-from spade_bench.config import PRESETS, RunConfig, config_hash, resolve, to_json
+from spade_bench.config import PRESETS, RunConfig, config_hash, load_config_file, resolve, to_json
 from spade_bench.data.formats import FORMATS
-from spade_bench.errors import DataError, EvalError, SpadeBenchError, TrainingInterrupted
+from spade_bench.errors import ConfigError, DataError, EvalError, TrainingInterrupted, expected_failure
 from spade_bench.io import check_output_folder
 from spade_bench.numerics import export_pin
 from spade_bench.registry import get_variant, list_variants
@@ -49,25 +52,44 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
     _STATE["debug"] = debug
 
 
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show the library's warnings as they happen, one `warning: ...` line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        typer.secho(f"warning: {' '.join(str(message).split())}", err=True, fg=typer.colors.YELLOW)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def _errors(fn):
-    """Run a command; a SpadeBenchError becomes one clear line and a non-zero exit."""
+    """The CLI's one error boundary. An expected failure (a `SpadeBenchError`, a full or read-only
+    disk, a missing path, a decompression-bomb image: `errors.expected_failure`) becomes one line
+    naming the value or file and the fix, and exit code 2; `--debug` shows the traceback
+    instead. Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _warnings_as_lines():
+                return fn(*args, **kwargs)
         except TrainingInterrupted as e:
             # A requested stop, not a failure: say where the checkpoint is; exit 128 + signal.
             typer.secho(f"stopped: {e}", err=True, fg=typer.colors.YELLOW)
             raise typer.Exit(e.exit_code) from None
-        except SpadeBenchError as e:
-            if _STATE["debug"]:
-                raise
-            typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Exception as e:
+            line = expected_failure(e)
+            if line is None or _STATE["debug"]:
+                raise
+            typer.secho(f"error: {line}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(getattr(e, "exit_code", 2)) from None
 
     return wrapper
 
@@ -86,6 +108,8 @@ _SET = typer.Option(None, "--set", "-s", help="Override, e.g. --set generator.ng
 _LABEL_NC = typer.Option(None, "--label-nc", help="Number of classes, not counting don't-care (data.label_nc).")
 _DONT_CARE = typer.Option(None, "--dont-care", help="Raw label value meaning unlabelled (data.dont_care_value, "
                                                     "with data.contain_dontcare=true).")
+_BREAK_LOCK = typer.Option(False, "--break-lock", help="Clear a stale lock on the folder first (its process is no "
+                                                       "longer running); a live one is never broken.")
 
 
 def _data_flags(label_nc: Optional[int], dont_care: Optional[int]) -> list[str]:
@@ -111,27 +135,11 @@ def _pin(cfg: RunConfig) -> None:
 def _pin_run(run_dir: Path) -> None:
     """`_pin` for a run folder's own config (RUN/config.json); nothing when it has none (the
     command then reports what is wrong)."""
-    from spade_bench.config import load_config_file
-
     try:
         cfg = load_config_file(RunFolder(run_dir).config)
-    except (SpadeBenchError, OSError, ValueError):
+    except (ConfigError, OSError, ValueError):
         return
     _pin(cfg)
-
-
-@contextlib.contextmanager
-def _warnings_as_lines():
-    """Show the library's warnings as they happen, one `warning: ...` line each."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
-
-    previous = warnings.showwarning
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = previous
 
 
 # ----------------------------------------------------------------------------- variants, config
@@ -168,12 +176,13 @@ def metrics_command() -> None:
 @_errors
 def show_config(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str] = _DATASET,
                 root: Optional[str] = _ROOT, config: Optional[str] = _CONFIG,
-                set_: Optional[List[str]] = _SET) -> None:
+                set_: Optional[List[str]] = _SET,
+                label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE) -> None:
     """Print the fully resolved run config as JSON (what `train` would save).
 
     Example: spade-bench config --variant concat --preset smoke --set generator.ngf=8
     """
-    cfg = _resolve(variant, preset, dataset, root, config, set_)
+    cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
     typer.echo(to_json(cfg))
     typer.echo(f"# config hash {config_hash(cfg)}", err=True)
 
@@ -197,8 +206,10 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Dataset folder
     written = write_scenes(out / split, n, size=size, seed=seed, split=split, image_format=image_format,
                            overwrite=overwrite)
     other = "val" if split == "train" else "train"
-    typer.echo(f"wrote {written} pairs to {out / split}/images and {out / split}/labels; the folder format also "
-               f"needs {out / other}/ (--split {other}), then: spade-bench data check --dataset folder --root {out}")
+    needs = "" if (out / other / "images").is_dir() else \
+        f"the folder format also needs {out / other}/ (--split {other}), then: "
+    typer.echo(f"wrote {written} pairs to {out / split}/images and {out / split}/labels; {needs}"
+               f"spade-bench data check --dataset folder --root {out}")
 
 
 @data_app.command("check")
@@ -209,12 +220,16 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
                label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
                use_instance: Optional[bool] = typer.Option(
                    None, "--instances/--no-instances", help="Check instance maps (default: the dataset's)."),
-               set_: Optional[List[str]] = _SET) -> None:
-    """Validate every image/label pair of both splits and print counts, sizes and a class histogram.
+               set_: Optional[List[str]] = _SET,
+               verbose: bool = typer.Option(False, "--verbose", help="List every bad file, not a few per kind.")) -> None:
+    """Validate every image/label pair of both splits; answer for the whole dataset first.
 
-    For a `folder` dataset it infers the number of classes and a likely don't-care value from
-    the label values and prints the `train` command that fits. Exits non-zero, listing each
-    bad file with its reason, on any problem.
+    Prints the verdict and the complete `train` command (every data flag you passed or the
+    data needs, each with where its value came from), then the class histogram with names and
+    the image sizes, then the problems as a count by kind with a few files each (--verbose:
+    all). For a `folder` dataset it infers --label-nc, --dont-care (label_names.txt's void
+    class, else 255), the split and the aspect ratio from every label map and photo. Exits
+    non-zero on any problem.
 
     Example: spade-bench data check --dataset folder --root data/street
     """
@@ -222,9 +237,12 @@ def data_check(dataset: str = typer.Option(..., "--dataset", "-d",
     extra = [f"data.use_instance={str(use_instance).lower()}"] if use_instance is not None else []
     cfg = _resolve("spade", "default", dataset, root, None, extra + list(set_ or []), label_nc, dont_care)
     report = check_dataset(cfg.data, progress=True)
-    typer.echo(report.summary())
+    typer.echo(report.summary(verbose=verbose))
     if not report.ok:
-        raise DataError(f"{len(report.problems)} problem(s) in {report.root or dataset}; each bad file is listed above")
+        fix = "the command above fixes them" if all(report.is_fixed(p) for p in report.problems) and \
+            report.suggested else "see the verdict at the top"
+        raise DataError(f"{len(report.problems)} problem(s) in {report.root or dataset}: {fix}"
+                        f"{'' if verbose else ' (--verbose lists every file)'}")
 
 
 # ----------------------------------------------------------------------------- train
@@ -239,6 +257,7 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
                                       help="Continue OUT from its newest good checkpoint (an error if it has none)."),
           resume_from: Optional[int] = typer.Option(None, "--resume-from", metavar="STEP",
                                                     help="Continue OUT from the checkpoint of this step."),
+          break_lock: bool = _BREAK_LOCK,
           ) -> None:
     """Train one variant; the same trainer serves every variant.
 
@@ -253,23 +272,25 @@ def train(variant: str = _VARIANT, preset: str = _PRESET, dataset: Optional[str]
     resume = resume or resume_from is not None
     plain = (config is None and not set_ and preset == "default" and dataset is None and root is None
              and label_nc is None and dont_care is None)
-    with _warnings_as_lines():
-        if resume and plain:
-            _pin_run(out)
-            from spade_bench.trainer import load_saved_config, train_run
+    if resume and plain:
+        _pin_run(out)
+        from spade_bench.trainer import load_saved_config, train_run
 
-            cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
-        else:
-            cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
-            _pin(cfg)
-            from spade_bench.trainer import train_run
-        result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume)
+        cfg = load_saved_config(out)  # plain --resume: continue with exactly the run's own config
+    else:
+        cfg = _resolve(variant, preset, dataset, root, config, set_, label_nc, dont_care)
+        _pin(cfg)
+        from spade_bench.trainer import train_run
+    result = train_run(cfg, out, resume=resume, resume_from=resume_from, require_checkpoint=resume,
+                       break_lock=break_lock)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if result.already_finished:
         rate = "" if math.isnan(result.images_per_s) else f" at {result.images_per_s:.1f} img/s"
-        typer.echo(f"nothing to do: {out} already finished its {result.step} steps{rate}; "
-                   f"raise train.steps (--set train.steps=N) to train longer")
+        typer.echo(f"nothing to do: {out} already finished its {result.step} steps{rate}. train.steps shapes the "
+                   f"learning-rate schedule, so a finished run is not extended in place; to train longer, start a "
+                   f"new run from its config: spade-bench train --config {RunFolder(out).config} "
+                   f"--set train.steps=N --out NEW_FOLDER")
         return
     typer.echo(
         f"done: {result.step} steps, {result.images_per_s:.1f} img/s, peak {result.peak_memory_gib:.2f} GiB. "
@@ -290,6 +311,19 @@ def _echo_warnings(caught) -> None:
             typer.secho(f"warning: {warning.message}", err=True, fg=typer.colors.YELLOW)
 
 
+def _score_curve(run: Path, checkpoint: str, device: str, overrides: list[str]):
+    """With eval.curve_points (the run's config or --set), score the learning curve after the
+    final checkpoint's evaluation (eval/curve.py); None otherwise."""
+    from eval.curve import score_curve
+    from eval.harness import apply_eval_overrides
+
+    settings = apply_eval_overrides(load_config_file(RunFolder(run).config), overrides).eval
+    if settings.curve_points <= 0 or checkpoint != "latest":
+        return None
+    return score_curve(run, settings.curve_points, metric=settings.curve_metrics, overrides=overrides,
+                       device=device)
+
+
 @app.command("eval")
 @_errors
 def eval_command(
@@ -307,6 +341,7 @@ def eval_command(
         resize_to: Optional[str] = typer.Option(None, "--resize-to",
                                                 help="With --real/--fake: resize both folders to HxW (bicubic); "
                                                      "folders of different sizes are refused without it."),
+        break_lock: bool = _BREAK_LOCK,
 ) -> None:
     """Score a run (generate, every registered metric or --metric ones, metrics.json), or two image folders.
 
@@ -333,16 +368,22 @@ def eval_command(
             check_output_folder(RunFolder(run).eval, what="evaluation folder RUN/eval")
 
             result = evaluate_run(run, metric=metric, checkpoint=checkpoint, device=device,
-                                  overrides=list(set_ or []))
+                                  overrides=list(set_ or []), break_lock=break_lock)
+            curve = _score_curve(run, checkpoint, device, list(set_ or []))
             _echo_warnings(caught)
             m, r = result["metrics"], result["references"]
             p = result["protocol"]
             lines = [f"{key}: {value:.4g}" for key, value in m.items() if value is not None]
             lines += [f"reference {key}: {value:.4g}" for key, value in r.items() if value is not None]
             typer.echo("\n".join(lines))
-            typer.echo(f"{p['num_images']} images at {p['eval_size'][0]}x{p['eval_size'][1]}, FID protocol "
+            typer.echo(f"{p['num_images']} images at {p['eval_size'][1]}x{p['eval_size'][0]} (W x H), FID protocol "
                        f"{p['fid_protocol']}, segmenter {p['segmenter']}; "
                        f"wrote {RunFolder(run).metrics}")
+            if curve is not None:
+                typer.echo(f"learning curve: {len(curve['points'])} of {curve['points_requested']} points "
+                           f"({', '.join(curve['metrics'])})"
+                           + (f", missing steps {', '.join(curve['missing'])}" if curve["missing"] else "")
+                           + f"; wrote {RunFolder(run).curve}")
             return
         if real is None or fake is None:
             raise EvalError("pass --run RUN_DIR, or both --real DIR and --fake DIR")
@@ -367,6 +408,8 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
           label: Path = typer.Option(..., "--label", help="Label map: index PNG or colour-coded PNG."),
           out: Path = typer.Option(..., "--out", "-o", help="Output PNG."),
           style: Optional[Path] = typer.Option(None, "--style", help="Photo whose style to use (spade-vae runs)."),
+          instance: Optional[Path] = typer.Option(None, "--instance", help="Instance map of the label map, for a run "
+                                                  "trained with instance maps (else class boundaries stand in)."),
           seed: int = typer.Option(0, "--seed", help="Seed of z (VAE) or of any sampling in the generator."),
           checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, or a step number."),
           device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -384,13 +427,15 @@ def synth(run: Path = typer.Option(..., "--run", help="Run directory with checkp
 
     check_run_label_flags(run, _data_flags(label_nc, dont_care))
     check_output_folder(Path(out).parent, what="output folder of --out")
-    info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device)
+    info = synthesize(run, label, out, style_path=style, seed=seed, checkpoint=checkpoint, device=device,
+                      instance_path=instance)
+    # Every size in W x H order (info holds (H, W) pairs).
+    height, width = info["size"]
     note = ""
     if list(info.get("label_size", info["size"])) != list(info["size"]):
         lh, lw = info["label_size"]
-        note = (f"; the {lw}x{lh} label map was resized (nearest) to the run's training size "
-                f"{info['size'][1]}x{info['size'][0]}, WxH")
-    typer.echo(f"wrote {info['out']} ({info['size'][0]}x{info['size'][1]}, step {info['step']}, seed {info['seed']}"
+        note = f"; the {lw}x{lh} label map was resized (nearest) to the run's training size {width}x{height}"
+    typer.echo(f"wrote {info['out']} ({width}x{height} W x H, step {info['step']}, seed {info['seed']}"
                f"{', style ' + info['style'] if info['style'] else ''}){note}")
 
 
@@ -400,6 +445,7 @@ def segmenter_train(
         dataset: str = typer.Option(..., "--dataset", "-d",
                                     help=f"Dataset format: {_DATASET_NAMES}."),
         root: Optional[str] = _ROOT, preset: str = _PRESET, set_: Optional[List[str]] = _SET,
+        label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
         steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: eval.segmenter_steps)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o",
                                            help="Checkpoint path (default: the cache path `eval` looks in)."),
@@ -416,14 +462,14 @@ def segmenter_train(
 
     Example: spade-bench segmenter train --dataset facades --root ../shared/datasets/cmp_facades --steps 300
     """
-    cfg = _resolve("spade", preset, dataset, root, None, set_)
+    cfg = _resolve("spade", preset, dataset, root, None, set_, label_nc, dont_care)
     _pin(cfg)
     from eval.segmenter import train_segmenter
 
     steps = cfg.eval.segmenter_steps if steps is None else steps
     info = train_segmenter(cfg, out, steps, batch_size=batch_size, lr=lr, arch=arch, device=device, seed=seed)
     typer.echo(f"evaluator: {info['path']}\nsha256: {info['sha256']}\n"
-               f"{info['steps']} steps at {info['image_size'][0]}x{info['image_size'][1]} in "
+               f"{info['steps']} steps at {info['image_size'][1]}x{info['image_size'][0]} (W x H) in "
                f"{info['train_time_s']:.0f} s on {info['device']}\n"
                f"real val ({info['num_val_images']} images): mIoU {info['real_val_miou']:.1f}, "
                f"pixel accuracy {info['real_val_pixel_accuracy']:.1f}")
@@ -442,6 +488,8 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
            fid_bootstrap: int = typer.Option(200, "--fid-bootstrap", min=10,
                                              help="Bootstrap replicates for FID (each costs an eigendecomposition)."),
            seed: int = typer.Option(0, "--seed", help="Bootstrap RNG seed."),
+           name: Optional[str] = typer.Option(None, "--name", help="What the report calls the runs' dataset (default: "
+                                              "the format's name; for `folder` data its root folder's name)."),
            ) -> None:
     """Rebuild the ablation tables and figures from finished (and failed) runs.
 
@@ -455,12 +503,42 @@ def report(runs: List[Path] = typer.Argument(..., metavar="RUNS...",
 
     out = out or Path("reports") / (runs[0].resolve().name or "report")
     result = build_report(runs, out, settings=BootstrapSettings(
-        replicates=bootstrap, fid_replicates=fid_bootstrap, seed=seed))
+        replicates=bootstrap, fid_replicates=fid_bootstrap, seed=seed), dataset_name=name)
     for warning in result["warnings"]:
         typer.secho(warning.replace("**", ""), err=True, fg=typer.colors.YELLOW)
     typer.echo(f"report of {result['runs']} runs ({result['failed']} failed): {result['markdown']}, "
                f"{result['csv'].name}, {result['latex'].name}, {result['summary'].name}, "
                f"{len(result['figures'])} figures in {out / 'figures'}")
+
+
+@app.command()
+@_errors
+def compare(new: List[Path] = typer.Argument(..., metavar="NEW...",
+                                            help="Rerun run folders (or folders holding them), or a report folder."),
+            reference: List[Path] = typer.Option(..., "--reference", "-r",
+                                                 help="A report folder (its summary.json), a summary.json, or run folders."),
+            allow_diff: List[str] = typer.Option([], "--allow-diff",
+                                                 help="An experiment key allowed to differ (a change you mean to test)."),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the answers as JSON here."),
+            ) -> None:
+    """Is a rerun consistent with its reference? Per variant and metric: identical (bits),
+    consistent (within the seed spread and image resampling), or inconsistent; and the numerics
+    fields that differ.
+
+    Exit 0: all identical or consistent; 1: any inconsistent; 3: could not judge (e.g. one seed a
+    side and different values); 2: refused (another experiment or protocol) or bad input.
+
+    Example: spade-bench compare runs/ablate-synthetic-smoke --reference reports/example-smoke
+    """
+    from reports.compare import compare as compare_runs
+
+    result = compare_runs(new, reference, allow_diff=allow_diff)
+    if json_out is not None:
+        from spade_bench.io import atomic_write_json
+
+        atomic_write_json(json_out, result.to_json())
+    typer.echo(result.text())
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()
@@ -521,6 +599,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
                                                                         "launched into this --out folder, and exit."),
            collect: Optional[Path] = typer.Option(None, "--collect", help="Build the report of the sweep in this "
                                                                           "--out folder now, and exit."),
+           break_lock: bool = _BREAK_LOCK,
            ) -> None:
     """Train and score every variant x seed, then write the ablation report.
 
@@ -580,7 +659,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
         return
     if launcher != "inline":
         sweep = plan_sweep(**sweep_args)
-        launch(sweep, opts, echo=typer.echo)
+        launch(sweep, opts, echo=typer.echo, break_lock=break_lock)
         if launcher == "slurm":
             return
         states = pair_statuses(sweep.out)
@@ -592,7 +671,7 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
         if failed:
             raise typer.Exit(1)
         return
-    result = run_ablation(**sweep_args, echo=typer.echo, max_parallel=max_parallel)
+    result = run_ablation(**sweep_args, echo=typer.echo, break_lock=break_lock, max_parallel=max_parallel)
     done = sum(p.status != "failed" for p in result.pairs)
     typer.echo(f"ablation: {done}/{len(result.pairs)} pairs finished; runs in {result.out}; "
                f"report: {result.report_dir / 'ablation.md'}")
@@ -668,6 +747,7 @@ def import_nvlabs_command(
                                               help="Dataset to score and fine-tune on (default: from opt.txt's "
                                                    "dataset_mode)."),
         root: Optional[str] = _ROOT, set_: Optional[List[str]] = _SET,
+        label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
 ) -> None:
     """Turn an NVlabs SPADE checkpoint folder into a run that eval, synth, report and train --resume accept.
 
@@ -679,7 +759,8 @@ def import_nvlabs_command(
     """
     from spade_bench.nvlabs import import_nvlabs
 
-    provenance = import_nvlabs(checkpoint_dir, out, dataset=dataset, root=root, overrides=list(set_ or []))
+    provenance = import_nvlabs(checkpoint_dir, out, dataset=dataset, root=root,
+                               overrides=_data_flags(label_nc, dont_care) + list(set_ or []))
     nets = ", ".join(f"{role} {how}" for role, how in provenance["networks"].items())
     typer.echo(f"imported {checkpoint_dir} ({nets}) into {out}: config.json, checkpoints/latest.pt (step 0), "
                f"provenance.json")

@@ -140,9 +140,11 @@ class RealStatistics:
 def dataset_fingerprint(dataset, indices: Iterable[int]) -> str:
     """sha256 of what the images at `indices` are: for files, each image's absolute path, size
     and modification time (an in-place edit changes it); for the procedural scenes, their seed
-    (the scenes themselves follow from the seed, split, index and data config)."""
+    (the scenes themselves follow from the seed, split, scene index and data config)."""
     digest = hashlib.sha256()
     indices = [int(i) for i in indices]
+    if isinstance(dataset, SyntheticDataset):
+        indices = [dataset.indices[i] for i in indices]  # the scenes, whatever subset holds them
     digest.update(json.dumps(indices).encode())
     if isinstance(dataset, SyntheticDataset):
         digest.update(f"synthetic seed {dataset.seed} split {dataset.split}".encode())

@@ -28,12 +28,13 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -45,20 +46,24 @@ from eval.protocol import PER_IMAGE_SEED, build_protocol, code_state, per_image_
 from eval.segmentation_metrics import batch_image_counts
 from eval.segmenter import Segmenter, load_segmenter, run_segmenter_path, segmenter_train_command, sidecar_path
 from spade_bench.config import TrainConfig, apply_overrides, config_hash, load_config_file
-from spade_bench.data import PairedDataset, build_dataset, class_names, colorize_labels, semantic_input
+from spade_bench.data import (PairedDataset, build_dataset, class_legend, class_names, colorize_labels, sample_source,
+                               semantic_input)
 from spade_bench.data import files, formats
+from spade_bench.data.subset import (NEIGHBOUR_THUMBNAIL, consecutive_warning, evenly_spaced, neighbour_similarity,
+                                     subset_record)
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_params
 from spade_bench.discriminators import build_discriminator
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import ConfigError, EvalError
 from spade_bench.io import atomic_write, atomic_write_json
+from spade_bench.locks import folder_lock
 from spade_bench.metrics import (COMMON_PROTOCOL_KEYS, Batch, Context, Metric, Score, get_metric, list_metrics,
                                  metric_keys, resolve_request, scored_versions)
 from spade_bench.metrics.miou import per_class_iou
 from spade_bench.nn import count_parameters
 from spade_bench.numerics import apply_mode, cache_tag, numerics_state
 from spade_bench.render import render
-from spade_bench.run_folder import RunFolder, read_json_or_empty, read_provenance
+from spade_bench.run_folder import RunFolder, generation_manifest, read_json_or_empty, read_provenance
 
 SCHEMA_VERSION = 1
 # Label dependence (Figure 3 of the paper, and the degenerate-run flag): at most this many
@@ -106,7 +111,7 @@ def find_segmenter(cfg, device) -> Segmenter:
             raise EvalError(f"segmenter checkpoint {path} (eval.segmenter) does not exist; fix the path, or "
                             f"train the default one with: {segmenter_train_command(cfg)}")
         raise EvalError(f"no segmentation evaluator for {cfg.data.dataset} at "
-                        f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]} (looked for {path}); train it with: "
+                        f"{cfg.data.image_size[1]}x{cfg.data.image_size[0]} (W x H; looked for {path}); train it with: "
                         f"{segmenter_train_command(cfg)}   or pass --set eval.segmenter=PATH")
     mapping = get_label_mapping(cfg.eval.label_mapping, cfg.data.label_nc)
     mapped = mapping is not None and sidecar_path(path).is_file()
@@ -137,10 +142,8 @@ class _Evaluation:
 
 
 def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[list[str]],
-             metrics: list[type[Metric]]) -> _Evaluation:
+             metrics: list[type[Metric]], out: Optional[Path] = None) -> _Evaluation:
     folder = RunFolder(run_dir)
-    if not folder.config.is_file():
-        raise EvalError(f"{run_dir} is not a run directory (no {folder.config.name}); pass the folder `train --out` wrote")
     device = resolve_device(str(device))
     cfg, generator, encoder, step = checkpoints.load_generator(run_dir, checkpoint, device)
     cfg = apply_eval_overrides(cfg, overrides)
@@ -148,8 +151,12 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
     if encoder is not None:
         encoder.eval()
     data = cfg.data
+    class_names(data)   # a label_names.txt that names two classes alike fails here, before any generation
     val_set = build_dataset(data, "val", augment=False)
     count = num_eval_images(cfg, len(val_set))
+    if 0 < count < len(val_set):
+        # eval.num_images below data.max_val_images: the same rule, once, over the whole list.
+        val_set = build_dataset(replace(data, max_val_images=count), "val", augment=False)
     if count == 0:
         raise EvalError(f"the validation split of {data.dataset} (root {data.root}) has no images to evaluate")
     needy = [m for m in metrics if count < m.min_images]
@@ -168,7 +175,7 @@ def _prepare(run_dir: Path, checkpoint: str, device: str, overrides: Optional[li
                 # Validation photos edited in place (or other files) make every stored image stale.
                 "val_images": dataset_fingerprint(val_set, range(count))}
     return _Evaluation(run_dir, cfg, generator, encoder, step, device, val_set, count, generation_hw,
-                       scoring_hw, folder.eval, manifest)
+                       scoring_hw, Path(out) if out is not None else folder.eval, manifest)
 
 
 def _start_output(ev: _Evaluation) -> bool:
@@ -176,7 +183,7 @@ def _start_output(ev: _Evaluation) -> bool:
     the stored images (and so an earlier metrics.json's scores) were made with these settings."""
     for sub in ("images", "real", "labels"):
         (ev.out / sub).mkdir(parents=True, exist_ok=True)
-    manifest_path = ev.out / "images" / "generation.json"
+    manifest_path = generation_manifest(ev.out)
     same = read_json_or_empty(manifest_path) == ev.manifest
     if not same:
         stale = [p for sub in ("images", "real", "labels") for p in (ev.out / sub).glob("*.png")]
@@ -234,7 +241,7 @@ def _segmap(sample: dict[str, Any], ev: _Evaluation) -> torch.Tensor:
 def _read_png(path: Path, size_hw: tuple[int, int]) -> torch.Tensor:
     image = load_image(path)
     if tuple(image.shape[-2:]) != tuple(size_hw):
-        raise EvalError(f"{path} is {image.shape[-2]}x{image.shape[-1]}, expected {size_hw[0]}x{size_hw[1]}; "
+        raise EvalError(f"{path} is {image.shape[-1]}x{image.shape[-2]}, expected {size_hw[1]}x{size_hw[0]} (W x H); "
                         f"delete {path.parent} to generate again")
     return image
 
@@ -327,6 +334,7 @@ class _Scores:
         references: dict[str, Optional[float]] = {}
         files: dict[str, Optional[str]] = {}
         per_class: dict[str, Optional[float]] = {}
+        per_class_real: dict[str, Optional[float]] = {}
         context = Context()
         if self.extractor is not None:
             fake_array = np.concatenate(self.fake_features).astype(np.float32)
@@ -344,6 +352,12 @@ class _Scores:
             names = list(self.mapping.class_names) if self.mapping is not None else list(class_names(cfg.data))
             iou = per_class_iou(*(counts[k].sum(0).astype(np.float64) for k in ("tp", "fp", "fn")))
             per_class = {name: (None if math.isnan(v) else 100.0 * v) for name, v in zip(names, iou.tolist())}
+            # The same on the real photos: each class's ceiling (what the segmenter itself sees).
+            real = next((m.sums() for m in self.on_real.values() if hasattr(m, "sums") and m.sums() is not None),
+                        None)
+            if real is not None:
+                per_class_real = {name: (None if math.isnan(v) else 100.0 * v)
+                                  for name, v in zip(names, per_class_iou(*real).tolist())}
         for metric in self.metrics:
             score = self.scoring[metric.name].compute(context)
             scores[metric.name] = score
@@ -351,7 +365,8 @@ class _Scores:
                 warnings.warn(message)
             if metric.reference is not None:
                 references[metric.reference.key] = self._reference(metric, context)
-        return {"scores": scores, "references": references, "files": files, "per_class_iou": per_class}
+        return {"scores": scores, "references": references, "files": files, "per_class_iou": per_class,
+                "per_class_iou_real": per_class_real}
 
     def _reference(self, metric: type[Metric], context: Context) -> Optional[float]:
         """The metric with real photos in place of the generated ones: the segmenter on the
@@ -394,16 +409,11 @@ def _test_photos(data) -> _TestPhotos:
     return _TestPhotos(data, "test", [formats.Pair(p.stem, p, None) for p in photos], augment=False)
 
 
-def _evenly_spaced(count: int, size: int) -> list[int]:
-    """min(count, size) indices into a set of `size`, evenly spaced from the first to the last."""
-    return np.linspace(0, size - 1, min(count, size)).round().astype(int).tolist()
-
-
 def _real_indices(ev: _Evaluation, real_set) -> list[int]:
     """Which real photos: the evaluated validation ones, or as many test photos evenly spaced."""
     if real_set is ev.val_set:
         return list(range(ev.count))
-    return _evenly_spaced(ev.count, len(real_set))
+    return evenly_spaced(ev.count, len(real_set))
 
 
 def _photo_features(ev: _Evaluation, extractor: FeatureExtractor, dataset, indices: list[int],
@@ -427,7 +437,7 @@ def _train_features(ev: _Evaluation, extractor: FeatureExtractor, min_images: in
     the validation or the test photos) they give the floor a generator can approach."""
     data = ev.cfg.data
     train_set = build_dataset(data, "train", augment=False)
-    indices = _evenly_spaced(ev.count, len(train_set))
+    indices = evenly_spaced(ev.count, len(train_set))
     if len(indices) < max(2, min_images):
         return None
     meta = real_stats_key(data, "train", train_set, indices, ev.scoring_hw, extractor)
@@ -469,8 +479,8 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     - uniform_distinctness: mean pairwise distance between the outputs for uniform single-class
       label maps (up to LABEL_DEPENDENCE_CLASSES classes). The paper's Figure 3: a normalisation
       layer fed the label map directly (pix2pixHD) washes a uniform map out; SPADE keeps it.
-    - label_spread: mean pairwise distance between the outputs for the first
-      LABEL_DEPENDENCE_MAPS real validation label maps.
+    - label_spread: mean pairwise distance between the outputs for LABEL_DEPENDENCE_MAPS real
+      validation label maps, evenly spaced over the evaluated ones.
     - degenerate: label_spread below DEGENERATE_SPREAD_FRACTION of the mean pairwise distance
       between the real photos of those label maps: the outputs barely depend on the label map.
     Distances are mean absolute pixel differences in [0, 1] at the generation size.
@@ -484,7 +494,7 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     uniform_outputs = _render_fixed_z(ev, uniform, uniform.to(torch.int32) if data.use_instance else None)
 
     maps = min(ev.count, LABEL_DEPENDENCE_MAPS)
-    samples = [ev.val_set[i] for i in range(maps)]
+    samples = [ev.val_set[i] for i in evenly_spaced(maps, ev.count)]
     labels = torch.stack([s["label"].long() for s in samples])
     instances = torch.stack([s["instance"] for s in samples]) if data.use_instance else None
     spread_outputs = _render_fixed_z(ev, labels, instances)
@@ -496,15 +506,26 @@ def label_dependence(ev: _Evaluation) -> dict[str, Any]:
     if math.isfinite(label_spread) and math.isfinite(real_spread):
         degenerate = bool(label_spread < DEGENERATE_SPREAD_FRACTION * real_spread)
     rule = (f"degenerate when label_spread < {DEGENERATE_SPREAD_FRACTION} x the real photos' spread "
-            f"({real_spread:.4f}) over the same {maps} validation label maps; distances are mean absolute "
-            f"pixel differences in [0, 1] over all pairs, at {height}x{width}, one fixed z (seed "
-            f"{per_image_seed(cfg.eval.seed, 0)}); uniform_distinctness over {len(classes)} uniform "
-            f"single-class maps")
+            f"({real_spread:.4f}) over the same {maps} validation label maps (evenly spaced over the scored "
+            f"ones); distances are mean absolute pixel differences in [0, 1] over all pairs, at "
+            f"{width}x{height} (W x H), one fixed z (seed {per_image_seed(cfg.eval.seed, 0)}); "
+            f"uniform_distinctness over {len(classes)} uniform single-class maps")
     return {"uniform_distinctness": uniform_distinctness, "label_spread": label_spread,
             "degenerate": degenerate, "rule": rule}
 
 
 # ----------------------------------------------------------------------------- step 3: record
+
+def eval_subset(ev: _Evaluation, thumbnails: np.ndarray) -> dict[str, Any]:
+    """metrics.json `eval_subset`: which validation files were scored (names, their sha256, the
+    rule that chose them, the split rule) and whether neighbouring ones look like consecutive
+    frames (spade_bench.data.subset); warns when they do."""
+    record = subset_record(ev.val_set.names(), ev.val_set.listed, formats.split_rule(ev.cfg.data))
+    record["neighbours"] = neighbour_similarity(thumbnails)
+    if record["neighbours"]["consecutive"]:
+        warnings.warn(consecutive_warning(record["neighbours"], ev.count))
+    return record
+
 
 def _run_section(run_dir: Path, cfg, generator) -> dict[str, Any]:
     try:
@@ -554,7 +575,7 @@ def _metric_keys_of(metric: type[Metric]) -> set[str]:
 # when these match (with the generation manifest: an interrupted regeneration leaves a stale
 # metrics.json behind a fresh manifest).
 _SAME_IMAGES_KEYS = ("generation_size", "eval_size", "num_images", "image_resize", "seeds", "vae_z",
-                     "generation_manifest_sha256")
+                     "eval_subset_sha256", "generation_manifest_sha256")
 
 
 def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str, Any], scored_now: list[str],
@@ -595,7 +616,8 @@ def _earlier_scores(ev: _Evaluation, earlier: dict[str, Any], protocol: dict[str
     return kept, dropped
 
 
-def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any], *,
+def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence: dict[str, Any],
+            subset: dict[str, Any], *,
             metric: str, checkpoint: str, timings: dict[str, float], generated: int, wall: float,
             images_kept: bool, numerics: dict[str, Any]) -> dict[str, Any]:
     cfg = ev.cfg
@@ -613,13 +635,13 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         wall_time_s=wall, metrics=scored_now,
         metric=metric if isinstance(metric, str) else ",".join(metric), checkpoint=checkpoint,
         device=str(ev.device), vae_z=ev.manifest["vae_z"],
-        checkpoint_step=ev.step,
+        checkpoint_step=ev.step, eval_subset_sha256=subset["sha256"],
         generation_manifest_sha256=hashlib.sha256(json.dumps(ev.manifest, sort_keys=True).encode()).hexdigest(),
         timings={**timings, "generated_images": generated,
                  "images_per_s": (ev.count / work) if work > 0 else None},
         **stage,
     )
-    metrics_path = RunFolder(ev.run_dir).metrics
+    metrics_path = ev.out / RunFolder(ev.run_dir).metrics.name
     earlier = read_json_or_empty(metrics_path)
     kept, dropped = _earlier_scores(ev, earlier, protocol, scored_now, images_kept)
     by_reason: dict[str, list[str]] = {}
@@ -635,10 +657,11 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
     metric_warnings: dict[str, list[str]] = {}
     files: dict[str, Any] = dict.fromkeys(key for m in list_metrics() for key in m.files)
     files.update(scored["files"])
-    per_class = scored["per_class_iou"]
+    per_class, per_class_real = scored["per_class_iou"], scored["per_class_iou_real"]
     versions = dict(protocol["metric_versions"])
     old = {key: earlier.get(key) if isinstance(earlier.get(key), dict) else {}
-           for key in ("metrics", "references", "files", "protocol", "metric_warnings", "per_class_iou")}
+           for key in ("metrics", "references", "files", "protocol", "metric_warnings", "per_class_iou",
+                       "per_class_iou_real")}
     old_versions = old["protocol"].get("metric_versions") if isinstance(old["protocol"].get("metric_versions"), dict) \
         else {}
     now_uses = set().union(*(_metric_keys_of(get_metric(name)) for name in scored_now))
@@ -657,7 +680,7 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
             versions[name] = old_versions[name]
         metric_warnings[name] = list(old["metric_warnings"].get(name, []))
         if metric.inputs == "segmentation" and scores.segmenter is None:
-            per_class = old["per_class_iou"]
+            per_class, per_class_real = old["per_class_iou"], old["per_class_iou_real"]
     for name in scored_now:
         score: Score = scored["scores"][name]
         metrics[name] = score.value
@@ -673,6 +696,8 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
     if kept and "metric_warnings" not in earlier:
         # A record from before per-metric warnings: keep what it said, unattributed.
         messages += [w for w in earlier.get("warnings") or [] if isinstance(w, str) and w not in messages]
+    if subset["neighbours"]["consecutive"]:
+        messages.append(consecutive_warning(subset["neighbours"], ev.count))
     result = {
         "schema": SCHEMA_VERSION,
         "code": code_state(),
@@ -680,16 +705,32 @@ def _record(ev: _Evaluation, scores: _Scores, scored: dict[str, Any], dependence
         "checkpoint_step": ev.step,
         "metrics": metrics,
         "per_class_iou": per_class,
+        "per_class_iou_real": per_class_real,
+        # What the report's legend and sample rows name: class colours, and each sample's file.
+        "classes": class_legend(cfg.data),
+        "sample_files": _sample_files(ev),
         "references": references,
         "label_dependence": dependence,
+        "eval_subset": subset,
         "protocol": protocol,
         "files": files,
         "warnings": messages,
         "metric_warnings": metric_warnings,
         "numerics": numerics,   # what decided these bits (spade_bench/numerics.py), flat
     }
-    atomic_write_json(RunFolder(ev.run_dir).metrics, _finite(result))
+    atomic_write_json(metrics_path, _finite(result))
     return result
+
+
+# Sample files named in metrics.json (the report's sample grid shows the first few).
+SAMPLE_FILES = 16
+
+
+def _sample_files(ev: _Evaluation) -> dict[str, str]:
+    """{"NNNNN.png": the validation file it renders} for the first stored images."""
+    names = sorted(p.name for p in (ev.out / "images").glob("*.png") if p.stem.isdigit())[:SAMPLE_FILES]
+    return {name: sample_source(ev.val_set, int(Path(name).stem)) for name in names
+            if int(Path(name).stem) < len(ev.val_set)}
 
 
 def _vae_z(cfg, encoder) -> Optional[str]:
@@ -715,17 +756,28 @@ def _finite(value: Any) -> Any:
 
 def evaluate_run(run_dir: str | Path, *, metric: str = "all", checkpoint: str = "latest",
                  device: str = "auto", overrides: Optional[list[str]] = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, out: Optional[str | Path] = None,
+                 break_lock: bool = False) -> dict[str, Any]:
     """Evaluate a training run; writes RUN/eval/ and returns the metrics.json content.
 
-    Runs in the run's numerics (train.numerics) on its train.threads threads, the count every
-    phase of a run uses (0: the process's own share of the cores), not whatever thread count
-    earlier work left, so the same command gives the same scores."""
+    `out`: write the evaluation folder (images, metrics.json, ...) there instead of RUN/eval/;
+    the learning curve's points (eval/curve.py) go to RUN/eval/curve/step_XXXXXXX/.
+
+    Holds the evaluation folder's lock (`spade_bench.locks`, EVAL/.lock) throughout: a second
+    evaluation into the same folder is refused, naming the first, instead of scoring a mixture of
+    both's images; `break_lock` clears a stale lock (its process is dead). Runs in the run's
+    numerics (train.numerics) on its train.threads threads, the count every phase of a run uses
+    (0: the process's own share of the cores), not whatever thread count earlier work left, so
+    the same command gives the same scores."""
+    folder = RunFolder(run_dir)
+    if not folder.config.is_file():
+        raise EvalError(f"{run_dir} is not a run directory (no {folder.config.name}); pass the folder `train --out` wrote")
     train = _run_train_settings(Path(run_dir))
     mode = apply_mode(train.numerics, train.threads)
-    with torch_threads(resolve_threads(train.threads)):
+    lock = Path(out) / folder.eval_lock.name if out is not None else folder.eval_lock
+    with folder_lock(lock, "evaluation folder", break_lock=break_lock), torch_threads(resolve_threads(train.threads)):
         return _evaluate_run(run_dir, metric=metric, checkpoint=checkpoint, device=device,
-                             overrides=overrides, progress=progress, numerics_mode=mode)
+                             overrides=overrides, progress=progress, out=out, numerics_mode=mode)
 
 
 def _run_train_settings(run_dir: Path):
@@ -738,11 +790,12 @@ def _run_train_settings(run_dir: Path):
 
 
 def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: str,
-                  overrides: Optional[list[str]], progress: bool, numerics_mode: str) -> dict[str, Any]:
+                  overrides: Optional[list[str]], progress: bool,
+                  out: Optional[str | Path] = None, numerics_mode: str = "native") -> dict[str, Any]:
     start = time.perf_counter()
     metrics = requested_metrics(metric)
     inputs = {m.inputs for m in metrics}
-    ev = _prepare(Path(run_dir), checkpoint, device, overrides, metrics)
+    ev = _prepare(Path(run_dir), checkpoint, device, overrides, metrics, out)
     # Fail on a missing evaluator before spending time on generation.
     segmenter = find_segmenter(ev.cfg, ev.device) if "segmentation" in inputs else None
     images_kept = _start_output(ev)
@@ -752,6 +805,7 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
     scores = _Scores(ev, extractor, segmenter, metrics)
     timings = {"generate_s": 0.0, "fid_s": 0.0, "segment_s": 0.0}
     generated = 0
+    thumbnails = []
     loader = DataLoader(Subset(ev.val_set, range(ev.count)), batch_size=ev.cfg.eval.batch_size, shuffle=False,
                         num_workers=ev.cfg.data.num_workers)
     with tqdm(total=ev.count, desc="eval", unit="img", disable=not progress) as bar:
@@ -761,9 +815,11 @@ def _evaluate_run(run_dir: str | Path, *, metric: str, checkpoint: str, device: 
             fake, real, labels, new = _render_batch(ev, sample, indices, timings)
             generated += new
             scores.update(fake, real, labels, timings)
+            thumbnails.append(F.adaptive_avg_pool2d(real.float() / 255, NEIGHBOUR_THUMBNAIL).numpy())
             bar.update(len(indices))
     scored = scores.finish(progress)
     dependence = label_dependence(ev)
-    return _record(ev, scores, scored, dependence, metric=metric, checkpoint=checkpoint, timings=timings,
+    subset = eval_subset(ev, np.concatenate(thumbnails))
+    return _record(ev, scores, scored, dependence, subset, metric=metric, checkpoint=checkpoint, timings=timings,
                    generated=generated, wall=time.perf_counter() - start, images_kept=images_kept,
                    numerics=numerics_state(ev.device, mode=numerics_mode))

@@ -67,6 +67,9 @@ def load_image(path: str | Path) -> Tensor:
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise EvalError(f"image {path} has more pixels than PIL decodes safely (over {2 * Image.MAX_IMAGE_PIXELS} "
+                        f"pixels: a decompression bomb, or a huge photo); remove it, or shrink it below that") from None
     except (OSError, ValueError) as e:
         raise EvalError(f"cannot read image {path}: {e}; delete or replace the file") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)

@@ -40,10 +40,11 @@ from eval.cache import cache_dir, root_hash, sha256_file, state_dict_sha256
 from eval.segmentation_metrics import ConfusionMatrixMetric
 from spade_bench.config import PRESETS, resolve
 from spade_bench.data import build_dataloader, build_dataset, class_names
+from spade_bench.data.subset import evenly_spaced
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
 from spade_bench.distributed import resolve_device, resolve_threads, torch_threads
 from spade_bench.errors import EvalError, WeightsError
-from spade_bench.io import atomic_write
+from spade_bench.io import atomic_write, check_output_folder
 from spade_bench.numerics import apply_mode, cache_tag
 
 SEGMENTER_FORMAT = "spade-bench-segmenter"
@@ -300,13 +301,15 @@ def load_segmenter(path: str | Path, num_classes: int, device: str | torch.devic
 # ----------------------------------------------------------------------------- paths and commands
 
 def default_segmenter_path(data_cfg, numerics_tag: str = "") -> Path:
-    """Cache path of the default evaluator for a dataset, image size and dataset root; a pinned
-    run's evaluator (`numerics_tag`, `spade_bench.numerics.cache_tag`) is cached apart, since
-    the numerics decide its weights."""
+    """Cache path of the default evaluator for a dataset, image size, dataset root and, where the
+    format holds val out by a seed, that seed (an evaluator trained on another split has seen
+    this split's val photos); a pinned run's evaluator (`numerics_tag`,
+    `spade_bench.numerics.cache_tag`) is cached apart, since the numerics decide its weights."""
     height, width = data_cfg.image_size
+    split = "" if data_cfg.split_seed is None else f"_split-{data_cfg.split_seed}"
     tag = f"_{numerics_tag}" if numerics_tag else ""
     return (cache_dir() / "segmenters" /
-            f"{data_cfg.dataset}_{height}x{width}_root-{root_hash(data_cfg.root)}{tag}.pt")
+            f"{data_cfg.dataset}_{height}x{width}_root-{root_hash(data_cfg.root)}{split}{tag}.pt")
 
 
 def run_segmenter_path(cfg) -> Path:
@@ -329,7 +332,7 @@ def segmenter_train_command(cfg) -> str:
     except Exception:  # noqa: BLE001 - the hint must never hide the real error
         base = None
     for key in ("load_size", "crop_size", "aspect_ratio", "preprocess", "label_nc", "contain_dontcare",
-                "use_instance", "synthetic_train_size", "synthetic_val_size"):
+                "use_instance", "synthetic_train_size", "synthetic_val_size", "split_seed"):
         value = getattr(d, key)
         if base is None or getattr(base, key) != value:
             parts.append(f"--set data.{key}={value}")
@@ -377,8 +380,8 @@ def summarise(metric: ConfusionMatrixMetric, class_names: Optional[list[str]] = 
 
 
 def _dataset_batches(dataset, num_images: int, batch_size: int, num_workers: int):
-    loader = DataLoader(Subset(dataset, range(num_images)), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+    loader = DataLoader(Subset(dataset, evenly_spaced(num_images, len(dataset))), batch_size=batch_size,
+                        shuffle=False, num_workers=num_workers)
     for sample in loader:
         yield sample["image"], sample["label"]
 
@@ -478,6 +481,8 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
     data = cfg.data
     device = resolve_device(str(device))
     out_path = Path(out_path) if out_path else run_segmenter_path(cfg)
+    # Before training, not at the final save: a folder that cannot be written loses no training.
+    check_output_folder(out_path.parent, what="segmenter folder (--out)")
     torch.manual_seed(seed)
     train_set = build_dataset(data, "train")
     if len(train_set) == 0:

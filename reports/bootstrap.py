@@ -64,6 +64,7 @@ BASELINE = "spade"
 MIN_SEEDS_FOR_SPREAD = 2
 MIN_SEEDS_FOR_VERDICT = 3
 METHOD_SEEDS_AND_IMAGES = "seeds (t) + images"
+METHOD_POOLED_SEEDS_AND_IMAGES = "pooled seeds (t) + images"
 METHOD_IMAGES_ONLY = "image sampling only"
 
 
@@ -100,6 +101,8 @@ class Interval:
             MIN_SEEDS_FOR_SPREAD seeds on a side.
         seed_se, image_se: the two standard-error parts (seed_se None when not measured).
         df: degrees of freedom of the t quantile (inf for the normal one).
+        confidence: the interval's two-sided level; `p_value` is the matching test of "no
+            difference", so p <= 1 - confidence exactly when the interval excludes 0.
     """
 
     point: float
@@ -112,10 +115,25 @@ class Interval:
     seed_se: Optional[float] = None
     image_se: float = 0.0
     df: float = math.inf
+    confidence: float = 0.95
 
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value of "no difference": the t (or normal) test this interval inverts,
+        with its standard error read back from its half width. NaN when the interval is."""
+        half = (self.high - self.low) / 2
+        if not (math.isfinite(half) and math.isfinite(self.point)):
+            return math.nan
+        tail = 1 - (1 - self.confidence) / 2
+        quantile = float(stats.t.ppf(tail, self.df)) if math.isfinite(self.df) else float(stats.norm.ppf(tail))
+        if half <= 0:
+            return 1.0 if self.point == 0 else 0.0
+        statistic = abs(self.point) / (half / quantile)
+        return float(2 * (stats.t.sf(statistic, self.df) if math.isfinite(self.df) else stats.norm.sf(statistic)))
 
     @property
     def image_only(self) -> bool:
@@ -130,7 +148,8 @@ class Interval:
                 "replicates": self.replicates, "variant_seeds": self.variant_seeds,
                 "baseline_seeds": self.baseline_seeds, "excludes_zero": self.excludes_zero,
                 "method": self.method, "seed_se": self.seed_se, "image_se": self.image_se,
-                "df": None if math.isinf(self.df) else self.df}
+                "df": None if math.isinf(self.df) else self.df, "confidence": self.confidence,
+                "p_value": self.p_value}
 
 
 @dataclass
@@ -142,6 +161,11 @@ class BootstrapResult:
     consistency: list[str] = field(default_factory=list)
     num_images: Optional[int] = None
     settings: BootstrapSettings = field(default_factory=BootstrapSettings)
+    # variant -> metric -> [B] mean over the variant's runs of their replicates (every variant,
+    # the baseline included), and the runs behind each mean: what summary.json keeps for
+    # `spade-bench compare` (reports.compare), which resamples a rerun on the same draws.
+    variant_replicates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    replicate_runs: dict[str, list[str]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- resampling
@@ -154,15 +178,27 @@ def resample_weights(num_images: int, replicates: int, rng: np.random.Generator)
     return counts.reshape(replicates, num_images).astype(np.float64)
 
 
+def replicate_weights(num_images: int, settings: BootstrapSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The image resamples of a report: ([replicates, N], the first fid_replicates of them).
+    The same settings and image count give the same draws (reports.compare relies on it)."""
+    weights = resample_weights(num_images, settings.replicates, np.random.default_rng(settings.seed))
+    return weights, weights[:min(settings.fid_replicates, settings.replicates)]
+
+
 def seed_and_image_interval(variant_reps: np.ndarray, baseline_reps: np.ndarray,
                             variant_points: Sequence[float], baseline_points: Sequence[float],
-                            confidence: float = 0.95) -> Interval:
+                            confidence: float = 0.95, *, pooled: bool = False) -> Interval:
     """Interval of mean(variant) - mean(baseline), centred on the point estimate.
 
     Args:
         variant_reps, baseline_reps: [seeds, B] per-run metric values on B image resamples;
-            column b of both used the same resample.
+            column b of both used the same resample (a side may pass its seed mean as [1, B]:
+            only the mean over seeds enters the image part).
         variant_points, baseline_points: per-run values on all images.
+        pooled: both sides are seeds of one experiment (a rerun against its reference,
+            reports.compare), so they share one seed variance: it is pooled over both sides
+            (n_v + n_b - 2 degrees of freedom), and one side with 2 or more seeds measures it.
+            Without it (variants against the baseline) each side needs its own 2 seeds (Welch).
     """
     variant_points = np.asarray(variant_points, dtype=np.float64)
     baseline_points = np.asarray(baseline_points, dtype=np.float64)
@@ -175,7 +211,16 @@ def seed_and_image_interval(variant_reps: np.ndarray, baseline_reps: np.ndarray,
     # not available), never 0, which would shrink the interval to the seed part alone.
     image_var = float(np.var(differences, ddof=1)) if len(differences) > 1 else math.nan
     tail = 1 - (1 - confidence) / 2
-    if min(n_v, n_b) >= MIN_SEEDS_FOR_SPREAD:
+    if pooled and max(n_v, n_b) >= MIN_SEEDS_FOR_SPREAD:
+        squares = float(((variant_points - variant_points.mean()) ** 2).sum()
+                        + ((baseline_points - baseline_points.mean()) ** 2).sum())
+        pooled_df = n_v + n_b - 2
+        seed_var = squares / pooled_df * (1 / n_v + 1 / n_b)
+        total = seed_var + image_var
+        df = total ** 2 / (seed_var ** 2 / pooled_df) if seed_var > 0 else math.inf
+        quantile = float(stats.t.ppf(tail, df)) if math.isfinite(df) else float(stats.norm.ppf(tail))
+        method, seed_se = METHOD_POOLED_SEEDS_AND_IMAGES, math.sqrt(seed_var)
+    elif not pooled and min(n_v, n_b) >= MIN_SEEDS_FOR_SPREAD:
         part_v = float(np.var(variant_points, ddof=1)) / n_v
         part_b = float(np.var(baseline_points, ddof=1)) / n_b
         seed_var = part_v + part_b
@@ -190,7 +235,7 @@ def seed_and_image_interval(variant_reps: np.ndarray, baseline_reps: np.ndarray,
     half = quantile * math.sqrt(total)
     return Interval(point=point, low=point - half, high=point + half, replicates=len(differences),
                     variant_seeds=n_v, baseline_seeds=n_b, method=method, seed_se=seed_se,
-                    image_se=math.sqrt(image_var), df=df)
+                    image_se=math.sqrt(image_var), df=df, confidence=confidence)
 
 
 # --------------------------------------------------------------------------- per-run replicates
@@ -343,13 +388,16 @@ def bootstrap_differences(records: Sequence[RunRecord],
                 f"not paired, left out of the intervals ({r.dir})")
     result.num_images = num_images
 
-    rng = np.random.default_rng(settings.seed)
-    weights = resample_weights(num_images, settings.replicates, rng)
-    fid_weights = weights[:min(settings.fid_replicates, settings.replicates)]
+    weights, fid_weights = replicate_weights(num_images, settings)
     by_variant: dict[str, list[tuple[dict, dict]]] = {}
     for record in tqdm(usable, desc="bootstrap", unit="run", disable=not progress):
         by_variant.setdefault(record.variant, []).append(
             _run_replicates(record, weights, fid_weights, result.notes, result.consistency))
+        result.replicate_runs.setdefault(record.variant, []).append(record.label)
+    for variant, runs in by_variant.items():
+        metrics = dict.fromkeys(m for reps, _ in runs for m in reps)
+        result.variant_replicates[variant] = {
+            m: np.mean([reps[m] for reps, _ in runs if m in reps], axis=0) for m in metrics}
     base = by_variant.pop(baseline)
     for variant, runs in sorted(by_variant.items()):
         result.intervals[variant] = differences(runs, base, settings.confidence)

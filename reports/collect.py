@@ -8,15 +8,20 @@ dropping it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from spade_bench.config import RunConfig, experiment_dict, hash_names_config
+from spade_bench.data.formats import FORMATS
 from spade_bench.errors import SpadeBenchError
 from spade_bench.metrics import metric_keys, owner
-from spade_bench.run_folder import SUBFOLDERS, TENSORBOARD, RunFolder, try_read_json
+from spade_bench.run_folder import (ENV, METRICS, SUBFOLDERS, TENSORBOARD, RunFolder, read_json_or_empty,
+                                     try_read_json)
 
 METRICS_SCHEMA = 1
 # Folders that never hold other runs: a run's sub-folders, and what reports write.
@@ -93,6 +98,16 @@ class RunRecord:
         return _finite_or_none(value)
 
     @property
+    def dataset_name(self) -> str:
+        """How the report names the run's dataset: the format's name, or for a user's own data
+        (a format whose files declare nothing, `folder`) the name of its root folder."""
+        fmt = FORMATS.get(self.dataset)
+        root = (self.config.get("data") or {}).get("root")
+        if fmt is not None and fmt.suggest_flags and isinstance(root, str) and Path(root).expanduser().name:
+            return Path(root).expanduser().name
+        return self.dataset
+
+    @property
     def degenerate(self) -> Optional[bool]:
         """metrics.json label_dependence.degenerate (None when not recorded)."""
         value = ((self.metrics or {}).get("label_dependence") or {}).get("degenerate")
@@ -126,11 +141,30 @@ class RunRecord:
                 return candidate
         return None
 
+    def experiment(self) -> dict[str, Any]:
+        """The experiment keys of config.json whose values differ from the defaults, but the
+        training seed (`spade_bench.config.experiment_dict`): what makes seeds of one experiment."""
+        if not self.config:
+            return {}
+        defaults = experiment_dict(RunConfig())
+        return {k: v for k, v in experiment_dict(self.config).items()
+                if k != "train.seed" and (k not in defaults or v != defaults[k])}
+
+    def numerics(self) -> dict[str, dict]:
+        """The numerics state recorded in env.json (training) and metrics.json (evaluation):
+        their top-level "numerics" objects, {} where a record has none."""
+        env = read_json_or_empty(RunFolder(self.dir).env)
+        return {ENV: _mapping(env.get("numerics")), METRICS: _mapping((self.metrics or {}).get("numerics"))}
+
     def to_json(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "variant": self.variant, "seed": self.seed,
-                "dataset": self.dataset, "status": self.status, "error": self.error,
+                "dataset": self.dataset, "dataset_name": self.dataset_name, "status": self.status, "error": self.error,
                 "notes": list(self.notes), "code": self.code, "released_weights": self.released,
                 "degenerate": self.degenerate}
+
+
+def _mapping(value: Any) -> dict:
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _finite_or_none(value: Any) -> Optional[float]:
@@ -221,11 +255,87 @@ def load_run(run_dir: str | Path) -> RunRecord:
                  f"report reads schema {METRICS_SCHEMA}; re-run `spade-bench eval --run {run_dir}`")
     elif not isinstance(metrics.get("metrics"), dict):
         status, error = "failed", f"{folder.metrics} has no 'metrics' object"
+    elif problem := record_problem(folder.metrics, metrics, run_dir):
+        status, error = "failed", problem
+    elif stale := stale_scores(run_dir, config, summary, metrics):
+        status, error = "failed", stale
     elif train_status not in (None, "finished"):
         notes.append(f"training status is {train_status!r}, not 'finished'; evaluated anyway")
     return RunRecord(dir=run_dir, variant=str(variant), seed=seed, dataset=str(dataset),
                      status=status, error=error, config=config, summary=summary,
                      metrics=metrics if status == "ok" else None, notes=notes)
+
+
+# metrics.json's sections and the JSON type each has (docs/ARCHITECTURE.md, "Evaluation output").
+_SECTION_TYPES = {"run": dict, "protocol": dict, "metrics": dict, "references": dict, "label_dependence": dict,
+                  "files": dict, "code": dict, "per_class_iou": dict, "per_class_iou_real": dict,
+                  "classes": dict, "sample_files": dict, "metric_warnings": dict, "warnings": list}
+
+
+def _a(value: Any) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def record_problem(path: Path, metrics: dict, run_dir: Path) -> Optional[str]:
+    """What makes a metrics.json unusable (a section of the wrong JSON type, a score that is not a
+    number), as one line naming the file and the key; None when it reads as the harness writes
+    it. A hand-edited or foreign record is refused here, once, instead of failing wherever a
+    table or a figure reads it."""
+    again = f"it is not what spade-bench eval writes; score the run again: spade-bench eval --run {run_dir}"
+    for key, kind in _SECTION_TYPES.items():
+        value = metrics.get(key)
+        if value is not None and not isinstance(value, kind):
+            return f"{path}: {key!r} is {_a(value)}, not {'an object' if kind is dict else 'a list'}; {again}"
+    versions = (metrics.get("protocol") or {}).get("metric_versions")
+    if versions is not None and not isinstance(versions, dict):
+        return f"{path}: 'protocol.metric_versions' is {_a(versions)}, not an object; {again}"
+    step = metrics.get("checkpoint_step")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        return f"{path}: 'checkpoint_step' is {step!r}, not a step number; {again}"
+    for key, value in metrics["metrics"].items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{path}: 'metrics.{key}' is {value!r}, not a number or null; {again}"
+    return None
+
+
+def stale_scores(run_dir: Path, config: dict, summary: dict, metrics: dict) -> Optional[str]:
+    """Why metrics.json does not score this run as it stands, or None. Its scores are refused
+    (the run is listed as not evaluated, with this reason) when they are of another checkpoint
+    step than the finished run's last (a run trained again into a folder with an old eval/),
+    under another config than RUN/config.json (a config hash that is not config.json's, under
+    the current rule or the one before it), or from other images than eval/images now holds
+    (an evaluation killed after it started generating anew)."""
+    folder = RunFolder(run_dir)
+    again = f"score it again: spade-bench eval --run {run_dir}"
+    step, trained = metrics.get("checkpoint_step"), summary.get("step")
+    if summary.get("status") == "finished" and isinstance(trained, int) and step != trained:
+        return (f"{folder.metrics} scores checkpoint step {step!r}, but the run trained to step {trained} "
+                f"({folder.summary}); {again}")
+    stored = (metrics.get("run") or {}).get("config_hash") if isinstance(metrics.get("run"), dict) else None
+    if stored is not None and config and not hash_names_config(stored, config):
+        return (f"{folder.metrics} was scored under another config (hash {stored!r}) than {folder.config} "
+                f"(edited, or the run trained again since?); {again}")
+    recorded = (metrics.get("protocol") or {}).get("generation_manifest_sha256") \
+        if isinstance(metrics.get("protocol"), dict) else None
+    manifest, _ = try_read_json(folder.generation_manifest)
+    if recorded is not None and manifest is not None and \
+            hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest() != recorded:
+        return (f"{folder.metrics} was scored from other images than {folder.eval_images} now holds (an "
+                f"evaluation stopped part way?); {again}")
+    return None
+
+
+def degenerate_counts(records: Iterable[RunRecord]) -> dict[str, tuple[int, int]]:
+    """variant -> (seeds flagged degenerate, seeds with a label-dependence record), over the
+    evaluated runs we trained (released weights are one model, not a seed)."""
+    counts: dict[str, list[int]] = {}
+    for record in records:
+        if not record.ok or record.released or record.degenerate is None:
+            continue
+        flagged, seeds = counts.setdefault(record.variant, [0, 0])
+        counts[record.variant] = [flagged + int(bool(record.degenerate)), seeds + 1]
+    return {variant: (flagged, seeds) for variant, (flagged, seeds) in counts.items()}
 
 
 def collect_runs(paths: Iterable[str | Path]) -> list[RunRecord]:

@@ -1,12 +1,15 @@
 """Figures of the ablation report (PNG, matplotlib's Agg canvas; no pyplot global state).
 
-- samples: the same validation label maps rendered by every variant (rows = images;
-  columns = colour label | real photo | one column per variant, from its lowest seed).
+- samples: the same validation label maps rendered by every variant (rows = images, named
+  by their validation file (metrics.json `sample_files`); columns = colour label | real
+  photo | one column per variant, from its lowest seed), with a colour legend of the classes
+  in the shown label maps, don't-care included (metrics.json `classes`).
 - losses: training loss curves from logs/losses.jsonl, one panel per term: per variant
   the mean over seeds of a moving average (band: min to max over seeds); failed runs are
   drawn one by one, dashed (a divergence shows where it happened).
-- metrics: a bar per variant for each main-table column, error bars = std over seeds,
-  with the real-photo reference (dashed) and the paper's value (x) where there is one.
+- metrics: a bar per variant for each main-table column, error bars = std over seeds (only
+  for variants with 2 or more), with the real-photo reference (dashed) and the paper's value
+  (x) where there is one; one legend below the panels, so it covers no line.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from reports.collect import RunRecord
 from reports.tables import METRICS, variant_order
@@ -111,9 +115,45 @@ def sample_grid(records: Sequence[RunRecord], path: Path, num_images: int = 4) -
                     f"{column}\n(seed {run.seed})"
                 ax.set_title(title, fontsize=9)
             if col == 0:
-                ax.set_ylabel(Path(name).stem, fontsize=8)
+                ax.set_ylabel(_row_label(sources[0], name), fontsize=8)
+    legend = _label_legend(sources, names)
+    if legend:
+        fig.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=min(len(legend), 4),
+                   fontsize=8, frameon=False, title="label colours", title_fontsize=8)
     fig.subplots_adjust(wspace=0.03, hspace=0.03)
     return _save(fig, path)
+
+
+def _row_label(record: RunRecord, name: str) -> str:
+    """A sample row's name: the stem of the validation file it renders (metrics.json
+    `sample_files`), else the stored image's number."""
+    source = ((record.metrics or {}).get("sample_files") or {}).get(name)
+    if not isinstance(source, str):
+        return Path(name).stem
+    if source.startswith("synthetic/"):
+        return "scene " + source.rsplit("/", 1)[-1]
+    stem = Path(source).stem
+    return stem if len(stem) <= 18 else stem[:8] + "…" + stem[-9:]
+
+
+def _label_legend(sources: Sequence[RunRecord], names: Sequence[str]) -> list:
+    """Patches for the classes whose colours occur in the shown label maps, don't-care included."""
+    legend = next((c for c in ((r.metrics or {}).get("classes") for r in sources)
+                   if isinstance(c, dict) and isinstance(c.get("colours"), list)), None)
+    if legend is None:
+        return []
+    seen: set[str] = set()
+    for name in names:
+        image = next((img for img in (_load_png(r.eval_dir / "labels" / name) for r in sources) if img is not None),
+                     None)
+        if image is not None:
+            seen.update("#{:02x}{:02x}{:02x}".format(*c) for c in np.unique(image.reshape(-1, 3), axis=0))
+    entries = [(f"{i} {n}", c) for i, (n, c) in enumerate(zip(legend.get("names") or [], legend["colours"]))]
+    dont_care = legend.get("dont_care")
+    if isinstance(dont_care, dict) and dont_care.get("colour"):
+        entries.append((f"{dont_care.get('name', 'dont-care')} (don't-care, not scored)", dont_care["colour"]))
+    return [Patch(facecolor=colour, edgecolor="black", linewidth=0.5, label=label)
+            for label, colour in entries if str(colour).lower() in seen]
 
 
 # --------------------------------------------------------------------------- loss curves
@@ -219,13 +259,22 @@ def loss_curves(records: Sequence[RunRecord], path: Path) -> Optional[Path]:
 # --------------------------------------------------------------------------- metric bars
 
 # metric -> (its metrics.json reference, the line's label), from the metrics' declarations.
-_REFERENCE_LINE = {m.name: (m.reference.key, m.reference.line) for m in list_metrics() if m.reference is not None}
+# In the figure's one legend the line says which bound it is ("real val photos (ceiling)").
+_REFERENCE_LINE = {m.name: (m.reference.key, f"{m.reference.line} ({m.reference.bound})")
+                   for m in list_metrics() if m.reference is not None}
 
 
 def metric_bars(table: pd.DataFrame, references: Mapping[str, dict], path: Path,
                 real_set: Optional[str] = "val") -> Path:
     """A panel per main-table column: bars = mean over seeds, error bars = std over seeds.
     `real_set`: protocol.real_set, named in the FID floor's line."""
+    return _save(metric_bars_figure(table, references, real_set), path)
+
+
+def metric_bars_figure(table: pd.DataFrame, references: Mapping[str, dict],
+                       real_set: Optional[str] = "val") -> Figure:
+    """`metric_bars`' figure: error bars only where a variant has 2 or more seeds (one seed has
+    no spread to show), and one legend below the panels, where it covers no bar or line."""
     variants = list(table.index)
     colours = variant_colours(variants)
     ncols = 4
@@ -234,11 +283,15 @@ def metric_bars(table: pd.DataFrame, references: Mapping[str, dict], path: Path,
     fig = Figure(figsize=(width * ncols, 3.3 * nrows), constrained_layout=True)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     x = np.arange(len(variants))
+    legend: dict[str, object] = {}
     for ax, spec in zip(axes, METRICS):
         means = table[f"{spec.key}_mean"].to_numpy() * spec.scale
-        stds = np.nan_to_num(table[f"{spec.key}_std"].to_numpy() * spec.scale)
-        ax.bar(x, np.nan_to_num(means), yerr=stds, capsize=3,
-               color=[colours[v] for v in variants], edgecolor="black", linewidth=0.5)
+        stds = table[f"{spec.key}_std"].to_numpy() * spec.scale
+        ax.bar(x, np.nan_to_num(means), color=[colours[v] for v in variants], edgecolor="black", linewidth=0.5)
+        spread = (table[f"{spec.key}_n"].to_numpy() >= 2) & np.isfinite(stds) & np.isfinite(means)
+        if spread.any():
+            ax.errorbar(x[spread], means[spread], yerr=stds[spread], fmt="none", ecolor="black", capsize=3,
+                        linewidth=1)
         for i, variant in enumerate(variants):
             if table.loc[variant, "ok"] == 0:
                 ax.text(i, 0, "failed", rotation=90, ha="center", va="bottom", color="#aa0000",
@@ -253,8 +306,8 @@ def metric_bars(table: pd.DataFrame, references: Mapping[str, dict], path: Path,
         if paper_key in table and table[paper_key].notna().any():
             ax.scatter(x, table[paper_key].to_numpy() * spec.scale, marker="x", color="black",
                        s=40, zorder=3, label="paper")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
         arrow = {"higher": " (higher is better)", "lower": " (lower is better)"}.get(spec.better, "")
         ax.set_title(spec.label + arrow, fontsize=9)
         labels = [f"{v} (n={int(n)}" + (f", {int(failed)} failed)" if failed else ")")
@@ -264,4 +317,7 @@ def metric_bars(table: pd.DataFrame, references: Mapping[str, dict], path: Path,
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(METRICS):]:
         ax.set_visible(False)
-    return _save(fig, path)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=min(len(legend), 3),
+                   fontsize=8)
+    return fig

@@ -3,7 +3,8 @@
 Main table: one row per variant, each cell the mean +- std over its evaluated seeds
 (sample std, ddof 1; no std with one seed). The metric columns are the registered metrics
 (spade_bench.metrics), each marked best in its declared direction (higher mIoU, lower FID,
-...); then training images/s (higher) and peak memory (lower). Generator
+...); then training images/s (higher) and peak memory (lower). Best is decided on the values
+as shown: every variant tied at the shown precision is marked, none when all tie. Generator
 parameters are not marked: size is a design choice, not a score. Failed runs count in
 the "seeds" column and never in a mean. Reference rows give the segmenter on real
 photos (the mIoU ceiling) and real training vs the real set FID compares with (validation
@@ -126,13 +127,21 @@ def main_table(records: Sequence[RunRecord], dataset: str,
         rows.append(row)
     table = pd.DataFrame(rows).set_index("variant")
     for spec in METRICS:
-        means = table[f"{spec.key}_mean"]
-        best = pd.Series(False, index=table.index)
-        if spec.better and means.notna().sum() > 1:
-            target = means.max() if spec.better == "higher" else means.min()
-            best = means == target
-        table[f"{spec.key}_best"] = best
+        table[f"{spec.key}_best"] = best_marks(table[f"{spec.key}_mean"], spec)
     return table
+
+
+def best_marks(means: pd.Series, spec: MetricSpec) -> pd.Series:
+    """Which means are best in the column's direction, compared as the table shows them (after
+    scale, at `digits` decimals): every variant tied for best is marked, and none when all tie
+    (nothing is better). Unmarked columns (better None) and single values mark nothing."""
+    best = pd.Series(False, index=means.index)
+    shown = (means * spec.scale).round(spec.digits)
+    if not spec.better or shown.notna().sum() < 2:
+        return best
+    target = shown.max() if spec.better == "higher" else shown.min()
+    best = shown == target
+    return best if best.sum() < shown.notna().sum() else pd.Series(False, index=means.index)
 
 
 def beyond_resolution(table: pd.DataFrame, references: Mapping[str, dict],

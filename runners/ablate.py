@@ -33,6 +33,7 @@ from typing import Callable, Optional
 
 from tqdm import tqdm
 
+from eval.curve import points_to_score, score_curve
 from eval.harness import evaluate_run
 from eval.segmenter import run_segmenter_path, train_segmenter
 from reports.build import build_report
@@ -40,13 +41,15 @@ from spade_bench import checkpoint as ckpt
 from spade_bench import trainer as trainer_module
 from spade_bench.config import RunConfig, experiment_diff, hash_names_config, resolve, save_config, to_dict
 from spade_bench.distributed import available_cores, resolve_device, resolve_threads
-from spade_bench.errors import ConfigError, TrainingInterrupted
+from spade_bench.errors import ConfigError, LockError, TrainingInterrupted
 from spade_bench.numerics import export_pin
 from spade_bench.io import atomic_write_json
+from spade_bench.locks import folder_lock
 from spade_bench.metrics import ALL, metric_names, unscored
 from spade_bench.run_folder import RunFolder, read_json_or_empty
 
 CORE_VARIANTS = ("spade", "spade-gamma", "concat", "pix2pixhd")
+SWEEP_LOCK = ".lock"   # OUT/.lock while a sweep runs there (`sweep_lock`)
 
 
 @dataclass
@@ -125,10 +128,18 @@ def metrics_to_score(run_dir: Path, cfg: RunConfig) -> dict[str, str]:
     return unscored(record)
 
 
+def curve_to_score(run_dir: Path, cfg: RunConfig) -> list[int]:
+    """The learning-curve steps (eval.curve_points) the pair has a checkpoint for but no score
+    (eval/curve.py); empty without a curve, or before training."""
+    if cfg.eval.curve_points <= 0 or not RunFolder(run_dir).config.is_file():
+        return []
+    return points_to_score(run_dir, cfg.eval.curve_points, cfg.eval.curve_metrics)
+
+
 def pair_is_done(run_dir: Path, cfg: RunConfig) -> bool:
     """The pair's metrics.json scores its finished checkpoint under this exact config, with every
-    registered metric at this code's version."""
-    return not metrics_to_score(run_dir, cfg)
+    registered metric at this code's version, and its learning curve is scored."""
+    return not metrics_to_score(run_dir, cfg) and not curve_to_score(run_dir, cfg)
 
 
 def _trained(run_dir: Path, cfg: RunConfig) -> bool:
@@ -203,7 +214,7 @@ def run_pair(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str = "auto
     else "finished". A trained pair is scored only for the metrics it lacks (the harness keeps
     the others). Errors propagate: the caller records them (`record_failure`)."""
     todo = metrics_to_score(run_dir, cfg)
-    if not todo:
+    if not todo and not curve_to_score(run_dir, cfg):
         return "done"
     if not _trained(run_dir, cfg):
         # Looked up on the module so that tests can stand in a failing trainer.
@@ -212,10 +223,15 @@ def run_pair(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str = "auto
     if not evaluate:
         return "finished"
     metric = ALL if set(todo) == set(metric_names()) else ",".join(todo)
+    overrides = [f"eval.segmenter={segmenter}"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        evaluate_run(run_dir, metric=metric, overrides=[f"eval.segmenter={segmenter}"], device=device,
-                     progress=False)
+        if todo:
+            evaluate_run(run_dir, metric=metric, overrides=overrides, device=device, progress=False)
+        if cfg.eval.curve_points > 0:
+            # The learning curve's checkpoints: only the points not scored yet (eval/curve.py).
+            score_curve(run_dir, cfg.eval.curve_points, metric=cfg.eval.curve_metrics, overrides=overrides,
+                        device=device, progress=False)
     if on_warning is not None:
         for w in caught:
             on_warning(str(w.message))
@@ -254,6 +270,8 @@ def _pair_job(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str) -> di
     except TrainingInterrupted as e:
         return {"status": "interrupted", "error": str(e), "warnings": seen,
                 "stop": (e.signal_name, e.step, str(e.checkpoint))}
+    except LockError as e:   # another process trains or scores this pair: not its failure
+        return {"status": "failed", "error": f"skipped: {e}", "warnings": seen}
     except Exception as e:  # noqa: BLE001 - one pair's crash must not end the ablation
         return {"status": "failed", "error": record_failure(run_dir, cfg, e), "warnings": seen}
 
@@ -261,8 +279,7 @@ def _pair_job(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str) -> di
 def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict[tuple[str, int], PairOutcome]:
     """Run the sweep's pairs `parallel` at a time in worker processes; progress from their logs."""
     todo = sweep.todo()
-    outcomes = {pair: PairOutcome(*pair, sweep.run_dir(*pair), "done") for pair in sweep.pairs if pair not in todo}
-    bar.update(sum(sweep.configs[p].train.steps + 1 for p in outcomes))
+    outcomes: dict[tuple[str, int], PairOutcome] = {}
     threads = max(resolve_threads(cfg.train.threads) for cfg in sweep.configs.values())
     pinned = [cfg for cfg in sweep.configs.values() if cfg.train.numerics == "pinned"]
     if pinned:
@@ -272,8 +289,9 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
               f"({available_cores()} cores, {threads} thread(s) each)")
     done_steps = bar.n
     with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context(method)) as pool:
+        # Every pair, as the loop does: run_pair says "done" at once for a finished one.
         futures = {pool.submit(_pair_job, sweep.configs[p], sweep.run_dir(*p), sweep.segmenter, sweep.device): p
-                   for p in todo}
+                   for p in sweep.pairs}
         pending = set(futures)
         try:
             while pending:
@@ -308,17 +326,29 @@ def build_sweep_report(sweep: Sweep) -> Path:
     return sweep.report_out
 
 
+def sweep_lock(out: Path, *, break_lock: bool = False):
+    """The sweep folder's lock (OUT/.lock, `spade_bench.locks`), held while a sweep runs its pairs
+    there: a second sweep into the same folder is refused instead of training every pair again."""
+    return folder_lock(Path(out) / SWEEP_LOCK, "sweep folder", break_lock=break_lock)
+
+
 def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
                  variants: tuple[str, ...] = CORE_VARIANTS, seeds: tuple[int, ...] = (0,),
                  preset: str = "smoke", out: Optional[Path] = None, report_out: Optional[Path] = None,
                  overrides: Optional[list[str]] = None, device: str = "auto",
-                 segmenter_steps: Optional[int] = None, echo=print,
+                 segmenter_steps: Optional[int] = None, echo=print, break_lock: bool = False,
                  max_parallel: Optional[int] = None) -> AblationResult:
-    """Train, evaluate and report every (variant, seed) pair: one after another here, or on a CPU
+    """Train, evaluate and report every (variant, seed) pair, holding the sweep folder's lock
+    (`sweep_lock`; `break_lock` clears a stale one): one after another here, or on a CPU
     `pair_parallelism` at a time in worker processes (at most `max_parallel`)."""
     sweep = plan_sweep(dataset=dataset, root=root, variants=variants, seeds=seeds, preset=preset, out=out,
                        report_out=report_out, overrides=overrides, device=device,
                        segmenter_steps=segmenter_steps)
+    with sweep_lock(sweep.out, break_lock=break_lock):
+        return _run_ablation(sweep, echo, max_parallel)
+
+
+def _run_ablation(sweep: Sweep, echo, max_parallel: Optional[int] = None) -> AblationResult:
     sweep.out.mkdir(parents=True, exist_ok=True)
     ensure_segmenter(sweep, echo)
 
@@ -351,9 +381,12 @@ def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
                     done["step"] = trainer.step
 
             try:
-                status = run_pair(cfg, run_dir, sweep.segmenter, device, hooks=[progress], on_warning=warn_once)
+                status = run_pair(cfg, run_dir, sweep.segmenter, sweep.device, hooks=[progress], on_warning=warn_once)
                 bar.update(cfg.train.steps - done["step"] + 1)
                 result.pairs.append(PairOutcome(variant, seed, run_dir, status))
+            except LockError as e:   # another process trains or scores this pair: not its failure
+                bar.write(f"{variant} seed {seed} skipped: {e}")
+                result.pairs.append(PairOutcome(variant, seed, run_dir, "failed", str(e)))
             except Exception as e:  # noqa: BLE001 - one pair's crash must not end the ablation
                 message = record_failure(run_dir, cfg, e)
                 bar.write(f"{variant} seed {seed} failed: {message}")

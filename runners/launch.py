@@ -20,7 +20,11 @@ trains, then scores, its pair (runners.ablate.run_pair: the same work the inline
   restarts it). The requeued job resumes from the checkpoint, bit-exactly.
 
 Every launch writes OUT/sweep.json (the pairs, their job ids, the report folder), which
-`--status OUT` and `--collect OUT` read. submitit keeps its job records in OUT/.submitit/.
+`--status OUT` and `--collect OUT` read as untrusted input (`read_manifest`: types checked, run
+folders and job records always under OUT). A sweep's state comes from the files the project
+writes (train_summary.json, metrics.json), the scheduler and the jobs' text logs: nothing in a
+sweep folder is unpickled. submitit keeps its job records in OUT/.submitit/. While the local
+launcher runs, OUT/.lock names it (a second launch into OUT is refused).
 submitit is the optional extra `spade-bench[slurm]`; the inline launcher does not need it.
 """
 from __future__ import annotations
@@ -38,12 +42,13 @@ from typing import Any, Callable, Optional
 import torch
 
 from reports.build import build_report
-from runners.ablate import (Sweep, ensure_segmenter, logged_step, mark_failed, metrics_to_score, pair_is_done,
-                            pair_parallelism, record_failure, run_pair, scores_checkpoint)
+from runners.ablate import (Sweep, curve_to_score, ensure_segmenter, logged_step, mark_failed, metrics_to_score,
+                            pair_dir, pair_is_done, pair_parallelism, record_failure, run_pair, scores_checkpoint,
+                            sweep_lock)
 from spade_bench.config import load_config_file, save_config
-from spade_bench.errors import ConfigError, TrainingInterrupted
+from spade_bench.errors import ConfigError, LockError, TrainingInterrupted
 from spade_bench.io import atomic_write_json
-from spade_bench.run_folder import RunFolder, read_json_or_empty
+from spade_bench.run_folder import RunFolder, read_json_or_empty, try_read_json
 
 LAUNCHERS = ("inline", "local", "slurm")
 MANIFEST = "sweep.json"
@@ -219,10 +224,12 @@ class PairJob:
         except TrainingInterrupted as interrupt:
             _requeue_through_submitit(interrupt)
             raise
+        except LockError:
+            raise  # another process trains or scores this pair: not its failure (nothing recorded)
         except Exception as e:
             if rank == 0:
                 record_failure(self.run_dir, self.cfg, e)
-            raise  # submitit records it too (result pickle; SLURM state FAILED)
+            raise  # submitit records it too (SLURM state FAILED; the log names it)
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         submitit = _import_submitit()
@@ -245,15 +252,52 @@ def manifest_path(out: Path) -> Path:
     return Path(out) / MANIFEST
 
 
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_JOB_ID = re.compile(r"\d+(_\d+)?")
+
+
 def read_manifest(out: Path) -> dict[str, Any]:
+    """OUT/sweep.json, checked as untrusted input: anyone may hand over a sweep folder. Only
+    what the sweep's state needs is taken from it (launcher, name, report folder, each pair's
+    variant, seed, job id and steps), each of its expected type and shape; the run folders are
+    OUT/<variant>-s<seed> (`pair_dir`) and submitit's records OUT/.submitit, whatever the file
+    says, so it cannot point the status or the collection at other folders. Nothing a sweep
+    folder holds is unpickled. A malformed file is a ConfigError naming it and the problem."""
+    out = Path(out)
     path = manifest_path(out)
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: {out} is not a sweep launched with --launcher local or slurm "
+    record, problem = try_read_json(path)
+    if record is None:
+        raise ConfigError(problem.replace("rewrite it or delete it", "relaunch the sweep to rewrite it") if problem else
+                          f"{path} not found: {out} is not a sweep launched with --launcher local or slurm "
                           f"(pass the --out folder of `spade-bench ablate`)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); relaunch the sweep to rewrite it") from None
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{path}: {what}; this is not a sweep.json spade-bench wrote (relaunch the sweep to "
+                           f"rewrite it)")
+
+    if record.get("launcher") not in ("local", "slurm"):
+        raise bad(f"launcher {record.get('launcher')!r} is not 'local' or 'slurm'")
+    for key in ("name", "report_out"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise bad(f"{key} {record.get(key)!r} is not a non-empty string")
+    pairs = record.get("pairs")
+    if not isinstance(pairs, list) or not all(isinstance(p, dict) for p in pairs):
+        raise bad("pairs is not a list of objects")
+    clean = []
+    for i, pair in enumerate(pairs):
+        variant, seed, job_id, steps = pair.get("variant"), pair.get("seed"), pair.get("job_id"), pair.get("steps")
+        if not isinstance(variant, str) or not _VARIANT_NAME.fullmatch(variant):
+            raise bad(f"pairs[{i}].variant {variant!r} is not a variant name")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise bad(f"pairs[{i}].seed {seed!r} is not a seed")
+        if job_id is not None and not (isinstance(job_id, str) and _JOB_ID.fullmatch(job_id)):
+            raise bad(f"pairs[{i}].job_id {job_id!r} is not a job id")
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)):
+            raise bad(f"pairs[{i}].steps {steps!r} is not a number of steps")
+        clean.append({"variant": variant, "seed": seed, "job_id": job_id, "steps": steps,
+                      "run_dir": str(pair_dir(out, variant, seed))})
+    return {"launcher": record["launcher"], "name": record["name"], "report_out": record["report_out"],
+            "jobs_folder": str(out / JOBS_DIR), "pairs": clean}
 
 
 def _new_manifest(sweep: Sweep, opts: LaunchOptions) -> dict[str, Any]:
@@ -419,9 +463,11 @@ def plan_lines(sweep: Sweep, opts: LaunchOptions) -> list[str]:
 
 # ----------------------------------------------------------------------------- launch
 
-def launch(sweep: Sweep, opts: LaunchOptions, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def launch(sweep: Sweep, opts: LaunchOptions, echo: Callable[[str], None] = print, *,
+           break_lock: bool = False) -> dict[str, Any]:
     """Run the sweep's pairs as jobs. local: blocks until every pair ends, then builds the
-    report. slurm: submits the evaluator, the array and the report job, then returns."""
+    report. slurm: submits the evaluator, the array and the report job, then returns. Holds
+    the sweep folder's lock meanwhile (`runners.ablate.sweep_lock`; `break_lock` clears a stale one)."""
     opts.check()
     if opts.launcher not in ("local", "slurm"):
         raise ConfigError(f"launch() runs the pairs as local or slurm jobs, not --launcher {opts.launcher}; "
@@ -430,6 +476,28 @@ def launch(sweep: Sweep, opts: LaunchOptions, echo: Callable[[str], None] = prin
     opts = resolve_options(sweep, opts)
     submitit = _import_submitit()
     sweep = _absolute(sweep)
+    # local: the lock is held until every pair has ended; slurm: while submitting, and a sweep
+    # whose jobs are still queued or running is not submitted again.
+    with sweep_lock(sweep.out, break_lock=break_lock):
+        if opts.launcher == "slurm":
+            _refuse_live_jobs(sweep.out)
+        return _launch(submitit, sweep, opts, echo)
+
+
+def _refuse_live_jobs(out: Path) -> None:
+    """A sweep launched before whose jobs have not all ended would train its pairs twice."""
+    if not manifest_path(out).is_file():
+        return
+    manifest = read_manifest(out)
+    live = [p["job_id"] for p in manifest["pairs"]
+            if p["job_id"] and manifest["launcher"] == "slurm" and not _job_record(manifest, p["job_id"])[1]]
+    if live:
+        raise LockError(f"{out}: jobs of the sweep launched there earlier are still queued or running "
+                        f"({', '.join(live[:5])}{' ...' if len(live) > 5 else ''}); wait for them (spade-bench "
+                        f"ablate --status {out}) or cancel them (scancel) before launching again")
+
+
+def _launch(submitit, sweep: Sweep, opts: LaunchOptions, echo) -> dict[str, Any]:
     sweep.out.mkdir(parents=True, exist_ok=True)
     # A pending pair already has its config.json: --status and the report name it properly.
     for (variant, seed), cfg in sweep.configs.items():
@@ -477,7 +545,8 @@ def _launch_local(submitit, sweep: Sweep, opts: LaunchOptions, manifest: dict, e
             del running[i]
             free.append(slot_index)
             variant, seed = sweep.pairs[i]
-            outcomes[i] = _job_outcome(job, sweep.run_dir(variant, seed))
+            outcomes[i] = _job_outcome(job, sweep.run_dir(variant, seed), sweep.configs[(variant, seed)],
+                                       sweep.out / JOBS_DIR)
             echo(f"{variant} seed {seed}: {outcomes[i]}")
         if running:
             time.sleep(POLL_S)
@@ -492,17 +561,17 @@ def _todo_indices(sweep: Sweep) -> list[int]:
     return [i for i, pair in enumerate(sweep.pairs) if pair in todo]
 
 
-def _job_outcome(job, run_dir: Path) -> str:
-    """'finished', or 'failed: reason' (the job's own error, or how it ended without one)."""
-    try:
-        job.result()
+def _job_outcome(job, run_dir: Path, cfg, jobs_folder: Path) -> str:
+    """'finished', or 'failed: reason', from the run folder (the pair is done, or its job recorded
+    its error) and the job's stderr log; the job's result pickle is never read."""
+    if pair_is_done(run_dir, cfg):
         return "finished"
-    except Exception as e:  # noqa: BLE001 - submitit raises the job's error, or that it never completed
-        reason = _last_line(str(e))
-        summary = read_json_or_empty(RunFolder(run_dir).summary)
-        if summary.get("status") != "failed":
-            mark_failed(run_dir, f"job {job.job_id}: {reason}")
-        return f"failed: {summary.get('error') if summary.get('status') == 'failed' else reason}"
+    summary = read_json_or_empty(RunFolder(run_dir).summary)
+    if summary.get("status") == "failed":
+        return f"failed: {summary.get('error') or 'no error recorded'}"
+    reason = _log_error(jobs_folder, str(job.job_id)) or "the job ended without finishing the pair (killed?)"
+    mark_failed(run_dir, f"job {job.job_id}: {reason}")
+    return f"failed: {reason}"
 
 
 def _launch_slurm(submitit, sweep: Sweep, opts: LaunchOptions, manifest: dict, echo) -> dict[str, Any]:
@@ -566,45 +635,43 @@ class PairStatus:
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupted|Exit|Interrupt)\b.*")
 
 
-def _last_line(text: str) -> str:
-    """The exception line of a traceback (submitit wraps it in log paths), else the last line."""
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+def _log_error(jobs_folder: Path, job_id: str) -> Optional[str]:
+    """The exception line at the end of a job's stderr log (submitit's OUT/.submitit/ID_0_log.err),
+    read as text: a job's state is never unpickled from its result file."""
+    try:
+        with open(jobs_folder / f"{job_id}_0_log.err", "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
     raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
-    return raised[-1] if raised else (lines[-1] if lines else str(text))
+    return raised[-1][:500] if raised else None
 
 
 def _job_record(manifest: dict, job_id: Optional[str]) -> tuple[Optional[str], bool, Optional[str]]:
-    """(scheduler state, job has ended, error from submitit's result file) for one job id."""
+    """(scheduler state, job has ended, error from the job's stderr log) for one job id. How a pair
+    ended is read from its run folder (train_summary.json: a job that raises records its error
+    there); this adds what the scheduler and the job's log say."""
     if not job_id:
         return None, False, None
     folder = Path(manifest["jobs_folder"])
-    error = None
-    # submitit's record of how the job ended: ("success", result) or ("error", traceback).
-    result = folder / f"{job_id}_0_result.pkl"
-    ended_with_result = result.is_file()
-    if ended_with_result:
-        try:
-            submitit = _import_submitit()
-            outcome, value = submitit.core.utils.pickle_load(result)
-            if outcome == "error":
-                error = _last_line(value)
-        except Exception as e:  # noqa: BLE001 - an unreadable record is reported, not fatal
-            error = f"unreadable submitit result {result} ({type(e).__name__})"
     if manifest["launcher"] == "local":
         # The job id is the local controller's process id.
         try:
             os.kill(int(job_id), 0)
             alive = True
-        except (ProcessLookupError, ValueError):
+        except (ProcessLookupError, ValueError, OverflowError):
             alive = False
         except PermissionError:
             alive = True
-        return ("RUNNING" if alive else "ENDED"), not alive or ended_with_result, error
+        return ("RUNNING" if alive else "ENDED"), not alive, None if alive else _log_error(folder, job_id)
     submitit = _import_submitit()
     state = submitit.SlurmJob(folder=folder, job_id=job_id).state   # sacct; UNKNOWN without it
     over = state.split()[0].upper() not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "PREEMPTED",
                                             "UNKNOWN", "READY", "SUSPENDED", "CONFIGURING", "RESIZING")
-    return state, over or ended_with_result, error
+    return state, over, _log_error(folder, job_id) if over else None
 
 
 def _pair_done(run_dir: Path) -> bool:
@@ -628,7 +695,10 @@ def _scoring_only(run_dir: Path, cfg=None) -> dict[str, str]:
         return {}
     if not scores_checkpoint(read_json_or_empty(RunFolder(run_dir).metrics), cfg, run_dir):
         return {}
-    return metrics_to_score(run_dir, cfg)
+    todo = metrics_to_score(run_dir, cfg)
+    if steps := curve_to_score(run_dir, cfg):
+        todo[f"learning-curve steps {', '.join(map(str, steps))}"] = "eval.curve_points"
+    return todo
 
 
 def pair_statuses(out: Path) -> list[PairStatus]:

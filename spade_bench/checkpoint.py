@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import random
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 import numpy as np
 import torch
@@ -182,9 +183,19 @@ def training_state(cfg: RunConfig, step: int, networks: dict[str, Any], *, rng: 
     }
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def curve_steps(steps: int, points: int) -> list[int]:
+    """The learning-curve checkpoints (eval.curve_points): `points` steps evenly spaced over
+    training, round(k * steps / points) for k = 1..points, the last being `steps`; none for 0."""
+    if points <= 0 or steps <= 0:
+        return []
+    return sorted({max(1, round(k * steps / points)) for k in range(1, points + 1)})
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int,
+                    protect: Collection[int] = ()) -> Path:
     """Write step_XXXXXXX.pt atomically with its checksum, point latest.pt at it, and keep the
-    last `keep` step files at or before `step`.
+    last `keep` step files at or before `step`, besides the steps in `protect` (the learning
+    curve's, `curve_steps`), which are never deleted.
 
     `state` is a `training_state` dict; it must hold only tensors and plain Python values. Raises StorageError when the disk is full or the folder read-only.
     """
@@ -199,7 +210,7 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
     point_latest(path)
     kept = [(s, p) for s, p in list_step_checkpoints(run_dir) if s <= step]
     for old_step, old in kept[:-max(1, keep)]:
-        if old_step != step:
+        if old_step != step and old_step not in protect:
             old.unlink(missing_ok=True)
     return path
 
@@ -220,25 +231,60 @@ def point_latest(path: Path) -> None:
 
 # ----------------------------------------------------------------------------- load
 
+def _numpy_rng_globals() -> list:
+    """What an older checkpoint's numpy RNG state needs besides plain tensors: uint32 arrays.
+    Admitting these four keeps torch.load's weights_only refusal of everything else (an object
+    array needs numpy's ObjectDType, which is not among them), so no code from the file runs."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:   # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _plain_load(path: Path, *, numpy_arrays: bool = False) -> Any:
+    """torch.load(weights_only=True): tensors and plain Python values only, never an unpickled
+    object; with `numpy_arrays` also numeric numpy arrays (`_numpy_rng_globals`)."""
+    if not numpy_arrays:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with torch.serialization.safe_globals(_numpy_rng_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint with torch.load(weights_only=True) and verify its checksum.
 
-    A missing, unreadable or corrupt file is a CheckpointError naming it.
+    A missing, unreadable or corrupt file is a CheckpointError naming it. A file that holds
+    anything but tensors and plain values is refused as "not a plain-tensor file", and nothing
+    in it is unpickled; the message never suggests unpickling it, and never repeats the file's
+    own error text (which the file's author controls).
     """
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except Exception as e:  # noqa: BLE001 - a corrupt file becomes one clear message
-        if "weights_only" in str(e) and "numpy" in str(e):
+        state = _plain_load(path)
+    except pickle.UnpicklingError as e:
+        # Which refusal to give, never text to show: the file's author controls the error text.
+        if "weights only" not in str(e).lower():
+            raise CheckpointError(f"checkpoint {path} cannot be read (not a torch file): it is truncated or "
+                                  f"corrupt; an older one may remain in {path.parent}") from None
+        try:
+            _plain_load(path, numpy_arrays=True)
+        except Exception:  # noqa: BLE001 - anything else it holds is refused the same way
             raise CheckpointError(
-                f"checkpoint {path} is in the older format (numpy RNG state, not loadable with weights_only); "
-                f"if you trust the file, convert it once: python -c \"from spade_bench.checkpoint import "
-                f"upgrade_checkpoint; upgrade_checkpoint('{path}')\"") from None
+                f"checkpoint {path} refused: not a plain-tensor file (it holds Python objects that only a "
+                f"full unpickle would build, and unpickling can run code from the file); nothing in it was "
+                f"loaded. Delete it, or replace it with a checkpoint spade-bench wrote") from None
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            f"it is truncated or corrupt; an older one may remain in {path.parent}") from None
+            f"checkpoint {path} is in the older format (its RNG state holds numpy arrays, which weights_only "
+            f"loading refuses); convert it once: python -c \"from spade_bench.checkpoint import "
+            f"upgrade_checkpoint; upgrade_checkpoint('{path}')\" (it admits tensors, plain values and numeric "
+            f"numpy arrays only, and runs nothing from the file)") from None
+    except Exception as e:  # noqa: BLE001 - a truncated or corrupt file becomes one clear message
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}): it is truncated or corrupt; "
+            f"an older one may remain in {path.parent}") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a spade-bench checkpoint (no step)")
     stored = state.get(CHECKSUM_KEY)
@@ -253,10 +299,18 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
 def upgrade_checkpoint(path: str | Path) -> Path:
     """Rewrite a checkpoint of the older format (numpy RNG state, no checksum) in the current one.
 
-    It unpickles the file (weights_only=False), so use it only on files you trust.
+    Loads with weights_only=True, admitting numeric numpy arrays besides tensors (the older RNG
+    state), so nothing in the file is unpickled into other objects and no code from it runs; a
+    file that holds anything else is refused like any other.
     """
     path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = _plain_load(path, numpy_arrays=True)
+    except Exception:  # noqa: BLE001 - refused, never retried with a full unpickle
+        raise CheckpointError(f"checkpoint {path} refused: not a plain-tensor file (with numpy arrays at "
+                              f"most); nothing was converted") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} is not a spade-bench checkpoint (no step)")
     for rng in state.get("rng", []):
         if isinstance(rng.get("numpy"), tuple):
             kind, keys, pos, has_gauss, cached = rng["numpy"]
@@ -374,6 +428,24 @@ def check_run_label_flags(run_dir: str | Path, overrides: list[str]) -> None:
             f"Drop --label-nc/--dont-care, or train a run with them (spade-bench train --label-nc N --dont-care V)")
 
 
+def _load_network(net: torch.nn.Module, weights: Any, path: Path, role: str) -> None:
+    """Load `weights` (the checkpoint's `role` entry) into `net`, or a CheckpointError naming the
+    file and the first tensors that do not fit (nothing is loaded then)."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path} holds no {role} weights; it is not a checkpoint of this run")
+    own = net.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shape = [f"{k} (checkpoint {tuple(weights[k].shape)}, network {tuple(own[k].shape)})" for k in own
+             if k in weights and isinstance(weights[k], torch.Tensor) and weights[k].shape != own[k].shape]
+    if missing or unexpected or shape:
+        parts = [f"{label} {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+                 for label, names in (("shape", shape), ("missing", missing), ("unexpected", unexpected)) if names]
+        raise CheckpointError(f"the {role} in {path} does not fit the network the run's config.json builds "
+                              f"({'; '.join(parts)}); the checkpoint belongs to another run or config")
+    net.load_state_dict(weights)
+
+
 def load_generator(run_dir: str | Path, checkpoint: str = "latest", device: str | torch.device = "cpu",
                    use_ema: Optional[bool] = None):
     """Rebuild a run's generator (EMA weights when the run kept them) for inference.
@@ -381,15 +453,25 @@ def load_generator(run_dir: str | Path, checkpoint: str = "latest", device: str 
     Returns (cfg, generator, encoder_or_None, step); the networks are in eval mode.
     """
     run_dir = Path(run_dir)
-    cfg, _ = saved_run_config(run_dir)
-    state = load_checkpoint(resolve_checkpoint(run_dir, checkpoint), map_location="cpu")
+    cfg, source = saved_run_config(run_dir)
+    path = resolve_checkpoint(run_dir, checkpoint)
+    state = load_checkpoint(path, map_location="cpu")
+    # The networks are built from the run's config: a checkpoint of another experiment (another
+    # variant copied in, a hand-edited config.json) would be scored as this run, or not load.
+    stored = state.get("config")
+    if isinstance(stored, dict) and (diff := experiment_diff(stored, cfg)):
+        shown = "; ".join(f"{k}: checkpoint {a!r}, {source.name} {b!r}" for k, (a, b) in list(diff.items())[:6])
+        more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+        raise CheckpointError(
+            f"{path} was trained with another config than {source} ({shown}{more}); refusing to use it as this "
+            f"run. Restore the run's config.json, or score the checkpoint in its own run folder")
     generator = build_generator(cfg)
     use_ema = cfg.train.ema if use_ema is None else use_ema
-    weights = state["ema"] if use_ema and state.get("ema") is not None else state["generator"]
-    generator.load_state_dict(weights)
+    role = "ema" if use_ema and state.get("ema") is not None else "generator"
+    _load_network(generator, state.get(role), path, role)
     encoder = build_encoder(cfg)
     if encoder is not None:
-        encoder.load_state_dict(state["encoder"])
+        _load_network(encoder, state.get("encoder"), path, "encoder")
         encoder.to(device).eval()
     generator.to(device).eval()
     return cfg, generator, encoder, int(state["step"])

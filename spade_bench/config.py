@@ -5,8 +5,10 @@ result is saved as JSON beside every output:
 
     defaults -> preset -> dataset defaults -> variant -> config file -> --set overrides
 
-Loading is strict: an unknown key, or a value of the wrong type, is a `ConfigError`
-that names the key and lists what is allowed.
+Loading is strict: an unknown key, a value of the wrong type, a number outside its field's
+range (`Range`) or one that is not finite is a `ConfigError` that names the key, the value
+and what is allowed. The same checks run in `validate`, so a config built in code (a variant,
+an NVlabs import) meets them too.
 
 This module imports no other part of the project (but errors and io) and neither torch nor
 numpy: a field whose values are the names of a table says which table (`Names`), and the
@@ -19,6 +21,8 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import math
+import re
 import types
 import typing
 import warnings
@@ -55,6 +59,87 @@ class Names:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, names))}")
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric config field allows: `Annotated[int, Range(1)]`.
+
+    Checked when a value is loaded (a file, `--set`) and again by `validate`, so `config`,
+    `train`, `import-nvlabs` and everything else that resolves a config share the bounds.
+    Every float field must also be finite (no NaN, no infinity), with or without a Range.
+
+    Args:
+        low, high: the bounds (None: unbounded on that side).
+        open_low, open_high: exclude the bound itself.
+        what: a noun for the message ("a label value"), shown before the bounds.
+        why: what the bound protects, shown after the value.
+        fix: the command-line fix, when it is not `--set KEY=...` (e.g. "--label-nc N").
+    """
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    open_low: bool = False
+    open_high: bool = False
+    what: str = ""
+    why: str = ""
+    fix: str = ""
+
+    def describe(self) -> str:
+        low = None if self.low is None else f"{'>' if self.open_low else '>='} {_number(self.low)}"
+        high = None if self.high is None else f"{'<' if self.open_high else '<='} {_number(self.high)}"
+        if low and high:
+            return f"{low} and {high}"
+        return low or high or "a finite number"
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.open_high and value == self.high)))
+
+    def check(self, value: Any, key: str, example: Any = None) -> None:
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if not self.allows(value):
+            what = f"{self.what} " if self.what else ""
+            why = f"; {self.why}" if self.why else ""
+            fix = self.fix or (f"e.g. --set {key}={example}" if example is not None else f"--set {key}=VALUE")
+            raise ConfigError(f"{key} must be {what}{self.describe()}, got {value!r}{why} ({fix})")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def _check_finite(value: Any, key: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r} (--set {key}=<a number>)")
+
+
+@dataclass(frozen=True)
+class Matches:
+    """A string field whose values match a pattern: `Annotated[str, Matches(r"auto|cpu", "auto or cpu")]`.
+
+    Args:
+        pattern: a regular expression the whole value must match.
+        allowed: the allowed values in words, for the message.
+    """
+
+    pattern: str
+    allowed: str
+
+    def check(self, value: Any, key: str) -> None:
+        if isinstance(value, str) and not re.fullmatch(self.pattern, value):
+            raise ConfigError(f"{key}: {value!r} is not {self.allowed} (--set {key}=...)")
+
+
+# Numeric vocabularies: the ranges several fields share.
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+Width = Annotated[int, Range(1, 4096)]
+Weight = Annotated[float, Range(0, what="a loss weight")]
+# NumPy and Python's random take 32-bit seeds, and the trainer seeds rank r with seed + r.
+Seed = Annotated[int, Range(0, 2 ** 31 - 1, why="seeds are 32-bit and each process adds its rank")]
+DeviceName = Annotated[str, Matches(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps")]
+
 # Vocabularies: each is the one table that defines it (spade_bench/names.py, the dataset formats).
 DATASET_FORMATS = Names("spade_bench.data.formats:FORMATS")
 GENERATOR_LAYOUTS = Names("spade_bench.names:GENERATORS")
@@ -86,10 +171,15 @@ class DataConfig:
         val_fraction: for a flat `folder` root (ROOT/images and ROOT/labels, no train/ and
             val/), the share of pairs held out as val, chosen by a hash of each file name
             (deterministic; adding files never moves old ones between splits).
+        split_seed: for a format that holds val out of one list of files (CMP Facades: its
+            file sets `split_seed=0`), the seed of the hash of the file names that picks val;
+            None keeps the format's older name-order rule (runs saved before the key).
         use_instance: add the instance edge map as one more channel.
         preprocess: resize_and_crop (resize to load_size, random crop to crop_size),
             fixed (resize to crop_size x crop_size/aspect_ratio) or none.
         image_resize: interpolation for photos; labels and instances always use nearest.
+        max_val_images: keep at most this many val items, evenly spaced over the split's list
+            in file-name order (spade_bench/data/subset.py: the one subset rule), not the first.
         cache_scenes: keep each procedural scene once drawn (a scene is a pure function of its
             seed, split and index) and crop and flip it per step: the same bits, without
             drawing the scene again every epoch. Only while the split fits in 1 GiB.
@@ -97,21 +187,23 @@ class DataConfig:
 
     dataset: DatasetName = "synthetic"
     root: Optional[str] = None
-    label_nc: int = 10
+    label_nc: Annotated[int, Range(1, 65535, why="label files hold 16-bit values at most", fix="--label-nc N")] = 10
     contain_dontcare: bool = False
-    dont_care_value: Optional[int] = None
-    val_fraction: Optional[float] = None
+    dont_care_value: Optional[Annotated[int, Range(0, 65535, what="a label value", fix=(
+        "--dont-care V: the raw value in the label files that marks unlabelled pixels"))]] = None
+    val_fraction: Optional[Annotated[float, Range(0, 1, open_low=True, open_high=True)]] = None
+    split_seed: Optional[Seed] = None
     use_instance: bool = False
     preprocess: Literal["resize_and_crop", "fixed", "none"] = "resize_and_crop"
-    load_size: int = 286
-    crop_size: int = 256
-    aspect_ratio: float = 1.0
+    load_size: Annotated[int, Range(16, 16384)] = 286
+    crop_size: Annotated[int, Range(16, 8192)] = 256
+    aspect_ratio: Annotated[float, Range(0.1, 10, what="width / height")] = 1.0
     flip: bool = True
     image_resize: Literal["bicubic", "bilinear"] = "bicubic"
-    num_workers: int = 2
-    synthetic_train_size: int = 2000
-    synthetic_val_size: int = 100
-    max_val_images: Optional[int] = None
+    num_workers: Annotated[int, Range(0, 256)] = 2
+    synthetic_train_size: PositiveInt = 2000
+    synthetic_val_size: PositiveInt = 100
+    max_val_images: Optional[PositiveInt] = None
     cache_scenes: bool = True
 
     @property
@@ -147,18 +239,18 @@ class GeneratorConfig:
 
     arch: GeneratorArch = "spade"
     cond_norm: CondNormName = "spade"
-    ngf: int = 64
+    ngf: Width = 64
     num_upsampling_layers: UpsamplingLayers = "normal"
     param_free_norm: NormName = "syncbatch"
     modulation: Modulation = "one_plus_gamma"
-    spade_hidden: int = 128
-    spade_kernel: int = 3
+    spade_hidden: Width = 128
+    spade_kernel: Annotated[int, Range(1, 15, why="an odd kernel keeps the feature map's size")] = 3
     spectral_norm: bool = True
     use_vae: bool = False
-    z_dim: int = 256
+    z_dim: Width = 256
     fused_modulation: bool = False
-    pix2pixhd_downsamples: int = 4
-    pix2pixhd_blocks: int = 9
+    pix2pixhd_downsamples: Annotated[int, Range(0, 8)] = 4
+    pix2pixhd_blocks: Annotated[int, Range(0, 64)] = 9
     pix2pixhd_norm: NormName = "instance"
 
 
@@ -166,16 +258,16 @@ class GeneratorConfig:
 class EncoderConfig:
     """VAE style encoder (used only when generator.use_vae)."""
 
-    ndf: int = 64
+    ndf: Width = 64
 
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
     """Multiscale PatchGAN discriminator."""
 
-    num_D: int = 2
-    n_layers: int = 4
-    ndf: int = 64
+    num_D: Annotated[int, Range(1, 8)] = 2
+    n_layers: Annotated[int, Range(1, 8)] = 4
+    ndf: Width = 64
     norm: LayerNormName = "instance"
     spectral_norm: bool = True
 
@@ -192,11 +284,11 @@ class LossConfig:
     """
 
     gan_mode: GanMode = "hinge"
-    lambda_feat: float = 10.0
+    lambda_feat: Weight = 10.0
     perceptual: Perceptual = "effnet-lite0"
-    lambda_perceptual: float = 10.0
+    lambda_perceptual: Weight = 10.0
     vgg_weights: Optional[str] = None
-    lambda_kld: float = 0.05
+    lambda_kld: Weight = 0.05
 
 
 @dataclass(frozen=True)
@@ -214,10 +306,10 @@ class OptimConfig:
     as the per-tensor loop, measured; fewer small ops per step).
     """
 
-    lr: float = 2e-4
+    lr: Annotated[float, Range(0, 1, open_low=True)] = 2e-4
     ttur: bool = True
-    beta1: float = 0.0
-    beta2: float = 0.9
+    beta1: Annotated[float, Range(0, 1, open_high=True)] = 0.0
+    beta2: Annotated[float, Range(0, 1, open_high=True)] = 0.9
     fused: bool = True
     foreach: bool = True
 
@@ -261,12 +353,12 @@ class TrainConfig:
             (the fastest kernels, not reproducible across machines).
     """
 
-    steps: int = 10000
-    decay_steps: int = 5000
-    batch_size: int = 8
-    d_steps_per_g: int = 1
-    seed: int = 0
-    device: str = "auto"
+    steps: PositiveInt = 10000
+    decay_steps: NonNegativeInt = 5000
+    batch_size: PositiveInt = 8
+    d_steps_per_g: PositiveInt = 1
+    seed: Seed = 0
+    device: DeviceName = "auto"
     amp: bool = True
     amp_cpu: bool = False
     channels_last: bool = True
@@ -275,12 +367,12 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False
     ema: bool = False
-    ema_decay: float = 0.999
-    log_every: int = 50
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    threads: int = 0
+    ema_decay: Annotated[float, Range(0, 1, why="the EMA is decay * EMA + (1 - decay) * G")] = 0.999
+    log_every: PositiveInt = 50
+    sample_every: PositiveInt = 500
+    checkpoint_every: PositiveInt = 1000
+    keep_checkpoints: PositiveInt = 3
+    threads: Annotated[int, Range(0, why="0: this process's share of the cores")] = 0
     numerics: Literal["native", "pinned"] = "native"
 
 
@@ -304,20 +396,28 @@ class EvalConfig:
             (the segmenter sees the image at the generation size, unresized).
         real_set: the real images FID/KID compare against: val, or test (the dataset's test
             images, where its layout has them).
+        curve_points: score this many checkpoints evenly spaced over training, the last
+            included (step round(k x train.steps / N), k = 1..N), for the report's learning
+            curves; the trainer writes and keeps those checkpoints. 0: no curve.
+        curve_metrics: what the curve points score (an `eval --metric` request); mIoU (with
+            pixel accuracy, one confusion matrix) costs a generation and a segmenter pass per
+            point; add fid where the Inception features at 299 px are affordable.
     """
 
     fid_protocol: Literal["pytorch-fid", "tf"] = "pytorch-fid"
-    eval_size: Optional[int] = None
+    eval_size: Optional[Annotated[int, Range(16, 8192)]] = None
     segmenter: str = ""
-    segmenter_steps: int = 2000
-    batch_size: int = 16
-    seed: int = 0
-    num_images: Optional[int] = None
-    kid_subset_size: int = 1000
-    kid_subsets: int = 100
+    segmenter_steps: PositiveInt = 2000
+    batch_size: PositiveInt = 16
+    seed: Seed = 0
+    num_images: Optional[PositiveInt] = None
+    kid_subset_size: Annotated[int, Range(2)] = 1000
+    kid_subsets: PositiveInt = 100
     label_mapping: Optional[Literal["cityscapes-35-to-19"]] = None
     segmenter_input_size: Literal["native", "generation"] = "native"
     real_set: Literal["val", "test"] = "val"
+    curve_points: int = 0
+    curve_metrics: str = "miou"
 
 
 @dataclass(frozen=True)
@@ -413,6 +513,15 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(cls)}
 
 
+def _check_metadata(value: Any, tp: Any, key: str, example: Any = None) -> None:
+    """The `Names`, `Range` and `Matches` of an `Annotated` field, checked against `value`."""
+    for meta in tp.__metadata__:
+        if isinstance(meta, Range):
+            meta.check(value, key, example)
+        elif isinstance(meta, (Names, Matches)):
+            meta.check(value, key)
+
+
 def _names_of(tp: Any) -> Optional[Names]:
     """The `Names` an `Annotated[str, Names(...)]` field draws from, or None."""
     if typing.get_origin(tp) is Annotated:
@@ -438,15 +547,14 @@ def choices(section: type, key: str) -> tuple[Any, ...]:
     return names.names() if names is not None else typing.get_args(tp)
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against annotation `tp`, converting strings from the command line."""
+def _coerce(value: Any, tp: Any, key: str, example: Any = None) -> Any:
+    """Check `value` against annotation `tp`, converting strings from the command line.
+    `example` (the field's default) is the value a range error suggests."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is Annotated:
         value = _coerce(value, args[0], key)
-        names = _names_of(tp)
-        if names is not None:
-            names.check(value, key)
+        _check_metadata(value, tp, key, example)
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
@@ -457,7 +565,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return _coerce(value, arg, key, example)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
@@ -485,14 +593,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        _check_finite(number, key)
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -502,6 +614,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
         return _from_dict(tp, value, prefix=key + ".")
     raise ConfigError(f"{key}: unsupported type {tp!r}")
+
+
+def _default_of(cls: type, name: str) -> Any:
+    """The schema's default of field `name` of dataclass `cls` (None when it has none)."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else None
 
 
 def _from_dict(cls: type, data: Mapping[str, Any], prefix: str = "", base: Any = None) -> Any:
@@ -518,7 +636,7 @@ def _from_dict(cls: type, data: Mapping[str, Any], prefix: str = "", base: Any =
         if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
             kwargs[name] = _from_dict(tp, value, prefix=f"{prefix}{name}.", base=getattr(base, name))
         else:
-            kwargs[name] = _coerce(value, tp, prefix + name)
+            kwargs[name] = _coerce(value, tp, prefix + name, _default_of(cls, name))
     return replace(base, **kwargs)
 
 
@@ -578,7 +696,7 @@ def _set_path(obj: Any, parts: list[str], value: Any, full_key: str) -> Any:
         tp = types_[name]
         if dataclasses.is_dataclass(tp):
             raise ConfigError(f"{full_key} is a section; set one of its keys, e.g. {full_key}.{fields(tp)[0].name}=...")
-        return replace(obj, **{name: _coerce(value, tp, full_key)})
+        return replace(obj, **{name: _coerce(value, tp, full_key, _default_of(type(obj), name))})
     child = getattr(obj, name)
     if not dataclasses.is_dataclass(child):
         raise ConfigError(f"{'.'.join(full_key.split('.')[:-len(parts) + 1])} is not a section")
@@ -732,27 +850,48 @@ def fit_preset_size(cfg: RunConfig) -> RunConfig:
     if crop is None:
         return cfg
     load = max(d.load_size, d.load_size * crop // d.crop_size)
+    preset_h, height = int(round(d.crop_size / d.aspect_ratio)), int(round(crop / d.aspect_ratio))
+    # Convolutions cost in proportion to pixels: the honest price of keeping the shape.
+    cost = (crop * height) / (d.crop_size * d.crop_size)
     warnings.warn(f"preset {cfg.preset}: data.crop_size {d.crop_size} -> {crop} (load_size {load}) to keep the "
-                  f"{d.dataset} aspect ratio {d.aspect_ratio:g} (training size {int(round(crop / d.aspect_ratio))}x"
-                  f"{crop}, HxW); set data.crop_size to choose another", stacklevel=3)
+                  f"{d.dataset} aspect ratio {d.aspect_ratio:g}: training size {crop}x{height} (W x H) instead of "
+                  f"{d.crop_size}x{preset_h}, whose height the generator's {2 ** n}-pixel steps cannot take. Each "
+                  f"image has {cost:.1f}x the pixels of the preset's {d.crop_size}x{d.crop_size}, so each training "
+                  f"step and the evaluation take about {cost:.1f}x as long as the preset's timings; set "
+                  f"data.crop_size to choose another size, or data.aspect_ratio=1 to train squashed at "
+                  f"{d.crop_size}x{d.crop_size}", stacklevel=3)
     return replace(cfg, data=replace(d, crop_size=crop, load_size=load))
 
 
-def _check_names(section: Any, prefix: str = "") -> None:
-    """Every `Names` field of `section` (and its sub-sections) holds a name of its table."""
+def _annotated(tp: Any) -> Optional[Any]:
+    """The `Annotated[...]` inside a field's type (also inside Optional), or None."""
+    if typing.get_origin(tp) is Annotated:
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(tp) if typing.get_origin(a) is Annotated), None)
+    return None
+
+
+def _check_fields(section: Any, prefix: str = "") -> None:
+    """Every field of `section` (and its sub-sections) against its schema: a `Names` field holds a
+    name of its table, a number lies in its `Range`, a float is finite, a string `Matches`. The
+    same checks strict loading makes, for configs built in code (variants, imports, `replace`)."""
     types_ = _field_types(type(section))
+    defaults = type(section)()
     for f in fields(section):
-        value = getattr(section, f.name)
+        value, key = getattr(section, f.name), prefix + f.name
         if dataclasses.is_dataclass(value):
-            _check_names(value, f"{prefix}{f.name}.")
-        elif (names := _names_of(types_[f.name])) is not None:
-            names.check(value, prefix + f.name)
+            _check_fields(value, f"{key}.")
+            continue
+        _check_finite(value, key)
+        if (tp := _annotated(types_[f.name])) is not None:
+            _check_metadata(value, tp, key, getattr(defaults, f.name))
 
 
 def check_generator_config(g: GeneratorConfig) -> None:
     """Cross-field checks of a GeneratorConfig that the layout table answers (`validate` and
     `build_generator` call it)."""
-    _check_names(g, "generator.")
+    _check_fields(g, "generator.")
     layout = GENERATOR_LAYOUTS.load()[g.arch]
     if g.use_vae and not layout.conditioned:
         raise ConfigError(f"generator.use_vae needs generator.arch=spade (arch {g.arch} takes no z)")
@@ -762,30 +901,24 @@ def check_generator_config(g: GeneratorConfig) -> None:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Names against their tables, then cross-field checks that a type alone cannot express."""
-    _check_names(cfg)
+    """Every field against its schema (names, ranges, finiteness: `_check_fields`), then the
+    cross-field checks that a type alone cannot express."""
+    _check_fields(cfg)
     d, g, t = cfg.data, cfg.generator, cfg.train
     fmt = DATASET_FORMATS.load()[d.dataset]
-    if d.label_nc < 1:
-        raise ConfigError(f"data.label_nc must be >= 1, got {d.label_nc} (--label-nc N)")
     if d.dont_care_value is not None:
-        if d.dont_care_value < 0:
-            raise ConfigError(f"data.dont_care_value must be a label value >= 0, got {d.dont_care_value} "
-                              f"(--dont-care V: the raw value in the label files that marks unlabelled pixels)")
         first = fmt.first_class_value
         if first <= d.dont_care_value < first + d.label_nc:
             raise ConfigError(
                 f"data.dont_care_value {d.dont_care_value} is also a class value ({first}..{first + d.label_nc - 1} "
                 f"with label_nc={d.label_nc}); if {d.dont_care_value} marks unlabelled pixels pass "
                 f"--label-nc {d.dont_care_value - first} --dont-care {d.dont_care_value}")
-    if d.val_fraction is not None and not 0 < d.val_fraction < 1:
-        raise ConfigError(f"data.val_fraction must be between 0 and 1 (e.g. 0.1), got {d.val_fraction}")
-    if d.num_workers < 0:
-        raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
-    if d.crop_size < 16:
-        raise ConfigError(f"data.crop_size must be >= 16, got {d.crop_size}")
-    if d.aspect_ratio <= 0:
-        raise ConfigError(f"data.aspect_ratio must be > 0 (width / height), got {d.aspect_ratio}")
+    if cfg.eval.curve_points < 0:
+        raise ConfigError(f"eval.curve_points must be >= 0 (0: no learning curve), got {cfg.eval.curve_points}")
+    if d.split_seed is not None and not fmt.seeded_split:
+        takes = [name for name, f in DATASET_FORMATS.load().items() if f.seeded_split]
+        raise ConfigError(f"data.split_seed={d.split_seed}: dataset {d.dataset!r} has fixed train and val files; "
+                          f"only {', '.join(takes)} hold val out by a seed; remove data.split_seed")
     if d.preprocess == "resize_and_crop" and d.load_size < d.crop_size:
         raise ConfigError(
             f"data.load_size ({d.load_size}) is smaller than data.crop_size ({d.crop_size}); "
@@ -796,21 +929,17 @@ def validate(cfg: RunConfig) -> None:
         if not _divisible_size(d.crop_size, d.aspect_ratio, n):
             height, width = d.image_size
             raise ConfigError(
-                f"training size {height}x{width} (HxW, data.crop_size {d.crop_size} / data.aspect_ratio "
+                f"training size {width}x{height} (W x H: data.crop_size {d.crop_size}, data.crop_size / data.aspect_ratio "
                 f"{d.aspect_ratio:g}) is not divisible by 2^{n} on both sides "
                 f"(generator.num_upsampling_layers={g.num_upsampling_layers}); choose data.crop_size so "
                 f"that it and crop_size / aspect_ratio are multiples of {2 ** n}")
     if fmt.needs_root and not d.root:
         raise ConfigError(f"dataset {d.dataset!r} needs --root PATH (the dataset folder)")
-    if t.steps < 1:
-        raise ConfigError(f"train.steps must be >= 1, got {t.steps}")
-    if not 0 <= t.decay_steps <= t.steps:
+    if t.decay_steps > t.steps:
         raise ConfigError(f"train.decay_steps ({t.decay_steps}) must be between 0 and train.steps ({t.steps})")
-    for key in ("batch_size", "d_steps_per_g", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
-        if getattr(t, key) < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)} (--set train.{key}=N)")
-    if t.threads < 0:
-        raise ConfigError(f"train.threads must be >= 0 (0: this process's share of the cores), got {t.threads}")
+    if g.spade_kernel % 2 != 1:
+        raise ConfigError(f"generator.spade_kernel must be odd to keep the feature map's size, got "
+                          f"{g.spade_kernel} (--set generator.spade_kernel=3)")
     if t.numerics == "pinned" and t.threads < 1:
         raise ConfigError("train.numerics=pinned needs a fixed thread count, the same on every host: "
                           "--set train.threads=1 (or N), or --set train.numerics=native")

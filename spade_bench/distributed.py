@@ -43,7 +43,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' picks CUDA when present; under DDP each process takes cuda:LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N "
+                          f"(--device, or --set train.device for training)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} was asked for but no CUDA device is available; use the CPU "

@@ -379,8 +379,22 @@ class GANEngine:
         step, index = divmod(code, 64)
         return step + 1, self._loss_names[index] if index < len(self._loss_names) else "?"
 
+    def nonfinite_weights(self) -> Optional[str]:
+        """'<network> <tensor>' of the first saved tensor (parameters and buffers: batch-norm
+        statistics, spectral norm's vectors) holding NaN or infinity, in every network a
+        checkpoint saves, the EMA generator included; None when all are finite."""
+        nets = {"generator": self.nets.generator, "discriminator": self.nets.discriminator,
+                "encoder": self.nets.encoder, "ema": self.nets.ema}
+        for role, net in nets.items():
+            if net is None:
+                continue
+            for name, tensor in unwrap(net).state_dict().items():
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    return f"{role} {name}"
+        return None
+
     def weights_finite(self) -> bool:
-        return all(torch.isfinite(p).all() for n in self.nets.trained() for p in n.parameters())
+        return self.nonfinite_weights() is None
 
     # ------------------------------------------------------------------ state
 

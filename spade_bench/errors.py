@@ -1,8 +1,10 @@
 """Errors that the CLI turns into one clear message and a non-zero exit (no traceback)."""
 from __future__ import annotations
 
+import errno
 import signal
 from pathlib import Path
+from typing import Optional
 
 
 class SpadeBenchError(Exception):
@@ -39,6 +41,10 @@ class StorageError(SpadeBenchError):
     """An output folder that cannot be written: read-only, not a folder, or out of space."""
 
 
+class LockError(SpadeBenchError):
+    """A run, evaluation or sweep folder is in use by another process (or a stale lock names one)."""
+
+
 class TrainingError(SpadeBenchError):
     """Training cannot go on (for example a non-finite loss)."""
 
@@ -68,3 +74,37 @@ class TrainingInterrupted(SpadeBenchError):
         self.exit_code = 128 + int(getattr(signal, signal_name, 0))
         super().__init__(f"{signal_name} received: stopped after step {step} and saved {checkpoint}; "
                          f"continue with: spade-bench train --out {self.checkpoint.parent.parent} --resume")
+
+
+# What to do about an operating-system error, by errno.
+_OS_FIXES = {
+    errno.ENOSPC: "no space left on the device: free space, or choose another output folder",
+    errno.EDQUOT: "disk quota exceeded: free space, or choose another output folder",
+    errno.EROFS: "the file system is read-only: choose another output folder",
+    errno.EACCES: "permission denied: fix the folder's permissions, or choose another output folder",
+    errno.EPERM: "operation not permitted: fix the folder's permissions, or choose another output folder",
+    errno.ENOENT: "no such file or folder: check the path",
+    errno.ENOTDIR: "a folder in the path is a file: check the path",
+    errno.EISDIR: "it is a folder, not a file: check the path",
+    errno.EIO: "input/output error: check the disk",
+}
+
+
+def expected_failure(error: BaseException) -> Optional[str]:
+    """One line for a failure the user's environment or files caused (a full or read-only disk,
+    a missing path, a decompression-bomb image), naming the file and the fix; None for anything
+    else (a bug, whose traceback must stay visible). `SpadeBenchError` messages are their own."""
+    if isinstance(error, SpadeBenchError):
+        return str(error)
+    if isinstance(error, OSError):
+        where = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
+        fix = _OS_FIXES.get(error.errno)
+        text = error.strerror or str(error)
+        if fix is None:
+            return None if not where else f"{where}: {text}; check the file and the disk"
+        return f"{where}: {fix}" if where else f"{text}: {fix}"
+    # PIL's, by name: this module imports no PIL. Raised when an image has more pixels than
+    # PIL's limit (twice Image.MAX_IMAGE_PIXELS), a "decompression bomb".
+    if type(error).__name__ == "DecompressionBombError":
+        return f"{error}; the image is too large to decode safely: remove or shrink it"
+    return None

@@ -19,11 +19,18 @@ in the original's order (`spade_bench.nn.spectral`), so an imported generator re
 the original's outputs in eval and training mode (tests/spade_bench/test_nvlabs.py checks
 this against files the original code wrote).
 
-Options spade-bench cannot express raise one `ConfigError` naming each of them. Under TTUR
+Options spade-bench cannot express raise one `ConfigError` naming each of them, and so does an
+option that shapes a network but is missing or empty (`NETWORK_OPTIONS`: the original writes
+every option it parsed; the discriminator's only when latest_net_D.pth is there); the config is
+then validated like any other (ranges, finiteness). netG and netD are looked up as the original
+does (case and underscores ignored). A tensor holding NaN or infinity is named with its file, and
+the run folder is written as a whole (`io.staged_folder`): a failed import writes nothing. Under TTUR
 the original trains with Adam betas (0, 0.9) whatever its beta1/beta2 say
 (pix2pix_model.create_optimizers), so import sets those.
 
-Export refuses, in one `ConfigError`, a run the original cannot build or whose weights it
+Export leaves out a discriminator (or encoder) that the import initialised and nothing trained,
+with a warning: the original's --continue_train would take it for trained weights. It refuses,
+in one `ConfigError`, a run the original cannot build or whose weights it
 cannot load (generator.arch=concat, generator.cond_norm other than spade, ...). Settings
 that only training on with the original code would use (a perceptual loss other than
 VGG, betas other than (0, 0.9) under TTUR) are written as the closest options, with a
@@ -32,6 +39,7 @@ warning; the original's test.py does not read them.
 from __future__ import annotations
 
 import argparse
+import math
 import pickle
 import re
 import time
@@ -43,15 +51,15 @@ from typing import Any, Optional
 import torch
 
 from spade_bench import checkpoint as ckpt
-from spade_bench.config import RunConfig, apply_overrides, load_config_file, save_config, with_dataset
+from spade_bench.config import RunConfig, apply_overrides, load_config_file, save_config, validate, with_dataset
 from spade_bench.distributed import unwrap
 from spade_bench.engine import GANEngine
 from spade_bench.environment import environment_record
 from spade_bench.errors import CheckpointError, ConfigError, WeightsError
 from spade_bench.generators import UPSAMPLING_LAYERS
-from spade_bench.io import atomic_write, atomic_write_text, sha256_file
+from spade_bench.io import atomic_write, atomic_write_text, sha256_file, staged_folder
 from spade_bench.losses import GAN_MODES
-from spade_bench.run_folder import RunFolder, write_json, write_provenance
+from spade_bench.run_folder import RunFolder, read_provenance, write_json, write_provenance
 
 NETWORK_FILES = {"generator": "latest_net_G.pth", "discriminator": "latest_net_D.pth", "encoder": "latest_net_E.pth"}
 
@@ -90,14 +98,16 @@ def read_options(path: str | Path) -> dict[str, str]:
 class _Options:
     """Typed access to opt.txt values; each missing or bad one is collected, not raised at once."""
 
-    def __init__(self, raw: dict[str, str]):
+    def __init__(self, raw: dict[str, str], required: frozenset[str] = frozenset()):
         self.raw = raw
+        self.required = required
         self.problems: list[str] = []
 
     def text(self, key: str, default: Optional[str] = None) -> str:
-        if key not in self.raw:
-            if default is None:
-                self.problems.append(f"{key} (missing)")
+        if key not in self.raw or self.raw[key] == "":
+            if default is None or key in self.required:
+                self.problems.append(f"{key} ({'missing' if key not in self.raw else 'empty'}: the original writes "
+                                     f"every option, and this one shapes a network)")
                 return ""
             return default
         return self.raw[key]
@@ -113,23 +123,62 @@ class _Options:
     def number(self, key: str, kind: type, default: Any = None) -> Any:
         value = self.text(key, None if default is None else str(default))
         try:
-            return kind(value)
+            number = kind(value)
         except ValueError:
             if value:
                 self.problems.append(f"{key}={value} (expected a {kind.__name__})")
-            return default if default is not None else kind(0)
+            return default if default is not None else kind(1)
+        if kind is float and not math.isfinite(number):
+            self.problems.append(f"{key}={value} (not a finite number)")
+            return default if default is not None else 1.0
+        return number
 
     def unsupported(self, key: str, value: Any, why: str) -> None:
         self.problems.append(f"{key}={value} ({why})")
 
 
+# The options that shape each network (the original writes every option it parsed into opt.txt;
+# a missing or empty one would silently become our default and build another network). The
+# discriminator's are parsed only when the original trains, so a test-time opt.txt (a released
+# checkpoint, which ships no latest_net_D.pth) lacks them: they are required only with that file.
+NETWORK_OPTIONS = {
+    "generator": ("label_nc", "contain_dontcare_label", "no_instance", "crop_size", "aspect_ratio", "ngf",
+                  "netG", "norm_G", "use_vae"),
+    "spade": ("num_upsampling_layers",),
+    "pix2pixhd": ("resnet_n_downsample", "resnet_n_blocks", "resnet_kernel_size", "resnet_initial_kernel_size"),
+    "vae": ("z_dim", "norm_E"),
+    "discriminator": ("ndf", "netD", "num_D", "n_layers_D", "norm_D"),
+}
+
+
+def net_name(value: str) -> str:
+    """netG / netD as the original looks them up (models/networks find_network_using_name):
+    case and underscores ignored, so SPADE, Spade and pix2pix_hd all name a network."""
+    return value.replace("_", "").lower()
+
+
+def required_options(raw: dict[str, str], roles: tuple[str, ...] = ("generator", "discriminator")) -> frozenset[str]:
+    """The options that must be in opt.txt to build `roles` (see NETWORK_OPTIONS)."""
+    keys = set(NETWORK_OPTIONS["generator"])
+    net_g = net_name(raw.get("netG", ""))
+    if net_g in ("spade", "pix2pixhd"):
+        keys |= set(NETWORK_OPTIONS[net_g])
+    if raw.get("use_vae") == "True":
+        keys |= set(NETWORK_OPTIONS["vae"])
+    if "discriminator" in roles:
+        keys |= set(NETWORK_OPTIONS["discriminator"])
+    return frozenset(keys)
+
+
 def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, root: Optional[str] = None,
-                        source: str = "opt.txt") -> RunConfig:
+                        source: str = "opt.txt", roles: tuple[str, ...] = ("generator", "discriminator")) -> RunConfig:
     """The RunConfig that builds the networks the original built from these options.
 
-    Raises one ConfigError that names every option spade-bench cannot express.
+    Raises one ConfigError that names every option spade-bench cannot express, and every option
+    that shapes one of `roles`' networks but is missing or empty; the result is validated
+    (ranges, finiteness) like any other config.
     """
-    o = _Options(raw)
+    o = _Options(raw, required_options(raw, roles))
     mode = o.text("dataset_mode", "custom")
     if dataset is None:
         dataset = DATASET_MODES.get(mode)
@@ -142,7 +191,7 @@ def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, r
     for key, expected in (("model", "pix2pix"), ("netD", "multiscale"), ("netD_subarch", "n_layer"),
                           ("output_nc", "3"), ("optimizer", "adam")):
         value = o.text(key, expected)
-        if value != expected:
+        if (net_name(value) if key == "netD" else value) != expected and value:
             o.unsupported(key, value, f"spade-bench has only {key}={expected}")
 
     label_nc = o.number("label_nc", int)
@@ -161,7 +210,7 @@ def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, r
     ngf = o.number("ngf", int)
     generator: dict[str, Any] = dict(ngf=ngf, use_vae=o.boolean("use_vae", False), z_dim=o.number("z_dim", int, 256),
                                      modulation="one_plus_gamma", spade_hidden=128)
-    net_g = o.text("netG")
+    net_g = net_name(o.text("netG"))
     norm_g = o.text("norm_G", "spectralspadesyncbatch3x3")
     if net_g == "spade":
         m = _SPADE_NORM.match(norm_g)
@@ -177,7 +226,7 @@ def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, r
             generator["num_upsampling_layers"] = layers
             n = UPSAMPLING_LAYERS[layers]
             crop, ratio = data["crop_size"], data["aspect_ratio"]
-            if crop and int(round(crop / ratio)) // 2 ** n != int(round((crop // 2 ** n) / ratio)):
+            if crop and ratio > 0 and int(round(crop / ratio)) // 2 ** n != int(round((crop // 2 ** n) / ratio)):
                 o.unsupported("aspect_ratio", ratio, f"with crop_size {crop} the original's first feature "
                                                      f"map is not the one spade-bench computes")
     elif net_g == "pix2pixhd":
@@ -193,8 +242,8 @@ def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, r
                 o.unsupported(key, o.raw[key], f"spade-bench's pix2pixhd uses {expected}")
         if generator["use_vae"]:
             o.unsupported("use_vae", True, "spade-bench's VAE needs netG=spade")
-    else:
-        o.unsupported("netG", net_g, "spade-bench has spade and pix2pixhd")
+    elif net_g:
+        o.unsupported("netG", o.raw["netG"], "spade-bench has spade and pix2pixhd")
 
     norm_d = o.text("norm_D", "spectralinstance")
     m = _LAYER_NORM.match(norm_d)
@@ -231,6 +280,12 @@ def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, r
     if o.problems:
         raise ConfigError(f"{source}: spade-bench cannot express these options of the original: "
                           f"{'; '.join(o.problems)}")
+    if generator["use_vae"] and data["crop_size"] < 256:
+        warnings.warn(
+            f"{source}: crop_size {data['crop_size']} with use_vae: the original's encoder cannot run these "
+            f"weights (it resizes every photo to 256x256 and drops its sixth layer below crop 256, so its 8x8 map "
+            f"does not fit fc_mu); spade-bench's encoder resizes to 128x128 and keeps five layers, so z from a "
+            f"style photo is spade-bench's own, with no original counterpart to compare it with", stacklevel=2)
     flat = {f"data.{k}": v for k, v in data.items()}
     flat.update({f"generator.{k}": v for k, v in generator.items()})
     # The original's encoder is ngf wide (its nef option is unused).
@@ -239,7 +294,10 @@ def config_from_options(raw: dict[str, str], *, dataset: Optional[str] = None, r
     flat.update({f"loss.{k}": v for k, v in loss.items()})
     flat.update({f"optim.{k}": v for k, v in optim.items()})
     flat.update({f"train.{k}": v for k, v in train.items()})
-    cfg = apply_overrides(cfg, flat)
+    try:
+        cfg = apply_overrides(cfg, flat)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     variant = "pix2pixhd" if cfg.generator.arch == "pix2pixhd" else "spade-vae" if cfg.generator.use_vae else "spade"
     return replace(cfg, variant=variant)
 
@@ -332,10 +390,23 @@ def to_nvlabs_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _load_weights(net: torch.nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # Which refusal to give, never the file's own text (its author controls it).
+        if "weights only" in str(e).lower():
+            raise CheckpointError(f"{path} refused: not a plain-tensor file (it holds Python objects that only a "
+                                  f"full unpickle would build, and unpickling can run code from the file); "
+                                  f"replace it with the released file") from None
+        raise CheckpointError(f"{path} cannot be read (not a torch file): it is truncated or corrupt; replace it "
+                              f"with a good copy") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file becomes one clear message
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {e}); replace it with a good copy") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a state dict (got {type(state).__name__})")
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}): it is truncated or corrupt; replace "
+                              f"it with a good copy") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} is not a state dict of tensors (got {type(state).__name__})")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values; nothing was imported "
+                                  f"(replace the file with a good copy)")
     state = from_nvlabs_keys(state)
     # Checkpoints saved by an older PyTorch may lack batch norm's step counter; it is not
     # used by the original's or our momentum-based running averages.
@@ -378,14 +449,20 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
     """
     source, out = Path(checkpoint_dir).resolve(), Path(out)
     raw = read_options(source / "opt.txt")
-    cfg = config_from_options(raw, dataset=dataset, root=root, source=str(source / "opt.txt"))
-    if overrides:
-        cfg = apply_overrides(cfg, overrides)
-    if ckpt.latest_path(out).is_file():
-        raise CheckpointError(f"{out} already holds checkpoints; choose another --out (nothing was overwritten)")
     files = {role: source / name for role, name in NETWORK_FILES.items() if (source / name).is_file()}
     if "generator" not in files:
         raise CheckpointError(f"{source} has no {NETWORK_FILES['generator']}; pass the folder that holds it")
+    cfg = config_from_options(raw, dataset=dataset, root=root, source=str(source / "opt.txt"),
+                              roles=tuple(files))
+    try:
+        if overrides:
+            cfg = apply_overrides(cfg, overrides)
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source / 'opt.txt'} with --set {' '.join(overrides or []) or '(none)'}: {e}") from None
+    if out.exists() and any(out.iterdir()):
+        what = "checkpoints" if ckpt.has_checkpoint(out) else "files"
+        raise CheckpointError(f"{out} already holds {what}; choose another --out (nothing was overwritten)")
     if cfg.generator.use_vae and "encoder" not in files:
         raise CheckpointError(f"{source} uses the VAE (use_vae True) but has no {NETWORK_FILES['encoder']}")
     if not cfg.generator.use_vae:
@@ -401,13 +478,9 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
         _load_weights(nets[role], path)
     if engine.ema is not None:  # built as a copy of the initial weights: it starts from the imported ones
         engine.ema.load_state_dict(unwrap(engine.generator).state_dict())
-    if not engine.weights_finite():
-        raise CheckpointError(f"{source}: the weights hold NaN or infinite values; nothing was imported "
-                              f"(replace the files with good copies)")
-    folder = RunFolder(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, folder.config)
-    write_json(folder.env, environment_record(engine.device, engine.info, numerics_mode=engine.numerics_mode))
+    if (bad := engine.nonfinite_weights()) is not None:   # a network initialised here is finite
+        raise CheckpointError(f"{source}: tensor {bad} holds NaN or infinite values; nothing was imported "
+                              f"(replace the file with a good copy)")
     now = time.time()
     provenance = {
         "source": "nvlabs",
@@ -419,13 +492,18 @@ def import_nvlabs(checkpoint_dir: str | Path, out: str | Path, *, dataset: Optio
         "options": raw,
         "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
     }
-    write_provenance(out, provenance)
-    path = ckpt.save_checkpoint(out, 0, ckpt.training_state(cfg, 0, engine.state_dict()), cfg.train.keep_checkpoints)
-    summary = {"status": "finished", "step": 0, "steps": 0, "images_per_s": None, "peak_memory_gib": None,
-               "peak_memory_kind": None, "wall_time_s": 0.0, "device": "cpu", "hardware": None,
-               "world_size": 1, "amp_bf16": False, "ema": cfg.train.ema, "imported": "nvlabs",
-               "checkpoint": str(path)}
-    write_json(folder.summary, summary)
+    # Written as a whole: a failure part way leaves no half-imported run behind.
+    with staged_folder(out, what="run folder") as staging:
+        folder = RunFolder(staging)
+        save_config(cfg, folder.config)
+        write_json(folder.env, environment_record(engine.device, engine.info, numerics_mode=engine.numerics_mode))
+        write_provenance(staging, provenance)
+        ckpt.save_checkpoint(staging, 0, ckpt.training_state(cfg, 0, engine.state_dict()), cfg.train.keep_checkpoints)
+        summary = {"status": "finished", "step": 0, "steps": 0, "images_per_s": None, "peak_memory_gib": None,
+                   "peak_memory_kind": None, "wall_time_s": 0.0, "device": "cpu", "hardware": None,
+                   "world_size": 1, "amp_bf16": False, "ema": cfg.train.ema, "imported": "nvlabs",
+                   "checkpoint": str(ckpt.step_path(out, 0))}
+        write_json(folder.summary, summary)
     return provenance
 
 
@@ -445,6 +523,16 @@ def export_nvlabs(run_dir: str | Path, out: str | Path, *, checkpoint: str = "la
     state = ckpt.load_checkpoint(ckpt.resolve_checkpoint(run_dir, checkpoint))
     nets = {"generator": state["ema"] if cfg.train.ema and state.get("ema") is not None else state["generator"],
             "discriminator": state.get("discriminator"), "encoder": state.get("encoder")}
+    provenance = read_provenance(run_dir) or {}
+    made_here = {role for role, how in (provenance.get("networks") or {}).items() if how != "imported"}
+    if int(state["step"]) == 0 and made_here & {"discriminator", "encoder"}:
+        # Random weights from the import, never trained: the original's --continue_train would
+        # take them for a trained network. Leave the file out instead.
+        for role in sorted(made_here & {"discriminator", "encoder"}):
+            nets[role] = None
+            warnings.warn(f"{NETWORK_FILES[role]} not written: {run_dir}'s {role} was initialised at import "
+                          f"(the NVlabs folder had none) and never trained; the original's test.py does not need "
+                          f"it, and its --continue_train must not start from random weights", stacklevel=2)
     written = {}
     out.mkdir(parents=True, exist_ok=True)
     for role, weights in nets.items():

@@ -13,8 +13,12 @@ use it without importing the trainer.
     RUN/logs/losses.jsonl      loss records (plus losses.csv and tb/)
     RUN/samples/step_XXXXXXX.png
     RUN/eval/metrics.json      written by the evaluation harness
+    RUN/eval/images/generation.json  what the stored evaluation images were made with
+    RUN/eval/curve.json        the learning curve (eval/curve.py), its points' records in
+                               RUN/eval/curve/step_XXXXXXX/ (as RUN/eval/, for that checkpoint)
     RUN/provenance.json        only in an imported run (`write_provenance`)
     RUN/failure_traceback.txt  a sweep's pair that failed (runners.ablate.record_failure)
+    RUN/.lock, RUN/eval/.lock  held while the run trains / while it is scored (spade_bench.locks)
 """
 from __future__ import annotations
 
@@ -39,7 +43,12 @@ TENSORBOARD = "tb"
 SAMPLES = "samples"
 EVAL = "eval"
 METRICS = "metrics.json"
+EVAL_IMAGES = "images"
+GENERATION_MANIFEST = "generation.json"
+CURVE = "curve.json"
+CURVE_POINTS = "curve"
 FAILURE_TRACEBACK = "failure_traceback.txt"
+LOCK = ".lock"
 
 # Any of these files marks a folder as a run folder (a report's walk stops there).
 MARKERS = (SUMMARY, CONFIG, f"{EVAL}/{METRICS}")
@@ -112,12 +121,45 @@ class RunFolder:
         return self.eval / METRICS
 
     @property
+    def eval_images(self) -> Path:
+        return self.eval / EVAL_IMAGES
+
+    @property
+    def generation_manifest(self) -> Path:
+        """What the stored evaluation images were made with (the harness writes it first)."""
+        return generation_manifest(self.eval)
+
+    @property
+    def curve(self) -> Path:
+        return self.eval / CURVE
+
+    def curve_point(self, step: int) -> Path:
+        """The evaluation folder of the learning curve's checkpoint at `step` (laid out as RUN/eval/)."""
+        return self.eval / CURVE_POINTS / f"step_{step:07d}"
+
+    @property
     def failure_traceback(self) -> Path:
         return self.root / FAILURE_TRACEBACK
+
+    @property
+    def lock(self) -> Path:
+        """Held while the run trains (spade_bench.locks): one trainer per run folder."""
+        return self.root / LOCK
+
+    @property
+    def eval_lock(self) -> Path:
+        """Held while the run is scored: one evaluation per RUN/eval/."""
+        return self.eval / LOCK
 
     def is_run(self) -> bool:
         """A folder holding any of MARKERS."""
         return self.root.is_dir() and any((self.root / marker).is_file() for marker in MARKERS)
+
+
+def generation_manifest(eval_dir: str | Path) -> Path:
+    """An evaluation folder's (RUN/eval/, or a learning-curve point's) record of what its stored
+    images were made with."""
+    return Path(eval_dir) / EVAL_IMAGES / GENERATION_MANIFEST
 
 
 # ----------------------------------------------------------------------------- JSON records

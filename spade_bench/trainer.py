@@ -36,6 +36,7 @@ from spade_bench.engine import GANEngine, checkpoint_nbytes
 from spade_bench.environment import current_rss_gib, environment_record, hardware_name, peak_memory_gib
 from spade_bench.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from spade_bench.io import check_output_folder
+from spade_bench.locks import folder_lock
 from spade_bench.loss_log import LossLogger, LossMeter
 from spade_bench.run_folder import RunFolder, read_json, write_json
 from spade_bench.signals import StopSignals, stop_requested
@@ -86,6 +87,8 @@ class Trainer:
             raise ConfigError(f"train.batch_size {tc.batch_size} is not divisible by the "
                               f"{info.world_size} processes; it is the global batch")
         self.local_batch = tc.batch_size // info.world_size
+        # The learning curve's checkpoints (eval.curve_points): written and never pruned.
+        self.curve_steps = frozenset(ckpt.curve_steps(tc.steps, cfg.eval.curve_points))
         resume = resume or resume_from is not None
         # fit() trains with this many threads and restores the caller's count after, so a run
         # never leaves its thread count to whatever the process does next.
@@ -166,7 +169,7 @@ class Trainer:
                     # The checkpoint comes before anything optional (log, grid), so none of them can lose it.
                     record = self._interval_record(meter, lrs, start) if self._due(tc.log_every) else None
                     self._log_record = record  # saved with the checkpoint: a kill right after it keeps it
-                    if self._due(tc.checkpoint_every):
+                    if self._due(tc.checkpoint_every) or self.step in self.curve_steps:
                         self.save()
                         saved_step = self.step
                     if record is not None:
@@ -211,13 +214,14 @@ class Trainer:
             if experiment_diff(old, self.cfg):
                 raise CheckpointError(
                     f"refusing to resume {self.run_dir}: {ckpt.config_mismatch_message(old, self.cfg, str(saved))}. "
-                    f"Resume with the saved config (spade-bench train --config {saved} --resume), "
-                    f"or start a new run with another --out")
+                    f"Resume it with its saved config (spade-bench train --out {self.run_dir} --resume, with no "
+                    f"other options), or start a new run with another --out")
 
     def _resume(self, resume_from: Optional[int]) -> None:
         path, state, skipped = ckpt.find_resume_checkpoint(self.run_dir, resume_from)
         for problem in skipped:
-            warnings.warn(f"skipped a corrupt checkpoint: {problem}; resuming from {path}", stacklevel=2)
+            kind = "refused" if " refused: " in problem else "corrupt"   # our own message, not the file's
+            warnings.warn(f"skipped a {kind} checkpoint: {problem}; resuming from {path}", stacklevel=2)
         if experiment_diff(state.get("config", {}), self.cfg):  # values, not hashes of older rules
             raise CheckpointError(
                 f"refusing to resume from {path}: {ckpt.config_mismatch_message(state.get('config', {}), self.cfg, 'the checkpoint')}. "
@@ -245,16 +249,20 @@ class Trainer:
     def save(self) -> Optional[Path]:
         """Write a checkpoint (rank 0), never one with non-finite weights."""
         self._raise_if_nonfinite()
-        if not self.engine.weights_finite():
-            raise TrainingError(f"non-finite weights at step {self.step}; not writing a checkpoint "
-                                f"(the last good one stays in {self.folder.checkpoints})")
+        if (bad := self.engine.nonfinite_weights()) is not None:
+            latest = ckpt.latest_path(self.run_dir)
+            kept = f"the last good one is {latest.resolve()}" if latest.is_file() else "no checkpoint had been written"
+            raise TrainingError(f"non-finite weights at step {self.step} ({bad} holds NaN or infinity); not writing "
+                                f"a checkpoint ({kept}). Check the settings that scale updates (optim.lr, "
+                                f"train.ema_decay, the loss weights)")
         state = ckpt.training_state(
             self.cfg, self.step, self.engine.state_dict(), rng=self._rng_states(),
             data_position=self.batches.position if self.batches is not None else (0, 0),
             wall_time_s=self._prior_wall_time + time.time() - self._start_time, log_record=self._log_record)
         path = None
         if self.info.is_main:
-            path = ckpt.save_checkpoint(self.run_dir, self.step, state, self.cfg.train.keep_checkpoints)
+            path = ckpt.save_checkpoint(self.run_dir, self.step, state, self.cfg.train.keep_checkpoints,
+                                        protect=self.curve_steps)
         for hook in self.hooks:
             hook("checkpoint", self)
         return path
@@ -358,23 +366,30 @@ class Trainer:
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, resume_from: Optional[int] = None,
-              require_checkpoint: bool = False, progress: bool = True, hooks: Optional[list] = None) -> TrainResult:
+              require_checkpoint: bool = False, progress: bool = True, hooks: Optional[list] = None,
+              break_lock: bool = False) -> TrainResult:
     """Library entry for `spade-bench train`: set up (DDP when under torchrun), train, clean up.
 
-    A run that already reached train.steps returns at once (already_finished=True) with the
-    figures of its train_summary.json.
+    Rank 0 holds the run folder's lock (RUN/.lock, `spade_bench.locks`) from before the folder
+    is checked until the run ends: a second trainer on the same folder is refused, naming the
+    first; `break_lock` clears a stale lock (its process is dead). A run that already reached
+    train.steps returns at once (already_finished=True) with the figures of its
+    train_summary.json.
     """
     info, device = init_distributed(cfg.train.device)
+    folder = RunFolder(run_dir)
     try:
-        trainer = Trainer(cfg, run_dir, resume=resume, resume_from=resume_from,
-                          require_checkpoint=require_checkpoint, info=info, device=device, hooks=hooks,
-                          progress=progress)
-        if trainer.step >= cfg.train.steps:
-            summary = read_json(trainer.folder.summary, missing_ok=True)
-            rate = summary.get("images_per_s")
-            return TrainResult(Path(run_dir), trainer.step, float("nan") if rate is None else float(rate),
-                               float(summary.get("peak_memory_gib") or 0.0), 0.0, "finished", already_finished=True)
-        return trainer.fit()
+        with folder_lock(folder.lock, "run folder", break_lock=break_lock, enabled=info.is_main):
+            trainer = Trainer(cfg, run_dir, resume=resume, resume_from=resume_from,
+                              require_checkpoint=require_checkpoint, info=info, device=device, hooks=hooks,
+                              progress=progress)
+            if trainer.step >= cfg.train.steps:
+                summary = read_json(trainer.folder.summary, missing_ok=True)
+                rate = summary.get("images_per_s")
+                return TrainResult(Path(run_dir), trainer.step, float("nan") if rate is None else float(rate),
+                                   float(summary.get("peak_memory_gib") or 0.0), 0.0, "finished",
+                                   already_finished=True)
+            return trainer.fit()
     finally:
         cleanup()
 

@@ -26,6 +26,7 @@ _EXPORTS = {
     "CheckReport": "check", "check_dataset": "check",
     "PairError": "loader", "PairedDataset": "loader", "SyntheticDataset": "loader", "build_dataloader": "loader",
     "build_dataset": "loader", "class_names": "loader", "load_label_file": "loader",
+    "class_legend": "loader", "dont_care_name": "loader", "sample_source": "loader",
     "colorize": "palette", "colorize_labels": "palette", "dataset_palette": "palette", "label_colormap": "palette",
     "instance_edges": "semantic", "semantic_input": "semantic",
     "CLASS_NAMES": "synthetic", "SYNTHETIC_PALETTE": "synthetic", "generate_scene": "synthetic",

@@ -142,11 +142,15 @@ def label_value_problem(raw: np.ndarray, index: np.ndarray, data_cfg: DataConfig
         others = [int(v) for v in out_of_range if v != top and v >= 0]
         nc_with_dc = max([data_cfg.label_nc] + [v - first + 1 for v in others])
         dc_fix = f"--label-nc {nc_with_dc} --dont-care {top}"   # complete: the other values must fit too
+        # The numbers fit this file only; other files may hold higher values. Every file's message
+        # therefore ends with the same command, which answers for the whole dataset at once.
+        root = f" --root {data_cfg.root}" if data_cfg.root else ""
         return (f"label {noun} {values} outside the class range {first}..{last} (label_nc={data_cfg.label_nc})"
                 f"{dc_text}. If the dataset has more classes pass --label-nc {needed} "
                 f"(config data.label_nc); if {top} marks unlabelled pixels pass {dc_fix} "
-                f"(config data.dont_care_value={top} with data.contain_dontcare=true). "
-                f"`spade-bench data check` lists every value in the dataset")
+                f"(config data.dont_care_value={top} with data.contain_dontcare=true). These numbers fit this "
+                f"file; others may hold higher values: `spade-bench data check --dataset {data_cfg.dataset}{root}` "
+                f"reads every file and prints the one command that fits them all")
     return (f"label value {dont_care} is the don't-care value, but data.contain_dontcare is false "
             f"(no channel for it); set data.contain_dontcare=true (--set data.contain_dontcare=true)")
 
@@ -202,4 +206,12 @@ def read_label_names(path: Path, data_cfg: DataConfig) -> Optional[list[str]]:
         index = raw - first
         if 0 <= index < data_cfg.label_nc:
             names[index] = parts[1]
+    # Per-class scores are keyed by name: two classes of one name would collapse into one entry.
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"{path}: the name {name!r} is given to label values {seen[name] + first} and "
+                            f"{index + first}; per-class scores are keyed by name, so the two classes would "
+                            f"collapse into one: give each class its own name")
+        seen[name] = index
     return names

@@ -19,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from spade_bench.config import DataConfig
 from spade_bench.data import files, formats
 from spade_bench.data.formats import Pair, dataset_format
+from spade_bench.data.palette import dataset_palette
+from spade_bench.data.subset import evenly_spaced
 from spade_bench.data.synthetic import DATASET_SEED, Scene, generate_scene, single_thread
 from spade_bench.data.transforms import image_to_tensor, transform_image, transform_map, transform_params
 from spade_bench.errors import ConfigError, DataError
@@ -114,12 +116,20 @@ class PairedDataset(Dataset):
     Args:
         data_cfg: the data section of the run config.
         split: "train" or "val".
-        pairs: the split's files, from `formats.list_pairs`.
+        pairs: the split's files, from `formats.list_pairs` (or the evenly spaced subset of them
+            that data.max_val_images keeps).
         augment: random crop and flip (train) or a plain resize to image_size (val).
+        listed: how many pairs the split lists before any subset (default: len(pairs)).
     """
 
-    def __init__(self, data_cfg: DataConfig, split: str, pairs: list[Pair], *, augment: bool):
+    def __init__(self, data_cfg: DataConfig, split: str, pairs: list[Pair], *, augment: bool,
+                 listed: Optional[int] = None):
         self.data_cfg, self.split, self.pairs, self.augment = data_cfg, split, list(pairs), augment
+        self.listed = len(self.pairs) if listed is None else int(listed)
+
+    def names(self) -> list[str]:
+        """Each item's file, in order, as `sample_source` names it (relative to the root)."""
+        return [sample_source(self, i) for i in range(len(self))]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -146,19 +156,28 @@ class SyntheticDataset(Dataset):
         augment: generate at load_size and random-crop and flip (train), or generate at
             image_size (val).
         seed: which scenes; the benchmark uses DATASET_SEED.
+        indices: the scenes of the split's `length` that the dataset holds, in order (the evenly
+            spaced subset data.max_val_images keeps); default all of them.
     """
 
-    def __init__(self, data_cfg: DataConfig, split: str, length: int, *, augment: bool, seed: int = DATASET_SEED):
+    def __init__(self, data_cfg: DataConfig, split: str, length: int, *, augment: bool, seed: int = DATASET_SEED,
+                 indices: Optional[list[int]] = None):
         self.data_cfg, self.split, self.length, self.augment, self.seed = data_cfg, split, length, augment, seed
+        self.indices = list(range(length)) if indices is None else [int(i) for i in indices]
+        self.listed = length
         # data.cache_scenes: a scene is a pure function of (seed, split, index), so each is drawn
         # once and cropped and flipped per use (bit-identical; a DataLoader worker keeps its own).
         height, width = self.stored_size()
         scene_bytes = height * width * (4 + 4 * int(data_cfg.use_instance))
         self._scenes: Optional[dict[int, Scene]] = (
-            {} if data_cfg.cache_scenes and length * scene_bytes <= SCENE_CACHE_BYTES else None)
+            {} if data_cfg.cache_scenes and len(self.indices) * scene_bytes <= SCENE_CACHE_BYTES else None)
 
     def __len__(self) -> int:
-        return self.length
+        return len(self.indices)
+
+    def names(self) -> list[str]:
+        """Each item's name, in order, as `sample_source` names it ("synthetic/<split>/<scene index>")."""
+        return [sample_source(self, i) for i in range(len(self))]
 
     def stored_size(self) -> tuple[int, int]:
         """The size scenes are generated at, before cropping."""
@@ -168,20 +187,22 @@ class SyntheticDataset(Dataset):
         return cfg.image_size
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"scene {index} outside 0..{self.length - 1}")
+        if not 0 <= index < len(self.indices):
+            raise IndexError(f"item {index} outside 0..{len(self.indices) - 1}")
+        scene_index = self.indices[index]
         size = self.stored_size()
         with single_thread():
-            scene = self._scenes.get(index) if self._scenes is not None else None
+            scene = self._scenes.get(scene_index) if self._scenes is not None else None
             if scene is None:
-                scene = generate_scene(self.seed, self.split, index, size, with_instance=self.data_cfg.use_instance)
+                scene = generate_scene(self.seed, self.split, scene_index, size,
+                                       with_instance=self.data_cfg.use_instance)
                 if self._scenes is not None:
-                    self._scenes[index] = scene
+                    self._scenes[scene_index] = scene
             params = transform_params(self.data_cfg, size, self.augment)
             image = transform_image(scene.image, params, self.data_cfg.image_resize)
             label = transform_map(scene.label, params)
             instance = transform_map(scene.instance, params) if scene.instance is not None else None
-            return _sample(image, label, instance, f"synthetic/{self.split}/{index}", index)
+            return _sample(image, label, instance, f"synthetic/{self.split}/{scene_index}", index)
 
 
 def size_note(dataset, data_cfg: DataConfig) -> Optional[str]:
@@ -199,7 +220,7 @@ def size_note(dataset, data_cfg: DataConfig) -> Optional[str]:
     if abs(aspect - data_cfg.aspect_ratio) <= 0.01 * aspect:
         return None
     train_h, train_w = data_cfg.image_size
-    return (f"the photos are {width}x{height} (aspect {aspect:.3g}) but training uses {train_w}x{train_h} "
+    return (f"the photos are {width}x{height} (W x H, aspect {aspect:.3g}) but training uses {train_w}x{train_h} "
             f"(data.aspect_ratio {data_cfg.aspect_ratio:g}), so they are resized and cropped to a different shape; "
             f"--set data.aspect_ratio={aspect:.4g} keeps their shape")
 
@@ -217,7 +238,10 @@ def _check_config(data_cfg: DataConfig) -> None:
 
 
 def build_dataset(data_cfg: DataConfig, split: str, *, augment: Optional[bool] = None) -> Dataset:
-    """The dataset of a split ("train" or "val"); augment defaults to split == "train"."""
+    """The dataset of a split ("train" or "val"); augment defaults to split == "train".
+
+    data.max_val_images keeps that many val items evenly spaced over the split's list
+    (spade_bench.data.subset.evenly_spaced: the one subset rule), not the first ones."""
     if split not in ("train", "val"):
         raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
     augment = split == "train" if augment is None else augment
@@ -225,10 +249,10 @@ def build_dataset(data_cfg: DataConfig, split: str, *, augment: Optional[bool] =
     limit = data_cfg.max_val_images if split == "val" else None
     if dataset_format(data_cfg.dataset).procedural:
         length = data_cfg.synthetic_train_size if split == "train" else data_cfg.synthetic_val_size
-        length = min(length, limit) if limit is not None else length
-        if length < 1:
+        indices = evenly_spaced(limit, length)
+        if not indices:
             raise ConfigError(f"the synthetic {split} split is empty; set data.synthetic_{split}_size >= 1")
-        return SyntheticDataset(data_cfg, split, length, augment=augment)
+        return SyntheticDataset(data_cfg, split, length, augment=augment, indices=indices)
 
     pairs = formats.list_pairs(data_cfg, split)
     if not pairs:
@@ -244,9 +268,9 @@ def build_dataset(data_cfg: DataConfig, split: str, *, augment: Optional[bool] =
             more = f" (and {len(incomplete) - 1} more incomplete pairs; `spade-bench data check` lists them)" \
                 if len(incomplete) > 1 else ""
             raise PairError(e.path, e.reason + more) from None
-    if limit is not None:
-        pairs = pairs[:limit]
-    return PairedDataset(data_cfg, split, pairs, augment=augment)
+    listed = len(pairs)
+    pairs = [pairs[i] for i in evenly_spaced(limit, len(pairs))]
+    return PairedDataset(data_cfg, split, pairs, augment=augment, listed=listed)
 
 
 # ============================================================================= loaders
@@ -296,3 +320,46 @@ def class_names(data_cfg: DataConfig) -> list[str]:
             if names is not None:
                 return names
     return fallback
+
+
+def dont_care_name(data_cfg: DataConfig) -> str:
+    """What ROOT/label_names.txt calls the raw don't-care value ("void"), else "don't-care"."""
+    value = files.raw_dont_care(data_cfg)
+    if value is not None and data_cfg.root:
+        root = Path(data_cfg.root).expanduser()
+        for candidate in (root / "label_names.txt", root / "train" / "label_names.txt"):
+            if candidate.is_file():
+                for line in candidate.read_text(errors="replace").splitlines():
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[0].lstrip("-").isdigit() and int(parts[0]) == value:
+                        return parts[1]
+    return "don't-care"
+
+
+def class_legend(data_cfg: DataConfig) -> dict[str, Any]:
+    """The colours label maps are drawn in, with their names (what a figure's legend shows):
+    {"names": [label_nc], "colours": ["#rrggbb"] * label_nc, "dont_care": {"name", "colour",
+    "value"} or None}."""
+    palette = dataset_palette(data_cfg)
+    hexes = ["#{:02x}{:02x}{:02x}".format(*(int(v) for v in colour)) for colour in palette]
+    dont_care = None
+    if data_cfg.contain_dontcare:
+        dont_care = {"name": dont_care_name(data_cfg), "colour": hexes[data_cfg.label_nc],
+                     "value": files.raw_dont_care(data_cfg)}
+    return {"names": class_names(data_cfg), "colours": hexes[:data_cfg.label_nc], "dont_care": dont_care}
+
+
+def sample_source(dataset: Dataset, index: int) -> str:
+    """Where sample `index` comes from, without loading it: the image file (relative to the
+    dataset root when inside it), or "synthetic/<split>/<scene index>"."""
+    if isinstance(dataset, PairedDataset):
+        path = Path(dataset.pairs[index].image or dataset.pairs[index].display_path)
+        if dataset.data_cfg.root:
+            try:
+                return str(path.resolve().relative_to(Path(dataset.data_cfg.root).expanduser().resolve()))
+            except ValueError:
+                pass
+        return str(path)
+    if isinstance(dataset, SyntheticDataset):
+        return f"synthetic/{dataset.split}/{dataset.indices[index]}"  # the scene, whatever subset holds it
+    raise TypeError(f"no sample source for a {type(dataset).__name__}; expected a spade_bench.data dataset")

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from spade_bench.data.formats import synthetic as synthetic_format
 from spade_bench.errors import DataError
+from spade_bench.io import check_output_folder
 
 # The classes and their colours are declared by the format (data/formats/synthetic.py).
 CLASS_NAMES: tuple[str, ...] = synthetic_format.FORMAT.class_names
@@ -602,7 +603,7 @@ def write_scenes(out_dir: Union[str, Path], count: int, *, size: int = 256, seed
         raise DataError(f"--size must be at least 8, got {size}")
     if count < 1:
         raise DataError(f"--n must be at least 1, got {count}")
-    out = Path(out_dir)
+    out = check_output_folder(Path(out_dir), what="dataset folder (--out)")   # before the first file
     image_dir, label_dir = out / "images", out / "labels"
     existing = [p for d in (image_dir, label_dir) if d.is_dir() for p in d.iterdir() if not p.name.startswith(".")]
     if existing and not overwrite:

@@ -182,3 +182,22 @@ def test_eval_of_one_metric_merges_into_metrics_json(tmp_path, make_run, stub_in
     assert saved["metrics"]["kid"] is not None and saved["metrics"]["miou"] is None
     assert set(saved["protocol"]["metric_versions"]) == {"fid", "kid"}
     assert "kid:" in added.stdout and "fid:" in added.stdout
+
+
+def test_full_disk_during_eval_is_one_line_naming_the_file(tmp_path, make_run, stub_inception, monkeypatch):
+    """issue 21: a full disk in `eval` was a traceback. Every atomic write names its file, and the
+    CLI's one error boundary shows it with the fix."""
+    import errno
+    import os
+
+    _, run = make_run()
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    result = runner.invoke(app, ["eval", "--run", str(run), "--metric", "fid", "--device", "cpu"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and str(run / "eval") in lines[0] and "no space left" in lines[0]
+    assert not (run / "eval" / "metrics.json").exists()

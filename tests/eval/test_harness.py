@@ -317,3 +317,27 @@ def test_scoring_some_metrics_keeps_the_others(tmp_path, make_run, stub_inceptio
     assert third["metrics"]["miou"] is None and third["metrics"]["fid"] is None
     assert set(third["protocol"]["metric_versions"]) == {"kid"} and third["per_class_iou"] == {}
     assert third["files"]["per_image_counts"] is None
+
+
+def test_eval_of_a_run_being_scored_is_refused(tmp_path, make_run):
+    """Issue 21: a second evaluation of one run scored a mixture of both's images. RUN/eval/.lock
+    (spade_bench.locks) refuses it, naming the holder, before any image is generated."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from spade_bench.errors import LockError
+
+    _, run = make_run()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (run / "eval").mkdir()
+        (run / "eval" / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                         "started": "now", "command": "spade-bench eval"}))
+        with pytest.raises(LockError, match=rf"evaluation folder is locked by pid {holder.pid}"):
+            evaluate_run(run, metric="fid", device="cpu", progress=False)
+        assert sorted(p.name for p in (run / "eval").iterdir()) == [".lock"]   # no image generated
+    finally:
+        holder.kill()
+        holder.wait()

@@ -95,6 +95,9 @@ def test_default_path_is_keyed_by_dataset_size_and_root(tmp_path):
     other = replace(cfg.data, dataset="facades", root=str(tmp_path), crop_size=128, load_size=143)
     assert default_segmenter_path(other).name.startswith("facades_128x128_root-")
     assert default_segmenter_path(other) != default_segmenter_path(replace(other, root=str(tmp_path / "b")))
+    # An evaluator trained on another held-out split has seen this split's val photos.
+    assert default_segmenter_path(replace(other, split_seed=0)) != default_segmenter_path(replace(other, split_seed=1))
+    assert default_segmenter_path(replace(other, split_seed=0)) != default_segmenter_path(other)
     command = segmenter_train_command(resolve("spade", preset="smoke", overrides=["data.crop_size=128",
                                                                                   "data.load_size=143"]))
     assert command.startswith("spade-bench segmenter train --dataset synthetic --preset smoke")

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from eval.fid import fid_from_features
-from spade_bench.config import RunConfig, to_dict, with_dataset
+from spade_bench.config import RunConfig, config_hash, to_dict, with_dataset
 
 NUM_IMAGES = 12
 NUM_CLASSES = 5
@@ -72,7 +72,8 @@ def make_run(root: Path, variant: str, seed: int, *, quality: float = 0.0, real_
              steps: int = 200, hardware: str = "cpu (test)", images_per_s: float = 10.0,
              num_images: int = NUM_IMAGES, label_dependence: Optional[dict] = None,
              code: Optional[dict] = None, provenance: Optional[dict] = None,
-             references: Optional[dict] = None, d_loss: Optional[float] = None) -> Path:
+             references: Optional[dict] = None, d_loss: Optional[float] = None,
+             preset: str = "smoke") -> Path:
     """Write one run directory `root/<variant>-s<seed>` and return it.
 
     The metrics.json additions of docs/ARCHITECTURE.md (code, label_dependence,
@@ -84,7 +85,7 @@ def make_run(root: Path, variant: str, seed: int, *, quality: float = 0.0, real_
     run = root / f"{variant}-s{seed}"
     (run / "logs").mkdir(parents=True, exist_ok=True)
     base = with_dataset(RunConfig(), dataset)
-    cfg = replace(base, variant=variant, preset="smoke",
+    cfg = replace(base, variant=variant, preset=preset,
                   train=replace(base.train, seed=seed, steps=steps, decay_steps=steps // 2))
     (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
@@ -135,8 +136,8 @@ def make_run(root: Path, variant: str, seed: int, *, quality: float = 0.0, real_
     miou, accuracy = miou_accuracy(counts["tp"], counts["fp"], counts["fn"])
     metrics = {
         "schema": 1,
-        "run": {"dir": str(run), "variant": variant, "seed": seed, "preset": "smoke", "dataset": dataset,
-                "config_hash": "0123456789abcdef", "generator_params": PARAMS.get(variant, 1_000_000),
+        "run": {"dir": str(run), "variant": variant, "seed": seed, "preset": preset, "dataset": dataset,
+                "config_hash": config_hash(cfg), "generator_params": PARAMS.get(variant, 1_000_000),
                 "discriminator_params": 300_000, "perceptual": "effnet-lite0", "steps": steps, "ema": False,
                 "hardware": hardware, "train_images_per_s": summary["images_per_s"],
                 "train_peak_memory_gib": summary["peak_memory_gib"], "provenance": provenance},

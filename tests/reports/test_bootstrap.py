@@ -201,3 +201,30 @@ def test_fewer_than_two_finite_resamples_give_no_interval_not_a_zero_image_part(
     flat[:, 1] = 0.0
     iv = seed_and_image_interval(flat + np.array([[1.0], [3.0], [5.0]]), flat, [1, 3, 5], [0, 0, 0])
     assert np.isnan(iv.low) and not iv.excludes_zero
+
+
+def test_pooled_interval_by_hand_for_a_rerun_against_its_reference():
+    """Two sides that are seeds of one experiment (reports.compare) share one seed variance:
+    one new seed against three reference seeds 1, 3, 5 (no image noise). Pooled variance
+    (4 + 0 + 4) / (1 + 3 - 2) = 4; seed part 4 (1/1 + 1/3) = 16/3 with 2 degrees of freedom."""
+    from reports.bootstrap import METHOD_POOLED_SEEDS_AND_IMAGES
+
+    flat = np.zeros((3, 50))
+    iv = seed_and_image_interval(np.full((1, 50), 4.0), flat + np.array([[1.0], [3.0], [5.0]]),
+                                 [4.0], [1.0, 3.0, 5.0], pooled=True)
+    half = stats.t.ppf(0.975, 2) * np.sqrt(16 / 3)
+    assert (iv.point, iv.low, iv.high) == pytest.approx((1.0, 1 - half, 1 + half))
+    assert iv.method == METHOD_POOLED_SEEDS_AND_IMAGES and iv.df == pytest.approx(2.0)
+    # Without pooling the one-seed side has no spread: the image part alone (zero here).
+    assert seed_and_image_interval(np.full((1, 50), 4.0), flat, [4.0], [1.0, 3.0, 5.0]).image_only
+    # One seed a side: nothing to pool, so no seed part either way.
+    assert seed_and_image_interval(np.ones((1, 50)), np.zeros((1, 50)), [1.0], [0.0], pooled=True).image_only
+
+
+def test_replicate_weights_are_the_reports_draws():
+    from reports.bootstrap import replicate_weights
+
+    settings = BootstrapSettings(replicates=30, fid_replicates=10, seed=4)
+    weights, fid_weights = replicate_weights(7, settings)
+    assert np.array_equal(weights, resample_weights(7, 30, np.random.default_rng(4)))
+    assert np.array_equal(fid_weights, weights[:10])

@@ -26,7 +26,13 @@ def test_report_files_and_failed_pair(ablation_runs, tmp_path):
     assert "| runs" not in md  # the failed pair is in its own table, named with its error:
     assert "pix2pixhd-s2 | pix2pixhd | 2 | failed | TrainingError: non-finite loss at step 100 |" in md
     assert "| pix2pixhd | 2 (+1 failed) |" in md
-    assert "**agrees** — SPADE beats concatenating the segmap" in md
+    # Three seeds a side and an interval that excludes 0, but these are smoke-preset runs: the
+    # verdict obeys the same scale rule as the Scale section (issue 20.5; it used to say "agrees").
+    verdict = next(line for line in md.splitlines() if "SPADE beats concatenating the segmap" in line)
+    assert verdict.startswith("- **inconclusive**") and "primary mIoU agrees" in verdict
+    assert "no verdict at this scale: the smoke preset checks the pipeline" in verdict
+    assert "the primary mIoU alone would say 'agrees'" in verdict
+    assert "### Scale" in md and "this report draws no verdict from them (the smoke preset" in md
     # pix2pixhd has 2 evaluated seeds: no verdict, and the report says why.
     assert "**inconclusive** — SPADE beats pix2pixHD" in md
     assert "2 / 3 seeds (a verdict needs 3 per variant); 200 training steps, 12 images" in md
@@ -215,3 +221,63 @@ def test_fid_floor_names_the_real_set_fid_compares_with(tmp_path, real_stats):
     assert r"\textit{real train vs test photos (FID floor)}" in result["latex"].read_text()
     beyond = json.loads(result["summary"].read_text())["datasets"]["synthetic"]["beyond_resolution"]
     assert beyond["spade"]["fid"].endswith("(real train vs test photos)")
+
+
+def test_verdict_and_scale_section_obey_one_scale_rule(tmp_path, real_stats):
+    """The same runs from a preset the rule accepts draw the verdict and the report has no Scale
+    section; from the smoke preset neither (issue 20.5); a degenerate variant withholds it."""
+    cases = (("paper", False, "agrees"), ("cpu", False, "agrees"), ("smoke", False, "inconclusive"),
+             ("cpu", True, "inconclusive"))
+    for preset, degenerate, expected in cases:
+        root = tmp_path / f"runs-{preset}-{degenerate}"
+        flagged = {"uniform_distinctness": 0.01, "label_spread": 0.01, "degenerate": True, "rule": "test"}
+        for seed in range(3):
+            make_run(root, "spade", seed, quality=0.35, real_stats=real_stats, steps=2000, preset=preset,
+                     label_dependence=flagged if degenerate and seed == 0 else None)
+            make_run(root, "concat", seed, quality=0.15, real_stats=real_stats, steps=2000, preset=preset)
+        result = build_report([root], tmp_path / f"out-{preset}-{degenerate}", settings=FAST, figures=False,
+                              progress=False)
+        md = result["markdown"].read_text()
+        verdict = next(line for line in md.splitlines() if "SPADE beats concatenating" in line)
+        finding = json.loads(result["summary"].read_text())["datasets"]["synthetic"]["findings"][0]
+        assert finding["verdict"] == expected and verdict.startswith(f"- **{expected}**"), (preset, degenerate)
+        assert ("### Scale" in md) == (preset == "smoke"), preset
+        if preset == "smoke":
+            assert "no verdict at this scale" in verdict and "draws no verdict from them" in md
+        if degenerate:
+            assert "spade is flagged degenerate in 1 of 3 seeds" in verdict
+        assert finding["primary_metric"] == "miou"
+
+
+def test_a_report_that_fails_part_way_leaves_the_previous_one_whole(ablation_runs, tmp_path, monkeypatch):
+    """Issue 21: a report killed part way left figures of the new input beside tables of the old.
+    The report is written into a staging folder and swapped in whole (spade_bench.io.staged_folder)."""
+    out = tmp_path / "report"
+    build_report([ablation_runs], out, settings=FAST, progress=False)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # New input: one more seed. The report then fails at its last figure (a kill, a full disk).
+    make_run(ablation_runs, "concat", 7, quality=0.5, real_stats=tmp_path / "cache" / "real_stats.npz")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("reports.build.figs.metric_bars", full_disk)
+    with pytest.raises(OSError):
+        build_report([ablation_runs], out, settings=FAST, progress=False)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before                                        # not one new figure, not one new table
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []   # no staging left
+    monkeypatch.undo()
+    result = build_report([ablation_runs], out, settings=FAST, progress=False)
+    assert result["runs"] == 10 and all(p.is_file() and p.parent == out / "figures" for p in result["figures"])
+
+
+def test_a_report_into_a_folder_of_other_files_is_refused(ablation_runs, tmp_path):
+    from spade_bench.errors import StorageError
+
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("mine")
+    with pytest.raises(StorageError, match=r"notes holds files that are not a report folder \(todo.txt\)"):
+        build_report([ablation_runs], out, settings=FAST, figures=False, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["todo.txt"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from spade_bench import checkpoint as ckpt
-from spade_bench.config import resolve
-from spade_bench.errors import CheckpointError, ConfigError, StorageError
+from spade_bench.config import resolve, save_config
+from spade_bench.errors import CheckpointError, ConfigError, StorageError, TrainingError
 from spade_bench.distributed import DistInfo
 from spade_bench.engine import build_networks
 from spade_bench.trainer import Trainer, load_saved_config
@@ -213,3 +213,151 @@ def test_checkpoint_without_schedules_resumes_at_the_schedules_lr():
     for opt, sched in (("optim_G", "sched_G"), ("optim_D", "sched_D")):
         assert getattr(resumed, opt).param_groups[0]["lr"] == getattr(straight, opt).param_groups[0]["lr"]
         assert getattr(resumed, sched).last_epoch == getattr(straight, sched).last_epoch == 7
+
+
+# ----------------------------------------------------------------------------- issue 21: refusals
+
+class _Payload:
+    """What a crafted checkpoint carries: unpickling it runs code (here: it creates a marker file)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+def _payload_checkpoint(path: Path, marker: Path) -> Path:
+    """A checkpoint whose weights_only error text mentions numpy (its first foreign global is
+    numpy's, as in an older spade-bench checkpoint), followed by a payload."""
+    import random
+
+    import numpy as np
+
+    torch.save({"step": 3, "rng": [{"numpy": np.random.get_state(), "python": random.getstate()}],
+                "generator": {"w": torch.ones(2)}, "extra": _Payload(marker)}, path)
+    return path
+
+
+def test_a_payload_checkpoint_is_refused_and_never_unpickled(tmp_path):
+    """At 6b04d6e the refusal of such a file advised `upgrade_checkpoint`, which unpickled it."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    marker = tmp_path / "payload-ran"
+    path = _payload_checkpoint(tmp_path / "step_0000003.pt", marker)
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_checkpoint(path)
+    message = str(info.value)
+    assert f"checkpoint {path} refused: not a plain-tensor file" in message
+    assert "upgrade_checkpoint" not in message and "trust" not in message and "weights_only=False" not in message
+    with pytest.raises(CheckpointError, match="refused: not a plain-tensor file"):
+        ckpt.upgrade_checkpoint(path)                       # what the old message told people to run
+    assert not marker.exists()
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(path, run / "checkpoints" / "step_0000003.pt")
+    (run / "checkpoints" / "latest.pt").symlink_to("step_0000003.pt")
+    save_config(tiny_cfg(), run / "config.json")
+    result = CliRunner().invoke(app, ["eval", "--run", str(run), "--device", "cpu", "--metric", "fid"])
+    assert result.exit_code == 2 and "refused: not a plain-tensor file" in result.stderr
+    assert "Traceback" not in result.output and "upgrade_checkpoint" not in result.output
+    assert not marker.exists()
+
+
+def test_a_payload_newest_checkpoint_is_skipped_as_refused_not_corrupt(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    marker = tmp_path / "payload-ran"
+    _payload_checkpoint(ckpt.step_path(run, 3), marker)
+    with pytest.warns(UserWarning) as caught:
+        trainer = Trainer(tiny_cfg(), run, resume=True, progress=False)
+    assert trainer.step == 2 and not marker.exists()
+    skipped = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert len(skipped) == 1 and skipped[0].startswith("skipped a refused checkpoint: ")
+    assert "refused: not a plain-tensor file" in skipped[0] and "corrupt" not in skipped[0]
+    assert skipped[0].endswith(f"resuming from {ckpt.step_path(run, 2)}")
+
+
+def test_every_saved_network_is_checked_for_non_finite_values(tmp_path):
+    """At 6b04d6e the check skipped the EMA: ema_decay 100 saved a NaN EMA, and synth wrote black images."""
+    trainer = Trainer(tiny_cfg("train.ema=true"), tmp_path / "run", progress=False, with_data=False)
+    with torch.no_grad():
+        next(trainer.engine.nets.ema.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"non-finite weights at step 0 \(ema .* holds NaN or infinity\); not "
+                                            r"writing a checkpoint \(no checkpoint had been written\)"):
+        trainer.save()
+    assert not ckpt.has_checkpoint(tmp_path / "run")
+
+
+def _edited_config(run: Path, section: str, key: str, value) -> None:
+    import json
+
+    record = json.loads((run / "config.json").read_text())
+    record[section][key] = value
+    (run / "config.json").write_text(json.dumps(record))
+
+
+def test_a_hand_edited_config_json_is_not_scored_as_the_run(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    _edited_config(run, "generator", "modulation", "gamma")
+    with pytest.raises(CheckpointError, match=r"another config than .*config\.json \(generator\.modulation: "
+                                              r"checkpoint 'one_plus_gamma', config\.json 'gamma'\)"):
+        ckpt.load_generator(run)
+    run2 = copy_run(finished_run, tmp_path / "ngf")
+    _edited_config(run2, "generator", "ngf", 16)             # at 6b04d6e: a RuntimeError traceback
+    with pytest.raises(CheckpointError, match=r"generator\.ngf: checkpoint 8, config\.json 16"):
+        ckpt.load_generator(run2)
+
+
+def test_a_checkpoint_of_another_variant_in_the_folder_is_refused(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    other = resolve("concat", preset="smoke", overrides=TINY)
+    Trainer(other, tmp_path / "concat", progress=False, with_data=False).save()
+    shutil.copy(ckpt.step_path(tmp_path / "concat", 0), ckpt.step_path(run, 9))
+    with pytest.raises(CheckpointError, match=r"generator\.arch: checkpoint 'concat', config\.json 'spade'"):
+        ckpt.load_generator(run, checkpoint="9")
+
+
+def test_a_checkpoint_of_another_shape_is_one_line(finished_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    run = copy_run(finished_run, tmp_path)
+    state = ckpt.load_checkpoint(ckpt.latest_path(run))
+    del state["config"], state["checksum"]                  # no config to compare: the tensors decide
+    key = next(k for k, v in state["generator"].items() if v.ndim == 4)
+    state["generator"][key] = torch.zeros(3, 3, 1, 1)
+    ckpt.save_checkpoint(run, 9, state, keep=5)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "label.png")
+    result = CliRunner().invoke(app, ["synth", "--run", str(run), "--label", str(tmp_path / "label.png"),
+                                      "--out", str(tmp_path / "out.png"), "--checkpoint", "9", "--device", "cpu"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{key} (checkpoint (3, 3, 1, 1), network" in result.stderr and "step_0000009.pt" in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+# ----------------------------------------------------------------------------- learning-curve checkpoints
+
+@pytest.mark.parametrize("steps,points,expected", [(200, 4, [50, 100, 150, 200]), (10, 3, [3, 7, 10]),
+                                                   (2, 5, [1, 2]), (200, 0, []), (7, 1, [7])])
+def test_curve_steps_are_evenly_spaced_and_end_at_the_last(steps, points, expected):
+    assert ckpt.curve_steps(steps, points) == expected
+
+
+def test_pruning_keeps_the_curve_checkpoints(tmp_path):
+    """checkpoint_every 1 and keep 1 would leave only the newest; eval.curve_points=3 over 6
+    steps keeps steps 2, 4 and 6 besides it, and a run without the key keeps what it did."""
+    cfg = tiny_cfg("train.steps=6", "train.keep_checkpoints=1", "eval.curve_points=3")
+    Trainer(cfg, tmp_path / "curve", progress=False).fit()
+    assert [s for s, _ in ckpt.list_step_checkpoints(tmp_path / "curve")] == [2, 4, 6]
+    # The curve's checkpoints are written even off the checkpoint interval.
+    Trainer(tiny_cfg("train.steps=6", "train.checkpoint_every=5", "train.keep_checkpoints=1",
+                     "eval.curve_points=3"), tmp_path / "off", progress=False).fit()
+    assert [s for s, _ in ckpt.list_step_checkpoints(tmp_path / "off")] == [2, 4, 6]
+    Trainer(tiny_cfg("train.steps=6", "train.keep_checkpoints=1"), tmp_path / "plain", progress=False).fit()
+    assert [s for s, _ in ckpt.list_step_checkpoints(tmp_path / "plain")] == [6]

@@ -304,3 +304,106 @@ def test_weights_of_the_wrong_shape_are_named_with_both_shapes(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing loaded
     torch.save(before, tmp_path / "good.pth")
     _load_weights(net, tmp_path / "good.pth")
+
+
+# ----------------------------------------------------------------------------- issue 21: import faults
+
+def _exported(tmp_path, variant="spade", *extra) -> Path:
+    """An NVlabs folder written by export-nvlabs from a small run made here (every option the
+    original writes is in its opt.txt)."""
+    cfg = resolve(variant, preset="smoke", overrides=[
+        "generator.ngf=4", "generator.spade_hidden=128", "encoder.ndf=4", "discriminator.ndf=4",
+        "loss.perceptual=none", *extra])
+    run = _trained_here(cfg, tmp_path / f"{variant}-run")
+    export_nvlabs(run, tmp_path / f"{variant}-nvlabs")
+    return tmp_path / f"{variant}-nvlabs"
+
+
+def _edit_opt(folder: Path, key: str, value=None) -> None:
+    """Set option `key` to `value` in opt.txt; None drops its line."""
+    lines = (folder / "opt.txt").read_text().splitlines(keepends=True)
+    out = [ln if ln.split(":", 1)[0].strip() != key else ("" if value is None else f"{key:>25}: {value}\n")
+           for ln in lines]
+    (folder / "opt.txt").write_text("".join(out))
+
+
+@pytest.mark.parametrize("cut", ["aspect_ratio", "num_upsampling_layers", "after ngf"])
+def test_an_option_that_shapes_a_network_must_be_in_opt_txt(tmp_path, cut):
+    """At 6b04d6e a missing line silently became spade-bench's default, which builds another network."""
+    folder = _exported(tmp_path)
+    if cut == "after ngf":
+        text = (folder / "opt.txt").read_text()
+        (folder / "opt.txt").write_text(text[:text.index("ngf:") + len("ngf:")] + "\n")
+        missing = ["ngf (empty", "no_instance (missing", "norm_G (missing", "num_D (missing"]
+    else:
+        _edit_opt(folder, cut)
+        missing = [f"{cut} (missing"]
+    with pytest.raises(ConfigError) as info:
+        import_nvlabs(folder, tmp_path / "run", dataset="synthetic")
+    assert all(m in str(info.value) for m in missing), str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_discriminator_options_are_required_only_with_its_file(tmp_path):
+    """A released (test-time) opt.txt has no discriminator options, and the folder no latest_net_D.pth."""
+    folder = _exported(tmp_path)
+    (folder / "latest_net_D.pth").unlink()
+    for key in ("num_D", "n_layers_D", "norm_D", "netD"):
+        _edit_opt(folder, key)
+    provenance = import_nvlabs(folder, tmp_path / "run", dataset="synthetic")
+    assert provenance["networks"]["discriminator"] == "initialised (not in the folder)"
+
+
+@pytest.mark.parametrize("name", ["SPADE", "Spade", "spade"])
+def test_netg_is_looked_up_as_the_original_does(tmp_path, name):
+    folder = _exported(tmp_path)
+    _edit_opt(folder, "netG", name)
+    import_nvlabs(folder, tmp_path / "run", dataset="synthetic")
+    assert load_config_file(tmp_path / "run" / "config.json").generator.arch == "spade"
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("aspect_ratio", "0", "data.aspect_ratio must be"), ("ngf", "-1", "generator.ngf must be"),
+    ("num_D", "0", "discriminator.num_D must be"), ("lr", "nan", "lr=nan (not a finite number)"),
+    ("label_nc", "100000000000", "data.label_nc must be"),
+])
+def test_import_validates_the_options_as_any_config(tmp_path, key, value, named):
+    folder = _exported(tmp_path)
+    _edit_opt(folder, key, value)
+    result = CliRunner().invoke(app, ["import-nvlabs", str(folder), "--out", str(tmp_path / "run"),
+                                      "--dataset", "synthetic"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert named in result.stderr and "opt.txt" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_finite_weights_name_the_file_and_tensor_and_write_nothing(tmp_path):
+    folder = _exported(tmp_path)
+    weights = torch.load(folder / "latest_net_G.pth", weights_only=True)
+    key = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[key][0] = float("nan")
+    torch.save(weights, folder / "latest_net_G.pth")
+    result = CliRunner().invoke(app, ["import-nvlabs", str(folder), "--out", str(tmp_path / "run"),
+                                      "--dataset", "synthetic"])
+    assert result.exit_code == 2, result.output
+    assert f"latest_net_G.pth: tensor {key} holds NaN" in result.stderr and "last good one" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_leaves_out_a_discriminator_the_import_made_up(tmp_path):
+    """At 6b04d6e a folder without latest_net_D.pth imported a random D, and export wrote it as
+    latest_net_D.pth, which the original's --continue_train would take for a trained one."""
+    folder = _exported(tmp_path)
+    (folder / "latest_net_D.pth").unlink()
+    import_nvlabs(folder, tmp_path / "run", dataset="synthetic")
+    with pytest.warns(UserWarning, match=r"latest_net_D\.pth not written: .* initialised at import"):
+        written = export_nvlabs(tmp_path / "run", tmp_path / "again")
+    assert "latest_net_D.pth" not in written and not (tmp_path / "again" / "latest_net_D.pth").exists()
+    assert (tmp_path / "again" / "latest_net_G.pth").is_file()
+
+
+def test_a_vae_below_crop_256_says_how_our_encoder_differs(tmp_path):
+    folder = _exported(tmp_path, "spade-vae")
+    with pytest.warns(UserWarning, match=r"crop_size 64 with use_vae: the original's encoder cannot run these "
+                                         r"weights .* resizes to 128x128"):
+        import_nvlabs(folder, tmp_path / "run", dataset="synthetic")

@@ -301,3 +301,32 @@ def test_sigint_before_first_checkpoint_saves_and_restores_handlers(tmp_path):
     assert _weights(tmp_path / "run")["step"] == 2
     assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["status"] == "interrupted"
     assert Trainer(cfg, tmp_path / "run", resume=True, progress=False).step == 2
+
+
+def test_refusals_advise_commands_that_work(tmp_path):
+    """Issue 21: a refused resume advised `train --config SAVED --resume` without --out (which
+    resumed another folder, runs/<variant>), and a finished run advised raising train.steps, which
+    --resume then refused. Each piece of advice is now followed here, and works."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    run = tmp_path / "run"
+    cfg = tiny_cfg("train.steps=2", "train.decay_steps=1")
+    Trainer(cfg, run, progress=False).fit()
+    with pytest.raises(CheckpointError) as info:
+        Trainer(tiny_cfg("train.steps=2", "train.decay_steps=1", "generator.ngf=16"), run, resume=True,
+                progress=False)
+    assert f"spade-bench train --out {run} --resume" in str(info.value)
+
+    runner = CliRunner()
+    finished = runner.invoke(app, ["train", "--out", str(run), "--resume"])
+    assert finished.exit_code == 0 and "nothing to do" in finished.output
+    assert "raise train.steps" not in finished.output
+    advice = finished.output.split("start a new run from its config: ", 1)[1].split()
+    assert advice[:4] == ["spade-bench", "train", "--config", str(run / "config.json")]
+    args = [a.replace("train.steps=N", "train.steps=3").replace("NEW_FOLDER", str(tmp_path / "longer"))
+            for a in advice[1:]]
+    longer = runner.invoke(app, args)
+    assert longer.exit_code == 0, longer.output
+    assert json.loads((tmp_path / "longer" / "train_summary.json").read_text())["step"] == 3

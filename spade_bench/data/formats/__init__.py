@@ -82,5 +82,18 @@ def list_pairs(data_cfg: DataConfig, split: str) -> list[Pair]:
     return fmt.list_pairs(root, split, data_cfg)
 
 
+def split_rule(data_cfg: DataConfig) -> str:
+    """How the dataset's val split is told from its train split, in words (metrics.json
+    `eval_subset.split`, the report)."""
+    fmt = dataset_format(data_cfg.dataset)
+    if fmt.split_rule is not None:
+        return fmt.split_rule(data_cfg)
+    if fmt.procedural:
+        return (f"the procedural val scenes 0..{data_cfg.synthetic_val_size - 1} (their own seed stream, "
+                f"disjoint from train's)")
+    return "the dataset's own val files (its layout's val folder)"
+
+
 __all__ = ["FORMATS", "DatasetFormat", "IMAGE_SUFFIXES", "JPEG_SUFFIXES", "LABEL_SUFFIXES", "Pair", "SPLITS",
-           "dataset_format", "dataset_root", "files_by_key", "list_pairs", "match_files", "only", "scan_formats"]
+           "dataset_format", "dataset_root", "files_by_key", "list_pairs", "match_files", "only", "scan_formats",
+           "split_rule"]

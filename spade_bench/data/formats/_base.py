@@ -73,6 +73,11 @@ class DatasetFormat:
             `eval.real_set=test` scores against; None when the format has none.
         suggest_flags: a user's own data, whose classes no file declares: `data check` reads
             the raw label values, counts instances/ files and prints the `train` flags that fit.
+        seeded_split: `list_pairs` holds val out of one list of files by `data.split_seed`
+            (CMP Facades); config validation refuses data.split_seed for the other formats.
+        split_rule: `split_rule(data_cfg) -> str`: how val is told from train, in words, for
+            metrics.json `eval_subset.split` and the report; None: the layout's own val files
+            (`formats.split_rule` words it).
     """
 
     name: str
@@ -88,6 +93,8 @@ class DatasetFormat:
     palette: Optional[tuple[RGB, ...]] = None
     test_photos: Optional[tuple[str, ...]] = None
     suggest_flags: bool = False
+    seeded_split: bool = False
+    split_rule: Optional[Callable[[Any], str]] = None
 
     @property
     def procedural(self) -> bool:

@@ -61,10 +61,18 @@ def list_pairs(root: Path, split: str, data_cfg) -> list[Pair]:
     return pairs
 
 
+def split_rule(data_cfg) -> str:
+    if data_cfg.val_fraction is None:
+        return "the val/ folder of the root (ROOT/val/... or ROOT/.../val)"
+    return (f"a flat root: val = the names whose sha1 falls below data.val_fraction={data_cfg.val_fraction:g} "
+            f"(when the root has no train/ and val/ folders)")
+
+
 FORMAT = DatasetFormat(
     name="folder",
     description="your own pairs: ROOT/{train,val}/{images,labels[,instances]}/ (see `data check`)",
     list_pairs=list_pairs,
     test_photos=("test", "images"),
     suggest_flags=True,
+    split_rule=split_rule,
 )

@@ -39,7 +39,9 @@ def test_facades(facades_root):
     cfg = dataset_cfg("facades", facades_root)
     train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     assert (len(train), len(val)) == (300, 78)
-    assert [p.key for p in train.pairs][:2] == ["cmp_b0001", "cmp_b0002"]
+    # Held out by a seeded hash (data.split_seed), not the last 78 by name; each split in name order.
+    assert [p.key for p in train.pairs][0] == "cmp_b0001"
+    assert [p.key for p in train.pairs] == sorted(p.key for p in train.pairs)
     assert {p.key for p in train.pairs}.isdisjoint(p.key for p in val.pairs)
     sample = val[0]
     assert sample["image"].shape == (3, 64, 64) and sample["label"].shape == (64, 64)
@@ -48,6 +50,57 @@ def test_facades(facades_root):
     assert values <= set(range(1, 13))
     names = class_names(cfg)
     assert len(names) == 13 and names[1:4] == ["background", "facade", "window"] and names[0] == "class_0"
+
+
+def test_real_facades_split_spans_the_name_order(facades_root):
+    """The 78 val pairs come from every part of the name order (the files are not exchangeable in
+    that order), the same for the same seed, other ones for another seed."""
+    cfg = dataset_cfg("facades", facades_root)
+    assert cfg.split_seed == 0
+    val = [int(p.key[len("cmp_b"):]) for p in build_dataset(cfg, "val").pairs]
+    blocks = np.histogram(val, bins=[1, 101, 201, 301, 379])[0]
+    assert blocks.sum() == 78 and blocks.min() >= 10, blocks
+    assert val == [int(p.key[len("cmp_b"):]) for p in build_dataset(cfg, "val").pairs]
+    other = {p.key for p in build_dataset(replace(cfg, split_seed=1), "val").pairs}
+    assert len(other) == 78 and other != {f"cmp_b{n:04d}" for n in val}
+    # Unset (a config saved before the key): the old rule, the last 78 by name.
+    old = [p.key for p in build_dataset(replace(cfg, split_seed=None), "val").pairs]
+    assert old == [f"cmp_b{n:04d}" for n in range(301, 379)]
+
+
+def make_facades(root: Path, count: int) -> Path:
+    for n in range(1, count + 1):
+        save(root / "base" / f"cmp_b{n:04d}.jpg", photo(12, 12, n))
+        save(root / "base" / f"cmp_b{n:04d}.png", np.full((12, 12), 1 + n % 12, np.uint8))
+    return root
+
+
+def test_facades_seeded_split_keeps_the_share(tmp_path):
+    from spade_bench.data.formats import split_rule
+    from spade_bench.data.formats.facades import val_count
+
+    cfg = dataset_cfg("facades", make_facades(tmp_path, 40))
+    keys = {split: [p.key for p in list_pairs(cfg, split)] for split in ("train", "val")}
+    assert len(keys["val"]) == val_count(40) == round(40 * 78 / 378)
+    assert set(keys["train"]).isdisjoint(keys["val"]) and len(keys["train"]) + len(keys["val"]) == 40
+    assert keys["val"] == sorted(keys["val"]) and keys["val"] != [f"cmp_b{n:04d}" for n in range(33, 41)]
+    by_seed = {seed: [p.key for p in list_pairs(replace(cfg, split_seed=seed), "val")] for seed in range(4)}
+    assert by_seed[0] == keys["val"] and len({tuple(v) for v in by_seed.values()}) == 4
+    assert "split_seed=0" in split_rule(cfg) and "sha256" in split_rule(cfg)
+    assert "last" in split_rule(replace(cfg, split_seed=None))
+
+
+def test_split_seed_is_part_of_the_experiment():
+    from spade_bench.config import config_hash, experiment_diff, resolve
+    from spade_bench.errors import ConfigError
+
+    facades = resolve("spade", dataset="facades", root="/data/facades")
+    assert facades.data.split_seed == 0
+    other = resolve("spade", dataset="facades", root="/data/facades", overrides=["data.split_seed=3"])
+    assert config_hash(other) != config_hash(facades)
+    assert experiment_diff(facades, other) == {"data.split_seed": (0, 3)}
+    with pytest.raises(ConfigError, match=r"data.split_seed=1: dataset 'synthetic'.*only facades.*remove"):
+        resolve("spade", overrides=["data.split_seed=1"])
 
 
 def test_facades_colour_label_reads_like_the_index_label(facades_root, tmp_path):
