@@ -640,8 +640,11 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
     overrides = _data_flags(label_nc, dont_care) + list(set_ or [])
     if names and seed_list:
         # Every pair shares the preset's numerics (plan_sweep checks): put them in force first.
-        _pin(resolve(names[0], preset=preset, dataset=dataset, root=root,
-                     overrides=overrides + ([f"train.device={device}"] if device != "auto" else [])))
+        # plan_sweep resolves every pair again and shows the config's warnings, once.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _pin(resolve(names[0], preset=preset, dataset=dataset, root=root,
+                         overrides=overrides + ([f"train.device={device}"] if device != "auto" else [])))
     from runners.ablate import plan_sweep, run_ablation
     from runners.launch import LaunchOptions, launch, pair_statuses, plan_lines
 

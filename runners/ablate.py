@@ -198,12 +198,13 @@ def plan_sweep(*, dataset: Optional[str] = None, root: Optional[str] = None,
                  device=device)
 
 
-def ensure_segmenter(sweep: Sweep, echo: Callable[[str], None] = print) -> Path:
+def ensure_segmenter(sweep: Sweep, echo: Callable[[str], None] = print, progress: bool = True) -> Path:
     """Train the sweep's segmentation evaluator unless it is already there."""
     if not sweep.segmenter.is_file():
         echo(f"training the segmentation evaluator -> {sweep.segmenter}")
         first = next(iter(sweep.configs.values()))
-        train_segmenter(first, sweep.segmenter, steps=sweep.segmenter_steps, device=sweep.device)
+        train_segmenter(first, sweep.segmenter, steps=sweep.segmenter_steps, device=sweep.device,
+                        progress=progress)
     return sweep.segmenter
 
 
@@ -260,13 +261,14 @@ def logged_step(run_dir: Path) -> Optional[int]:
         return None
 
 
-def _pair_job(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str) -> dict:
+def _pair_job(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str, evaluate: bool = True) -> dict:
     """One pair in a worker process: {"status", "error", "warnings", "stop"}. A failure is recorded
     here, as the inline loop records it; a graceful stop (Ctrl-C reaches every worker) comes back
-    as "interrupted" with the stop's (signal, step, checkpoint)."""
+    as "interrupted" with the stop's (signal, step, checkpoint). `evaluate=False` trains only."""
     seen: list[str] = []
     try:
-        return {"status": run_pair(cfg, run_dir, segmenter, device, on_warning=seen.append), "warnings": seen}
+        status = run_pair(cfg, run_dir, segmenter, device, evaluate=evaluate, on_warning=seen.append)
+        return {"status": status, "warnings": seen}
     except TrainingInterrupted as e:
         return {"status": "interrupted", "error": str(e), "warnings": seen,
                 "stop": (e.signal_name, e.step, str(e.checkpoint))}
@@ -276,8 +278,20 @@ def _pair_job(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str) -> di
         return {"status": "failed", "error": record_failure(run_dir, cfg, e), "warnings": seen}
 
 
+def _segmenter_job(sweep: Sweep) -> str:
+    """The sweep's evaluator, trained in a worker beside the first pairs; its errors propagate."""
+    return str(ensure_segmenter(sweep, echo=lambda text: None, progress=False))
+
+
 def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict[tuple[str, int], PairOutcome]:
-    """Run the sweep's pairs `parallel` at a time in worker processes; progress from their logs."""
+    """Run the sweep's pairs `parallel` at a time in worker processes; progress from their logs.
+
+    Without its evaluator yet, the sweep trains it in the first worker while the other workers
+    train pairs (only scoring needs it): each pair is then trained first and scored once the
+    evaluator is there. The evaluator's weights do not depend on which process trains it (its
+    seed and thread count are the config's). If it fails, the pairs being trained finish and
+    keep their checkpoints, the queued ones are cancelled, and its error ends the sweep, as it
+    does when the evaluator is trained before the pairs."""
     todo = sweep.todo()
     outcomes: dict[tuple[str, int], PairOutcome] = {}
     threads = max(resolve_threads(cfg.train.threads) for cfg in sweep.configs.values())
@@ -285,19 +299,45 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
     if pinned:
         export_pin(pinned[0].train.threads)   # spawned workers load torch under it
     method = "fork" if threads == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    evaluator_ready = sweep.segmenter.is_file()
     bar.write(f"ablate: {len(todo)} pair(s), {parallel} at a time in worker processes "
               f"({available_cores()} cores, {threads} thread(s) each)")
     done_steps = bar.n
     with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context(method)) as pool:
+        jobs = {}          # future -> (kind, pair): kind "segmenter", "train" (not scored yet) or "pair"
+        pending = set()
+        counted = set()    # pairs whose training steps the bar has counted
+
+        def submit(kind, pair=None):
+            if kind == "segmenter":
+                future = pool.submit(_segmenter_job, sweep)
+            else:
+                future = pool.submit(_pair_job, sweep.configs[pair], sweep.run_dir(*pair), sweep.segmenter,
+                                     sweep.device, kind == "pair")
+            jobs[future] = (kind, pair)
+            pending.add(future)
+
+        if not evaluator_ready:
+            bar.write(f"training the segmentation evaluator -> {sweep.segmenter}, beside the first pairs")
+            submit("segmenter")
         # Every pair, as the loop does: run_pair says "done" at once for a finished one.
-        futures = {pool.submit(_pair_job, sweep.configs[p], sweep.run_dir(*p), sweep.segmenter, sweep.device): p
-                   for p in sweep.pairs}
-        pending = set(futures)
+        for pair in sweep.pairs:
+            submit("pair" if evaluator_ready else "train", pair)
+        trained: list[tuple[str, int]] = []   # trained, to be scored once the evaluator is there
         try:
             while pending:
-                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                pending -= finished
                 for future in finished:
-                    pair = futures[future]
+                    kind, pair = jobs[future]
+                    if kind == "segmenter":
+                        future.result()   # its error ends the sweep (below: the queued pairs are cancelled)
+                        evaluator_ready = True
+                        bar.write(f"segmentation evaluator trained: {sweep.segmenter}")
+                        for waiting in trained:
+                            submit("pair", waiting)
+                        trained.clear()
+                        continue
                     try:
                         job = future.result()
                     except Exception as e:  # noqa: BLE001 - the worker process itself died
@@ -305,16 +345,29 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
                     for text in job.get("warnings", ()):
                         warn_once(text)
                     status, error = job["status"], job.get("error")
+                    if pair not in counted:
+                        done_steps += sweep.configs[pair].train.steps
+                        counted.add(pair)
+                    if kind == "train" and status in ("finished", "done"):
+                        bar.write(f"{pair[0]} seed {pair[1]}: trained"
+                                  + ("" if evaluator_ready else ", scored once the evaluator is trained"))
+                        if evaluator_ready:
+                            submit("pair", pair)
+                        else:
+                            trained.append(pair)
+                        continue
+                    done_steps += 1
                     outcomes[pair] = PairOutcome(*pair, sweep.run_dir(*pair), status, error)
-                    done_steps += sweep.configs[pair].train.steps + 1
                     bar.write(f"{pair[0]} seed {pair[1]}: {status}{': ' + error if error else ''}")
                     if status == "interrupted":
                         raise TrainingInterrupted(*job["stop"])
-                running = sum(logged_step(sweep.run_dir(*futures[f])) or 0 for f in pending)
+                running = sum(logged_step(sweep.run_dir(*jobs[f][1])) or 0 for f in pending
+                              if jobs[f][0] != "segmenter" and jobs[f][1] not in counted and f.running())
                 bar.n = done_steps + running
                 bar.refresh()
         except BaseException:
-            # Ctrl-C reached the workers too: each stops after its step with a checkpoint.
+            # Ctrl-C reached the workers too: each stops after its step with a checkpoint. An
+            # evaluator that failed: the pairs in training finish and keep their checkpoints.
             for future in pending:
                 future.cancel()
             raise
@@ -350,7 +403,6 @@ def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
 
 def _run_ablation(sweep: Sweep, echo, max_parallel: Optional[int] = None) -> AblationResult:
     sweep.out.mkdir(parents=True, exist_ok=True)
-    ensure_segmenter(sweep, echo)
 
     result = AblationResult(out=sweep.out, report_dir=None)
     seen_warnings: set[str] = set()
@@ -365,6 +417,8 @@ def _run_ablation(sweep: Sweep, echo, max_parallel: Optional[int] = None) -> Abl
             bar.write(f"warning: {text}")
 
     parallel = min(pair_parallelism(sweep, max_parallel), len(sweep.todo()))
+    if parallel <= 1:
+        ensure_segmenter(sweep, echo)   # side by side, a worker trains it beside the first pairs
     try:
         if parallel > 1:
             outcomes = _run_pairs_in_processes(sweep, parallel, bar, warn_once)

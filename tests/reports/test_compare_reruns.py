@@ -69,8 +69,10 @@ def test_compare_known_truth_on_tiny_trainings(ablate):
         assert result.exit_code == 0, result.output
         assert {j["answer"] for j in answers["judgements"]} == {"identical"}
 
-    # 2. Seed 0 again on two threads: other bits, the same experiment.
-    threads = ablate("threads", "0", "train.threads=2")
+    # 2. Seed 0 again on two threads: other bits, the same experiment. The evaluator trains on
+    # the run's thread count too, so the rerun is scored with the reference's (as a user would).
+    [segmenter] = (reference.parent / "cache").rglob("*.pt")
+    threads = ablate("threads", "0", "train.threads=2", f"eval.segmenter={segmenter}")
     result, answers = _compare(threads, report)
     assert result.exit_code == 0, result.output
     by_metric = {j["metric"]: j for j in answers["judgements"]}

@@ -49,7 +49,10 @@ def test_pairs_side_by_side_give_the_numbers_of_pairs_one_after_another(tmp_path
     inline = ablate("inline", 1)
     assert "at a time in worker processes" not in "".join(capsys.readouterr())
     side_by_side = ablate("parallel", None)
-    assert "2 at a time in worker processes" in "".join(capsys.readouterr())
+    out = "".join(capsys.readouterr())
+    assert "2 at a time in worker processes" in out
+    # The evaluator trained in a worker beside the first pair: the same weights, the same scores.
+    assert "beside the first pairs" in out and "segmentation evaluator trained" in out
     for variant in ("spade", "concat"):
         for key in ("metrics", "references", "label_dependence"):
             assert inline[variant][key] == side_by_side[variant][key], (variant, key)
