@@ -403,6 +403,9 @@ def run_ablation(*, dataset: Optional[str] = None, root: Optional[str] = None,
 
 def _run_ablation(sweep: Sweep, echo, max_parallel: Optional[int] = None) -> AblationResult:
     sweep.out.mkdir(parents=True, exist_ok=True)
+    parallel = min(pair_parallelism(sweep, max_parallel), len(sweep.todo()))
+    if parallel <= 1:
+        ensure_segmenter(sweep, echo)   # side by side, a worker trains it beside the first pairs
 
     result = AblationResult(out=sweep.out, report_dir=None)
     seen_warnings: set[str] = set()
@@ -416,9 +419,6 @@ def _run_ablation(sweep: Sweep, echo, max_parallel: Optional[int] = None) -> Abl
             seen_warnings.add(key)
             bar.write(f"warning: {text}")
 
-    parallel = min(pair_parallelism(sweep, max_parallel), len(sweep.todo()))
-    if parallel <= 1:
-        ensure_segmenter(sweep, echo)   # side by side, a worker trains it beside the first pairs
     try:
         if parallel > 1:
             outcomes = _run_pairs_in_processes(sweep, parallel, bar, warn_once)

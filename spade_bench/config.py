@@ -454,6 +454,20 @@ def with_dataset(cfg: RunConfig, dataset: str, root: Optional[str] = None) -> Ru
 
 # --------------------------------------------------------------------------- presets
 
+# The CPU presets' common scale (smoke and cpu): 64x64, small widths, pinned on one thread a pair.
+_CPU_SCALE: dict[str, Any] = {
+    "data.load_size": 64, "data.crop_size": 64, "data.preprocess": "resize_and_crop", "data.num_workers": 0,
+    # ngf 8 / hidden 16: 0.31 GFLOP per generator forward at 64x64 (ngf 16 / hidden 32: 1.16),
+    # so four variants train and score in minutes on 2 CPU cores.
+    "generator.ngf": 8, "generator.spade_hidden": 16, "generator.param_free_norm": "batch",
+    "encoder.ndf": 16, "discriminator.ndf": 16, "discriminator.n_layers": 3,
+    "train.device": "cpu",
+    # Reproducible on any x86-64 with AVX2: pinned kernels, one thread per process (two
+    # single-threaded trainings side by side beat one on two threads, and `ablate` runs
+    # pairs that way), and the CPU fast path (README, Performance).
+    "train.numerics": "pinned", "train.threads": 1, "train.channels_last_cpu": True,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The original implementation's defaults, at its published scale: ADE20K-style run,
     # batch 32 over 8 GPUs, 200 epochs with linear decay over the last 100
@@ -465,23 +479,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # CPU smoke run: 64x64, small widths, a few minutes on 2 cores.
     "smoke": {
-        "data.load_size": 64, "data.crop_size": 64, "data.preprocess": "resize_and_crop",
-        "data.num_workers": 0, "data.synthetic_train_size": 400, "data.synthetic_val_size": 32,
-        "data.max_val_images": 32,
-        # ngf 8 / hidden 16: 0.31 GFLOP per generator forward at 64x64 (ngf 16 / hidden 32: 1.16),
-        # so four variants train and score in minutes on 2 CPU cores.
-        "generator.ngf": 8, "generator.spade_hidden": 16, "generator.param_free_norm": "batch",
-        "encoder.ndf": 16, "discriminator.ndf": 16, "discriminator.n_layers": 3,
+        **_CPU_SCALE,
+        "data.synthetic_train_size": 400, "data.synthetic_val_size": 32, "data.max_val_images": 32,
         # 600 steps: the CPU work (pairs side by side, the evaluator trained beside them) buys
         # 3x the old 200 steps in about the old run time; SPADE needs about 400 steps to follow
         # its label maps at this preset (33 mIoU at 400, 43 at 800; 14 and degenerate at 200).
         "train.batch_size": 4, "train.steps": 600, "train.decay_steps": 300,
         "train.log_every": 20, "train.sample_every": 200, "train.checkpoint_every": 200,
-        "train.device": "cpu",
-        # Reproducible on any x86-64 with AVX2: pinned kernels, one thread per process (two
-        # single-threaded trainings side by side beat one on two threads, and `ablate` runs
-        # pairs that way), and the CPU fast path (README, Performance).
-        "train.numerics": "pinned", "train.threads": 1, "train.channels_last_cpu": True,
         "eval.batch_size": 8, "eval.kid_subset_size": 16, "eval.kid_subsets": 20,
         # Evaluator sizing: a 150-step segmenter scored 41.5 mIoU on the 32 real val photos
         # (FID floor 147) and stopped resolving the variants from about 800 steps (concat
@@ -499,15 +503,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # spade-gamma 76.9, SPADE 71.2, pix2pixHD 18.2), with SPADE past its slow start there (48
     # at 500 steps). The ranking did not move between 500 and 3000 steps.
     "cpu": {
-        "data.load_size": 64, "data.crop_size": 64, "data.preprocess": "resize_and_crop",
-        "data.num_workers": 0, "data.synthetic_train_size": 4000, "data.synthetic_val_size": 256,
-        "data.max_val_images": None,
-        "generator.ngf": 8, "generator.spade_hidden": 16, "generator.param_free_norm": "batch",
-        "encoder.ndf": 16, "discriminator.ndf": 16, "discriminator.n_layers": 3,
+        **_CPU_SCALE,
+        "data.synthetic_train_size": 4000, "data.synthetic_val_size": 256, "data.max_val_images": None,
         "train.batch_size": 4, "train.steps": 1000, "train.decay_steps": 500,
         "train.log_every": 50, "train.sample_every": 250, "train.checkpoint_every": 250,
-        "train.device": "cpu",
-        "train.numerics": "pinned", "train.threads": 1, "train.channels_last_cpu": True,
         "eval.batch_size": 16, "eval.kid_subset_size": 64, "eval.kid_subsets": 50,
         "eval.segmenter_steps": 3000, "eval.curve_points": 4,
     },
