@@ -473,6 +473,10 @@ def segmenter_train(
                f"{info['train_time_s']:.0f} s on {info['device']}\n"
                f"real val ({info['num_val_images']} images): mIoU {info['real_val_miou']:.1f}, "
                f"pixel accuracy {info['real_val_pixel_accuracy']:.1f}")
+    if out is None and steps != cfg.eval.segmenter_steps:
+        # The cache names the evaluator by its steps: runs look for eval.segmenter_steps' one.
+        typer.echo(f"runs and `eval` use it with --set eval.segmenter_steps={steps} (this config's is "
+                   f"{cfg.eval.segmenter_steps})")
 
 
 # ----------------------------------------------------------------------------- ablate, report
@@ -573,7 +577,8 @@ def ablate(dataset: Optional[str] = _DATASET, root: Optional[str] = _ROOT,
            report_out: Optional[Path] = typer.Option(None, "--report", help="Report folder (default reports/ablate-DATASET-PRESET)."),
            device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
            segmenter_steps: Optional[int] = typer.Option(None, "--segmenter-steps",
-                                                         help="Steps for the evaluator if it must be trained."),
+                                                         help="The evaluator's training steps (eval.segmenter_steps; "
+                                                              "default: the preset's); trained if not cached."),
            label_nc: Optional[int] = _LABEL_NC, dont_care: Optional[int] = _DONT_CARE,
            launcher: str = typer.Option("inline", "--launcher",
                                         help="inline (here; on a CPU several pairs at once in worker processes, "

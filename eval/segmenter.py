@@ -300,21 +300,34 @@ def load_segmenter(path: str | Path, num_classes: int, device: str | torch.devic
 
 # ----------------------------------------------------------------------------- paths and commands
 
-def default_segmenter_path(data_cfg, numerics_tag: str = "") -> Path:
-    """Cache path of the default evaluator for a dataset, image size, dataset root and, where the
-    format holds val out by a seed, that seed (an evaluator trained on another split has seen
-    this split's val photos); a pinned run's evaluator (`numerics_tag`,
-    `spade_bench.numerics.cache_tag`) is cached apart, since the numerics decide its weights."""
+def default_segmenter_path(data_cfg, numerics_tag: str = "", steps: Optional[int] = None) -> Path:
+    """Cache path of the default evaluator: one file per training recipe, so that two recipes
+    never share a file (an evaluator trained 400 steps for the smoke preset is not the cpu
+    preset's 3000-step one). The name holds the dataset, image size and dataset root; where the
+    format holds val out by a seed or by a fraction of a flat folder, that seed and fraction (an
+    evaluator trained on another split has seen this split's val photos); for the procedural
+    data the number of training scenes; the optimiser steps (`steps`); and, for a pinned run
+    (`numerics_tag`, `spade_bench.numerics.cache_tag`), the numerics, which decide its weights."""
     height, width = data_cfg.image_size
-    split = "" if data_cfg.split_seed is None else f"_split-{data_cfg.split_seed}"
-    tag = f"_{numerics_tag}" if numerics_tag else ""
-    return (cache_dir() / "segmenters" /
-            f"{data_cfg.dataset}_{height}x{width}_root-{root_hash(data_cfg.root)}{split}{tag}.pt")
+    parts = [f"{data_cfg.dataset}_{height}x{width}_root-{root_hash(data_cfg.root)}"]
+    if data_cfg.split_seed is not None:
+        parts.append(f"split-{data_cfg.split_seed}")
+    if data_cfg.val_fraction is not None:
+        parts.append(f"valfrac-{data_cfg.val_fraction:g}")
+    if data_cfg.dataset == "synthetic":
+        parts.append(f"train-{data_cfg.synthetic_train_size}")
+    if steps is not None:
+        parts.append(f"steps-{steps}")
+    if numerics_tag:
+        parts.append(numerics_tag)
+    return cache_dir() / "segmenters" / ("_".join(parts) + ".pt")
 
 
 def run_segmenter_path(cfg) -> Path:
-    """The default evaluator a run config trains and looks for (numerics mode and threads included)."""
-    return default_segmenter_path(cfg.data, cache_tag(cfg.train.numerics, cfg.train.threads))
+    """The default evaluator a run config trains and looks for: its data, eval.segmenter_steps,
+    and numerics mode and threads."""
+    return default_segmenter_path(cfg.data, cache_tag(cfg.train.numerics, cfg.train.threads),
+                                  steps=cfg.eval.segmenter_steps)
 
 
 def segmenter_train_command(cfg) -> str:
@@ -332,12 +345,15 @@ def segmenter_train_command(cfg) -> str:
     except Exception:  # noqa: BLE001 - the hint must never hide the real error
         base = None
     for key in ("load_size", "crop_size", "aspect_ratio", "preprocess", "label_nc", "contain_dontcare",
-                "use_instance", "synthetic_train_size", "synthetic_val_size", "split_seed"):
+                "use_instance", "synthetic_train_size", "synthetic_val_size", "split_seed", "val_fraction"):
         value = getattr(d, key)
         if base is None or getattr(base, key) != value:
             parts.append(f"--set data.{key}={value}")
-    # The numerics decide the evaluator's weights (and its cache name).
-    base_train = None if base is None else resolve("spade", preset=cfg.preset if cfg.preset in PRESETS else "default").train
+    # The steps and the numerics decide the evaluator's weights (and its cache name).
+    base_cfg = None if base is None else resolve("spade", preset=cfg.preset if cfg.preset in PRESETS else "default")
+    if base_cfg is None or base_cfg.eval.segmenter_steps != cfg.eval.segmenter_steps:
+        parts.append(f"--steps {cfg.eval.segmenter_steps}")
+    base_train = None if base_cfg is None else base_cfg.train
     for key in ("numerics", "threads"):
         value = getattr(cfg.train, key)
         if base_train is None or getattr(base_train, key) != value:
@@ -480,7 +496,8 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
         raise EvalError(f"--steps must be >= 1, got {steps}")
     data = cfg.data
     device = resolve_device(str(device))
-    out_path = Path(out_path) if out_path else run_segmenter_path(cfg)
+    # The default path names the recipe, these steps included.
+    out_path = Path(out_path) if out_path else run_segmenter_path(replace(cfg, eval=replace(cfg.eval, segmenter_steps=steps)))
     # Before training, not at the final save: a folder that cannot be written loses no training.
     check_output_folder(out_path.parent, what="segmenter folder (--out)")
     torch.manual_seed(seed)

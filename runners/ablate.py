@@ -184,6 +184,10 @@ def plan_sweep(*, dataset: Optional[str] = None, root: Optional[str] = None,
     base_overrides = list(overrides or [])
     if device != "auto":
         base_overrides.append(f"train.device={device}")
+    if segmenter_steps is not None:
+        # The evaluator's steps are part of the protocol (and of its cache name): every pair's
+        # config records them, so a later `spade-bench eval` of a pair finds the same evaluator.
+        base_overrides.append(f"eval.segmenter_steps={segmenter_steps}")
     configs = {(v, s): resolve(v, preset=preset, dataset=dataset, root=root,
                                overrides=base_overrides + [f"train.seed={s}"])
                for v in variants for s in seeds}
@@ -194,7 +198,7 @@ def plan_sweep(*, dataset: Optional[str] = None, root: Optional[str] = None,
     # One evaluator for all pairs (same dataset, resolution and root).
     seg_path = Path(first.eval.segmenter) if first.eval.segmenter else run_segmenter_path(first)
     return Sweep(name=name, preset=preset, out=out, report_out=report_out, configs=configs,
-                 segmenter=seg_path, segmenter_steps=segmenter_steps or first.eval.segmenter_steps,
+                 segmenter=seg_path, segmenter_steps=first.eval.segmenter_steps,
                  device=device)
 
 

@@ -201,3 +201,19 @@ def test_full_disk_during_eval_is_one_line_naming_the_file(tmp_path, make_run, s
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and str(run / "eval") in lines[0] and "no space left" in lines[0]
     assert not (run / "eval" / "metrics.json").exists()
+
+
+def test_segmenter_train_saves_where_runs_of_its_steps_look(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPADE_BENCH_CACHE", str(tmp_path / "cache"))
+    from eval.segmenter import run_segmenter_path
+    from spade_bench.config import resolve
+
+    args = ["--set", "data.synthetic_train_size=4", "--set", "data.max_val_images=2"]
+    result = runner.invoke(app, ["segmenter", "train", "--dataset", "synthetic", "--preset", "smoke", "--steps", "2",
+                                 "--batch-size", "2", "--device", "cpu", *args])
+    assert result.exit_code == 0, result.output
+    assert "--set eval.segmenter_steps=2" in result.stdout
+    two = resolve("spade", preset="smoke", overrides=["data.synthetic_train_size=4", "data.max_val_images=2",
+                                                      "eval.segmenter_steps=2"])
+    default = resolve("spade", preset="smoke", overrides=["data.synthetic_train_size=4", "data.max_val_images=2"])
+    assert run_segmenter_path(two).is_file() and not run_segmenter_path(default).is_file()

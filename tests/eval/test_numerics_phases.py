@@ -36,9 +36,9 @@ def test_the_segmenter_trains_on_train_threads_not_the_environment(tmp_path, mon
 
 def test_pinned_evaluators_are_cached_apart_and_named_in_the_training_command():
     smoke = resolve("spade", preset="smoke")
-    assert run_segmenter_path(smoke).name == "synthetic_64x64_root-none_pinned-t1.pt"
+    assert run_segmenter_path(smoke).name == "synthetic_64x64_root-none_train-400_steps-400_pinned-t1.pt"
     native = resolve("spade", preset="smoke", overrides=["train.numerics=native"])
-    assert run_segmenter_path(native) == default_segmenter_path(native.data)   # native keeps its old name
+    assert run_segmenter_path(native) == default_segmenter_path(native.data, steps=400)   # no numerics tag
     assert "--set train.numerics=native" in segmenter_train_command(native)
     two = resolve("spade", preset="smoke", overrides=["train.threads=2"])
     assert run_segmenter_path(two).name.endswith("_pinned-t2.pt")

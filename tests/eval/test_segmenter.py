@@ -91,13 +91,16 @@ def test_default_path_is_keyed_by_dataset_size_and_root(tmp_path):
 
     cfg = resolve("spade", preset="smoke")
     path = default_segmenter_path(cfg.data)
-    assert path.name == "synthetic_64x64_root-none.pt"
+    assert path.name == "synthetic_64x64_root-none_train-400.pt"
     other = replace(cfg.data, dataset="facades", root=str(tmp_path), crop_size=128, load_size=143)
     assert default_segmenter_path(other).name.startswith("facades_128x128_root-")
     assert default_segmenter_path(other) != default_segmenter_path(replace(other, root=str(tmp_path / "b")))
     # An evaluator trained on another held-out split has seen this split's val photos.
     assert default_segmenter_path(replace(other, split_seed=0)) != default_segmenter_path(replace(other, split_seed=1))
     assert default_segmenter_path(replace(other, split_seed=0)) != default_segmenter_path(other)
+    # So has one trained on another fraction of a flat folder.
+    flat = replace(other, dataset="folder")
+    assert default_segmenter_path(replace(flat, val_fraction=0.1)) != default_segmenter_path(replace(flat, val_fraction=0.2))
     command = segmenter_train_command(resolve("spade", preset="smoke", overrides=["data.crop_size=128",
                                                                                   "data.load_size=143"]))
     assert command.startswith("spade-bench segmenter train --dataset synthetic --preset smoke")
@@ -210,3 +213,26 @@ def test_modified_weights_are_refused_naming_the_file_and_the_fix(tiny_evaluator
     hash_path(tampered).write_text(f"{sha256_file(tampered)}  tampered.pt\n")
     with pytest.raises(EvalError, match=r"tampered\.pt.*do not match the sha256.*segmenter train"):
         load_segmenter(tampered, num_classes=10)
+
+
+def test_each_evaluator_recipe_has_its_own_cache_file(tmp_path):
+    # The README runs the smoke preset, then the cpu preset, in one cache: the cpu sweep must not
+    # pick up the smoke preset's 400-step evaluator (trained on 400 scenes) as its 3000-step one.
+    from runners.ablate import plan_sweep
+    from spade_bench.config import resolve
+    from eval.segmenter import run_segmenter_path
+
+    smoke, cpu = resolve("spade", preset="smoke"), resolve("spade", preset="cpu")
+    assert run_segmenter_path(smoke) != run_segmenter_path(cpu)
+    assert "steps-3000" in run_segmenter_path(cpu).name and "train-4000" in run_segmenter_path(cpu).name
+    more_scenes = resolve("spade", preset="smoke", overrides=["data.synthetic_train_size=800"])
+    assert run_segmenter_path(more_scenes) != run_segmenter_path(smoke)
+    # ablate --segmenter-steps is the evaluator every pair records, trains and looks for.
+    sweep = plan_sweep(variants=("spade", "concat"), seeds=(0,), preset="smoke", out=tmp_path / "runs",
+                       segmenter_steps=123)
+    assert sweep.segmenter_steps == 123 and "steps-123" in sweep.segmenter.name
+    assert {c.eval.segmenter_steps for c in sweep.configs.values()} == {123}
+    assert all(run_segmenter_path(c) == sweep.segmenter for c in sweep.configs.values())
+    # The hint names the steps when they are not the preset's.
+    assert "--steps 123" in segmenter_train_command(next(iter(sweep.configs.values())))
+    assert "--steps" not in segmenter_train_command(smoke)
