@@ -338,25 +338,23 @@ def segmenter_train_command(cfg) -> str:
         parts.append(f"--root {d.root}")
     if cfg.preset != "default":
         parts.append(f"--preset {cfg.preset}")
-    # Size keys that differ from what the preset and dataset give must be passed explicitly.
+    # Keys that differ from what the preset and dataset give must be passed explicitly: the data
+    # keys, the steps and the numerics decide the evaluator's weights (and its cache name).
     try:
         base = resolve("spade", preset=cfg.preset if cfg.preset in PRESETS else "default",
-                       dataset=d.dataset, root=d.root).data
+                       dataset=d.dataset, root=d.root)
     except Exception:  # noqa: BLE001 - the hint must never hide the real error
         base = None
     for key in ("load_size", "crop_size", "aspect_ratio", "preprocess", "label_nc", "contain_dontcare",
                 "use_instance", "synthetic_train_size", "synthetic_val_size", "split_seed", "val_fraction"):
         value = getattr(d, key)
-        if base is None or getattr(base, key) != value:
+        if base is None or getattr(base.data, key) != value:
             parts.append(f"--set data.{key}={value}")
-    # The steps and the numerics decide the evaluator's weights (and its cache name).
-    base_cfg = None if base is None else resolve("spade", preset=cfg.preset if cfg.preset in PRESETS else "default")
-    if base_cfg is None or base_cfg.eval.segmenter_steps != cfg.eval.segmenter_steps:
+    if base is None or base.eval.segmenter_steps != cfg.eval.segmenter_steps:
         parts.append(f"--steps {cfg.eval.segmenter_steps}")
-    base_train = None if base_cfg is None else base_cfg.train
     for key in ("numerics", "threads"):
         value = getattr(cfg.train, key)
-        if base_train is None or getattr(base_train, key) != value:
+        if base is None or getattr(base.train, key) != value:
             parts.append(f"--set train.{key}={value}")
     return " ".join(parts)
 
@@ -497,7 +495,8 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
     data = cfg.data
     device = resolve_device(str(device))
     # The default path names the recipe, these steps included.
-    out_path = Path(out_path) if out_path else run_segmenter_path(replace(cfg, eval=replace(cfg.eval, segmenter_steps=steps)))
+    recipe = replace(cfg, eval=replace(cfg.eval, segmenter_steps=steps))
+    out_path = Path(out_path) if out_path else run_segmenter_path(recipe)
     # Before training, not at the final save: a folder that cannot be written loses no training.
     check_output_folder(out_path.parent, what="segmenter folder (--out)")
     torch.manual_seed(seed)
