@@ -31,6 +31,7 @@ from eval.harness import evaluate_run
 from spade_bench.config import apply_overrides, config_hash, load_config_file
 from spade_bench.errors import EvalError
 from spade_bench.io import atomic_write_json
+from spade_bench.locks import folder_lock
 from spade_bench.metrics import COMMON_PROTOCOL_KEYS, get_metric, resolve_request, unscored
 from spade_bench.run_folder import RunFolder, read_json_or_empty
 
@@ -101,12 +102,20 @@ def points_to_score(run_dir: str | Path, points: int, request: str = "miou") -> 
 
 
 def score_curve(run_dir: str | Path, points: int, *, metric: str = "miou", overrides: Optional[list[str]] = None,
-                device: str = "auto", progress: bool = True) -> dict[str, Any]:
+                device: str = "auto", progress: bool = True, break_lock: bool = False) -> dict[str, Any]:
     """Score the learning curve of a run at `points` checkpoints (those not scored yet) and write
     RUN/eval/curve.json; returns its content. `overrides`: eval.* settings, as for evaluate_run
-    (the sweep passes its segmenter)."""
+    (the sweep passes its segmenter). Holds the evaluation folder's lock (RUN/eval/.lock, as
+    `evaluate_run` does) throughout, so that no other evaluation rewrites metrics.json, which the
+    final point may reuse, while the curve is read and written; `break_lock` clears a stale one."""
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
+    with folder_lock(folder.eval_lock, "evaluation folder", break_lock=break_lock):
+        return _score_curve(run_dir, folder, points, metric, overrides, device, progress)
+
+
+def _score_curve(run_dir: Path, folder: RunFolder, points: int, metric: str, overrides: Optional[list[str]],
+                 device: str, progress: bool) -> dict[str, Any]:
     cfg, steps, names, keys = _plan(run_dir, points, metric)
     if overrides:
         cfg = apply_overrides(cfg, overrides)

@@ -102,6 +102,35 @@ def test_a_point_scored_under_another_protocol_is_scored_again(trained, tmp_path
     assert points_to_score(run, 3) == [4]
 
 
+def test_the_curve_waits_for_no_one_else_s_evaluation(trained, tmp_path):
+    """score_curve holds RUN/eval/.lock like evaluate_run: while another live process scores the
+    run, it is refused with the holder's name and writes nothing; a stale lock is cleared only
+    with break_lock."""
+    import subprocess
+    import sys
+
+    from spade_bench.errors import LockError
+    from spade_bench.locks import own_record
+
+    run, overrides = copy(trained[0], tmp_path), trained[1]
+    lock = RunFolder(run).eval_lock
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({**own_record(), "pid": holder.pid, "process_start": None,
+                                    "command": "spade-bench eval --run elsewhere"}))
+        with pytest.raises(LockError, match="in use.*spade-bench eval --run elsewhere"):
+            score_curve(run, 3, overrides=overrides, device="cpu", progress=False)
+        assert not RunFolder(run).curve.exists() and not RunFolder(run).curve_point(2).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(LockError, match="stale lock"):
+        score_curve(run, 3, overrides=overrides, device="cpu", progress=False)
+    curve = score_curve(run, 3, overrides=overrides, device="cpu", progress=False, break_lock=True)
+    assert len(curve["points"]) == 3 and not lock.exists()
+
+
 def test_a_sweep_pair_scores_its_curve_once(trained, tmp_path, monkeypatch):
     """runners.ablate.run_pair scores the curve after the final evaluation; a relaunch that still
     has metrics to score (FID is left out here to keep the test cheap) leaves the curve alone."""
