@@ -90,7 +90,25 @@ def test_registry_errors():
         register_variant("spade")(lambda base: base)
 
 
-@pytest.mark.parametrize("preset, bottleneck", [("smoke", 16), ("cpu", 16), ("paper", 16)])
+def test_cpu_long_is_the_cpu_preset_trained_twice_as_long():
+    """cpu-long changes the training length and nothing else: the same widths, data, evaluator
+    recipe (so both share one cached evaluator) and numerics; its curve points have checkpoints."""
+    from spade_bench.checkpoint import curve_steps
+    from eval.segmenter import run_segmenter_path
+    from spade_bench.config import to_dict
+
+    cpu, long = resolve("spade", preset="cpu"), resolve("spade", preset="cpu-long")
+    flat = lambda cfg: {f"{section}.{k}": v for section, values in to_dict(cfg).items()
+                        if isinstance(values, dict) for k, v in values.items()}
+    changed = {k for k, v in flat(long).items() if flat(cpu).get(k) != v}
+    assert changed == {"train.steps", "train.decay_steps", "train.sample_every", "train.checkpoint_every"}
+    assert (long.train.steps, long.train.decay_steps) == (2 * cpu.train.steps, 2 * cpu.train.decay_steps)
+    assert run_segmenter_path(long) == run_segmenter_path(cpu)
+    assert curve_steps(long.train.steps, long.eval.curve_points) == [500, 1000, 1500, 2000]
+    assert all(step % long.train.checkpoint_every == 0 for step in curve_steps(long.train.steps, 4))
+
+
+@pytest.mark.parametrize("preset, bottleneck", [("smoke", 16), ("cpu", 16), ("cpu-long", 16), ("paper", 16)])
 def test_pix2pixhd_bottleneck_is_the_papers_16x16_at_every_preset_size(preset, bottleneck):
     # The paper ran pix2pixHD at 256x256 with 4 downsamplings (a 16x16 bottleneck); the CPU-scale
     # presets' 64x64 keeps that bottleneck with 2 (with 4 it is 4x4 and the runs stay degenerate).
