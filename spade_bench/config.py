@@ -454,7 +454,7 @@ def with_dataset(cfg: RunConfig, dataset: str, root: Optional[str] = None) -> Ru
 
 # --------------------------------------------------------------------------- presets
 
-# The CPU presets' common scale (smoke and cpu): 64x64, small widths, pinned on one thread a pair.
+# The CPU presets' common scale (smoke, cpu, cpu-long): 64x64, small widths, pinned on one thread a pair.
 _CPU_SCALE: dict[str, Any] = {
     "data.load_size": 64, "data.crop_size": 64, "data.preprocess": "resize_and_crop", "data.num_workers": 0,
     # ngf 8 / hidden 16: 0.31 GFLOP per generator forward at 64x64 (ngf 16 / hidden 32: 1.16),
