@@ -524,8 +524,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # mIoU): at 1000 steps SPADE scored 8.4 and was degenerate in 1 of 3 seeds; trained longer
     # (seed 1, the degenerate one) it follows its label maps from about 1500 steps (mIoU 5.6,
     # 10.0, 19.6, 23.0 at 500..2000 of a 2000-step run; 27.6 and 25.6 for seeds 0 and 1 at 3000),
-    # while pix2pixHD stays flat (9.6, 16.3, 16.4, 17.6) and concat is at the evaluator's
-    # ceiling from 1500 steps (29.4, 29.2; a 6000-step evaluator raises the ceiling only to 29.2).
+    # while pix2pixHD stays flat (seed 0: 9.6, 16.3, 16.4, 17.6) and concat reaches the
+    # evaluator's ceiling from 1500 steps (seed 0: 29.4, 29.2; a 6000-step evaluator raises the
+    # ceiling only to 29.2). The 3-seed report at this preset: README, "The CPU-scale comparison".
     "cpu-long": {**_CPU, "train.steps": 2000, "train.decay_steps": 1000,
                  "train.sample_every": 500, "train.checkpoint_every": 500},
     # CMP Facades at 256x256 on one GPU, four variants x 3 seeds in a few GPU hours.

@@ -93,13 +93,15 @@ def test_registry_errors():
 def test_cpu_long_is_the_cpu_preset_trained_twice_as_long():
     """cpu-long changes the training length and nothing else: the same widths, data, evaluator
     recipe (so both share one cached evaluator) and numerics; its curve points have checkpoints."""
-    from spade_bench.checkpoint import curve_steps
     from eval.segmenter import run_segmenter_path
+    from spade_bench.checkpoint import curve_steps
     from spade_bench.config import to_dict
 
+    def flat(cfg):
+        return {f"{section}.{k}": v for section, values in to_dict(cfg).items()
+                if isinstance(values, dict) for k, v in values.items()}
+
     cpu, long = resolve("spade", preset="cpu"), resolve("spade", preset="cpu-long")
-    flat = lambda cfg: {f"{section}.{k}": v for section, values in to_dict(cfg).items()
-                        if isinstance(values, dict) for k, v in values.items()}
     changed = {k for k, v in flat(long).items() if flat(cpu).get(k) != v}
     assert changed == {"train.steps", "train.decay_steps", "train.sample_every", "train.checkpoint_every"}
     assert (long.train.steps, long.train.decay_steps) == (2 * cpu.train.steps, 2 * cpu.train.decay_steps)
