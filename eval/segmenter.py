@@ -28,7 +28,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -472,9 +472,11 @@ class CachedTrainingSet(torch.utils.data.Dataset):
 
 def train_segmenter(cfg, out_path: Optional[str | Path] = None, steps: int = 500, *, batch_size: int = 8,
                     lr: float = 1e-3, weight_decay: float = 1e-4, arch: str = "unet",
-                    device: str | torch.device = "auto", seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                    device: str | torch.device = "auto", seed: int = 0, progress: bool = True,
+                    on_step: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
     """Train the default evaluator on the real training images of `cfg.data`, score it on the
-    real validation images, and save it (atomically) with those scores.
+    real validation images, and save it (atomically) with those scores. `on_step(step)` is called
+    after each optimiser step (a sweep's worker reports its progress that way).
 
     Returns an info dict: path, sha256, steps, image_size, train_time_s, real_val_miou,
     real_val_pixel_accuracy (percent), per_class_iou, num_val_images, ...
@@ -485,11 +487,11 @@ def train_segmenter(cfg, out_path: Optional[str | Path] = None, steps: int = 500
     apply_mode(cfg.train.numerics, cfg.train.threads)
     with torch_threads(resolve_threads(cfg.train.threads)):
         return _train_segmenter(cfg, out_path, steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                arch=arch, device=device, seed=seed, progress=progress)
+                                arch=arch, device=device, seed=seed, progress=progress, on_step=on_step)
 
 
 def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch, device, seed,
-                     progress) -> dict[str, Any]:
+                     progress, on_step) -> dict[str, Any]:
     if steps < 1:
         raise EvalError(f"--steps must be >= 1, got {steps}")
     data = cfg.data
@@ -537,6 +539,8 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
                 running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
                 bar.set_postfix(loss=f"{running:.3f}")
                 bar.update(1)
+                if on_step is not None:
+                    on_step(step)
                 if step >= steps:
                     break
     train_time = time.perf_counter() - start

@@ -50,6 +50,10 @@ from spade_bench.run_folder import RunFolder, read_json_or_empty
 
 CORE_VARIANTS = ("spade", "spade-gamma", "concat", "pix2pixhd")
 SWEEP_LOCK = ".lock"   # OUT/.lock while a sweep runs there (`sweep_lock`)
+# OUT/.evaluator-progress: "STEP TOTAL" of the evaluator a worker trains beside the first pairs,
+# for the sweep's bar (written every EVALUATOR_PROGRESS_EVERY steps and at the last).
+EVALUATOR_PROGRESS = ".evaluator-progress"
+EVALUATOR_PROGRESS_EVERY = 25
 
 
 @dataclass
@@ -202,14 +206,35 @@ def plan_sweep(*, dataset: Optional[str] = None, root: Optional[str] = None,
                  device=device)
 
 
-def ensure_segmenter(sweep: Sweep, echo: Callable[[str], None] = print, progress: bool = True) -> Path:
+def ensure_segmenter(sweep: Sweep, echo: Callable[[str], None] = print, progress: bool = True,
+                     on_step: Optional[Callable[[int], None]] = None) -> Path:
     """Train the sweep's segmentation evaluator unless it is already there."""
     if not sweep.segmenter.is_file():
         echo(f"training the segmentation evaluator -> {sweep.segmenter}")
         first = next(iter(sweep.configs.values()))
         train_segmenter(first, sweep.segmenter, steps=sweep.segmenter_steps, device=sweep.device,
-                        progress=progress)
+                        progress=progress, on_step=on_step)
     return sweep.segmenter
+
+
+def evaluator_progress_writer(sweep: Sweep) -> Callable[[int], None]:
+    """on_step for the evaluator trained in a worker: "STEP TOTAL" into OUT/.evaluator-progress."""
+    path, total = Path(sweep.out) / EVALUATOR_PROGRESS, sweep.segmenter_steps
+
+    def write(step: int) -> None:
+        if step % EVALUATOR_PROGRESS_EVERY == 0 or step == total:
+            path.write_text(f"{step} {total}\n")
+    return write
+
+
+def evaluator_progress(out: Path) -> Optional[tuple[int, int]]:
+    """(step, total) of the evaluator being trained for the sweep in `out`; None before its first
+    report (or when the file is unreadable: a half-written line is read again a second later)."""
+    try:
+        step, total = (int(v) for v in (Path(out) / EVALUATOR_PROGRESS).read_text().split())
+    except (OSError, ValueError):
+        return None
+    return step, total
 
 
 def run_pair(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str = "auto", *,
@@ -284,7 +309,8 @@ def _pair_job(cfg: RunConfig, run_dir: Path, segmenter: Path, device: str, evalu
 
 def _segmenter_job(sweep: Sweep) -> str:
     """The sweep's evaluator, trained in a worker beside the first pairs; its errors propagate."""
-    return str(ensure_segmenter(sweep, echo=lambda text: None, progress=False))
+    return str(ensure_segmenter(sweep, echo=lambda text: None, progress=False,
+                                on_step=evaluator_progress_writer(sweep)))
 
 
 def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict[tuple[str, int], PairOutcome]:
@@ -323,6 +349,7 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
 
         if not evaluator_ready:
             bar.write(f"training the segmentation evaluator -> {sweep.segmenter}, beside the first pairs")
+            (Path(sweep.out) / EVALUATOR_PROGRESS).unlink(missing_ok=True)   # an interrupted sweep's
             submit("segmenter")
         # Every pair, as the loop does: run_pair says "done" at once for a finished one.
         for pair in sweep.pairs:
@@ -337,6 +364,8 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
                     if kind == "segmenter":
                         future.result()   # its error ends the sweep (below: the queued pairs are cancelled)
                         evaluator_ready = True
+                        bar.set_postfix_str("")
+                        (Path(sweep.out) / EVALUATOR_PROGRESS).unlink(missing_ok=True)
                         bar.write(f"segmentation evaluator trained: {sweep.segmenter}")
                         for waiting in trained:
                             submit("pair", waiting)
@@ -368,6 +397,12 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
                 running = sum(logged_step(sweep.run_dir(*jobs[f][1])) or 0 for f in pending
                               if jobs[f][0] != "segmenter" and jobs[f][1] not in counted and f.running())
                 bar.n = done_steps + running
+                if not evaluator_ready:
+                    seen = evaluator_progress(sweep.out)
+                    # The evaluator's steps are not in the bar's total (its rate is the pairs'):
+                    # they are shown beside it.
+                    bar.set_postfix_str(f"evaluator {seen[0]}/{seen[1]} steps" if seen else "evaluator starting",
+                                        refresh=False)
                 bar.refresh()
         except BaseException:
             # Ctrl-C reached the workers too: each stops after its step with a checkpoint. An

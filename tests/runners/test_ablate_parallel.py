@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import runners.launch as launch
-from runners.ablate import pair_parallelism, plan_sweep, run_ablation
+from runners.ablate import (EVALUATOR_PROGRESS, evaluator_progress, evaluator_progress_writer, pair_parallelism,
+                            plan_sweep, run_ablation)
 from spade_bench.distributed import available_cores
 
 TINY = ["generator.ngf=8", "generator.spade_hidden=8", "discriminator.ndf=8", "discriminator.n_layers=2",
@@ -33,6 +34,33 @@ def test_parallelism_is_the_cores_over_the_threads(tmp_path, monkeypatch):
     assert pair_parallelism(native) == 1             # threads=0 takes every core: one pair at a time
 
 
+def test_the_evaluator_trained_in_a_worker_reports_its_steps(tmp_path):
+    """The sweep's bar shows the evaluator's progress: train_segmenter calls on_step after every
+    step, and the worker's writer leaves "STEP TOTAL" in OUT/.evaluator-progress every 25 steps
+    and at the last, which the parent reads (a garbled file reads as no report yet)."""
+    from eval.segmenter import train_segmenter
+
+    sweep = plan_sweep(variants=("spade",), seeds=(0,), preset="smoke", out=tmp_path / "sweep", overrides=TINY,
+                       device="cpu", segmenter_steps=60)
+    sweep.out.mkdir()
+    write = evaluator_progress_writer(sweep)
+    assert evaluator_progress(sweep.out) is None
+    write(1)
+    assert evaluator_progress(sweep.out) is None
+    write(25)
+    write(26)
+    assert evaluator_progress(sweep.out) == (25, 60)
+    write(60)
+    assert evaluator_progress(sweep.out) == (60, 60)
+    (sweep.out / EVALUATOR_PROGRESS).write_text("3")
+    assert evaluator_progress(sweep.out) is None
+
+    steps = []
+    train_segmenter(next(iter(sweep.configs.values())), tmp_path / "seg.pt", steps=3, batch_size=2, device="cpu",
+                    progress=False, on_step=steps.append)
+    assert steps == [1, 2, 3]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores to run pairs side by side")
 def test_pairs_side_by_side_give_the_numbers_of_pairs_one_after_another(tmp_path, monkeypatch, capsys):
@@ -53,6 +81,7 @@ def test_pairs_side_by_side_give_the_numbers_of_pairs_one_after_another(tmp_path
     assert "2 at a time in worker processes" in out
     # The evaluator trained in a worker beside the first pair: the same weights, the same scores.
     assert "beside the first pairs" in out and "segmentation evaluator trained" in out
+    assert not (tmp_path / "parallel" / EVALUATOR_PROGRESS).exists()   # removed once the evaluator is there
     for variant in ("spade", "concat"):
         for key in ("metrics", "references", "label_dependence"):
             assert inline[variant][key] == side_by_side[variant][key], (variant, key)
