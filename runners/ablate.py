@@ -217,9 +217,13 @@ def ensure_segmenter(sweep: Sweep, echo: Callable[[str], None] = print, progress
     return sweep.segmenter
 
 
+def _evaluator_progress_path(out: Path) -> Path:
+    return Path(out) / EVALUATOR_PROGRESS
+
+
 def evaluator_progress_writer(sweep: Sweep) -> Callable[[int], None]:
     """on_step for the evaluator trained in a worker: "STEP TOTAL" into OUT/.evaluator-progress."""
-    path, total = Path(sweep.out) / EVALUATOR_PROGRESS, sweep.segmenter_steps
+    path, total = _evaluator_progress_path(sweep.out), sweep.segmenter_steps
 
     def write(step: int) -> None:
         if step % EVALUATOR_PROGRESS_EVERY == 0 or step == total:
@@ -231,7 +235,7 @@ def evaluator_progress(out: Path) -> Optional[tuple[int, int]]:
     """(step, total) of the evaluator being trained for the sweep in `out`; None before its first
     report (or when the file is unreadable: a half-written line is read again a second later)."""
     try:
-        step, total = (int(v) for v in (Path(out) / EVALUATOR_PROGRESS).read_text().split())
+        step, total = (int(v) for v in _evaluator_progress_path(out).read_text().split())
     except (OSError, ValueError):
         return None
     return step, total
@@ -349,7 +353,7 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
 
         if not evaluator_ready:
             bar.write(f"training the segmentation evaluator -> {sweep.segmenter}, beside the first pairs")
-            (Path(sweep.out) / EVALUATOR_PROGRESS).unlink(missing_ok=True)   # an interrupted sweep's
+            _evaluator_progress_path(sweep.out).unlink(missing_ok=True)   # an interrupted sweep's
             submit("segmenter")
         # Every pair, as the loop does: run_pair says "done" at once for a finished one.
         for pair in sweep.pairs:
@@ -365,7 +369,7 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
                         future.result()   # its error ends the sweep (below: the queued pairs are cancelled)
                         evaluator_ready = True
                         bar.set_postfix_str("")
-                        (Path(sweep.out) / EVALUATOR_PROGRESS).unlink(missing_ok=True)
+                        _evaluator_progress_path(sweep.out).unlink(missing_ok=True)
                         bar.write(f"segmentation evaluator trained: {sweep.segmenter}")
                         for waiting in trained:
                             submit("pair", waiting)
