@@ -123,6 +123,18 @@ def _pad_to_multiple(images: Tensor, multiple: int) -> tuple[Tensor, tuple[int, 
     return images, (height, width)
 
 
+def network_logits(network: nn.Module, images: Tensor, upsample: int = 1) -> Tensor:
+    """The network's logits at the images' own size: the images upsampled `upsample` times
+    (bilinear) first, padded to SIZE_MULTIPLE, the logits cropped and average-pooled back.
+    Training and scoring both go through here (eval.segmenter_upsample)."""
+    x = images
+    if upsample > 1:
+        x = F.interpolate(x, scale_factor=upsample, mode="bilinear", align_corners=False)
+    x, (height, width) = _pad_to_multiple(x, SIZE_MULTIPLE)
+    logits = network(x)[..., :height, :width]
+    return F.avg_pool2d(logits, upsample) if upsample > 1 else logits
+
+
 class DefaultSegmenter(Segmenter):
     """Our smp evaluator. Images at another size than it was trained at are resized to its
     training size (bilinear, antialiased) and its logits back to the label size (bilinear).
@@ -131,20 +143,23 @@ class DefaultSegmenter(Segmenter):
         network: the smp network.
         train_hw: (H, W) it was trained at.
         name, sha256, num_classes: as in Segmenter.
+        upsample: the factor its input is upsampled by before the network (network_logits),
+            as it was trained.
     """
 
-    def __init__(self, network: nn.Module, train_hw: tuple[int, int], name: str, sha256: str, num_classes: int):
+    def __init__(self, network: nn.Module, train_hw: tuple[int, int], name: str, sha256: str, num_classes: int,
+                 upsample: int = 1):
         super().__init__(name, sha256, num_classes)
         self.network = network
         self.train_hw = tuple(train_hw)
+        self.upsample = upsample
 
     def logits(self, images: Tensor) -> Tensor:
         out_hw = tuple(images.shape[-2:])
         x = images
         if self.native_size and out_hw != self.train_hw:
             x = F.interpolate(x, size=self.train_hw, mode="bilinear", align_corners=False, antialias=True)
-        x, (height, width) = _pad_to_multiple(x, SIZE_MULTIPLE)
-        logits = self.network(x)[..., :height, :width]
+        logits = network_logits(self.network, x, self.upsample)
         if tuple(logits.shape[-2:]) != out_hw:
             logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
         return logits
@@ -154,10 +169,12 @@ class DefaultSegmenter(Segmenter):
         return self.logits(images).argmax(1)
 
     def describe_input(self) -> str:
+        up = (f"; upsampled {self.upsample}x (bilinear) before the network, logits average-pooled back"
+              if self.upsample > 1 else "")
         if not self.native_size:
-            return "[-1, 1], at the evaluation size (eval.segmenter_input_size=generation)"
+            return f"[-1, 1], at the evaluation size (eval.segmenter_input_size=generation){up}"
         return (f"[-1, 1]; resized (bilinear, antialiased) to its training size {self.train_hw[0]}x{self.train_hw[1]} "
-                f"when different, logits resized back to the label size (bilinear)")
+                f"when different{up}, logits resized back to the label size (bilinear)")
 
 
 class TorchScriptSegmenter(Segmenter):
@@ -290,8 +307,11 @@ def load_segmenter(path: str | Path, num_classes: int, device: str | torch.devic
                         f"{num_classes}; train one for this dataset with `spade-bench segmenter train`")
     network = build_segmentation_network(state["num_classes"], state["arch"], imagenet_encoder=False)
     network.load_state_dict(state["state_dict"], strict=True)
-    name = f"{state['arch']}-efficientnet_lite0 ({state['dataset']} {state['image_size'][0]}x{state['image_size'][1]}, {state['steps']} steps)"
-    segmenter = DefaultSegmenter(network, tuple(state["image_size"]), name, weights_sha, state["num_classes"])
+    upsample = int(state.get("input_upsample", 1))   # checkpoints from before eval.segmenter_upsample: 1
+    name = (f"{state['arch']}-efficientnet_lite0 ({state['dataset']} {state['image_size'][0]}x{state['image_size'][1]}"
+            f"{f', input x{upsample}' if upsample > 1 else ''}, {state['steps']} steps)")
+    segmenter = DefaultSegmenter(network, tuple(state["image_size"]), name, weights_sha, state["num_classes"],
+                                 upsample=upsample)
     segmenter.info = {k: v for k, v in state.items() if k != "state_dict"}
     segmenter.info["file_sha256"] = sha
     segmenter.info["kind"] = "default"
@@ -300,13 +320,15 @@ def load_segmenter(path: str | Path, num_classes: int, device: str | torch.devic
 
 # ----------------------------------------------------------------------------- paths and commands
 
-def default_segmenter_path(data_cfg, numerics_tag: str = "", steps: Optional[int] = None) -> Path:
+def default_segmenter_path(data_cfg, numerics_tag: str = "", steps: Optional[int] = None,
+                           upsample: int = 1) -> Path:
     """Cache path of the default evaluator: one file per training recipe, so that two recipes
     never share a file (an evaluator trained 400 steps for the smoke preset is not the cpu
     preset's 3000-step one). The name holds the dataset, image size and dataset root; where the
     format holds val out by a seed or by a fraction of a flat folder, that seed and fraction (an
     evaluator trained on another split has seen this split's val photos); for the procedural
-    data the number of training scenes; the optimiser steps (`steps`); and, for a pinned run
+    data the number of training scenes; the optimiser steps (`steps`); the input upsampling
+    (`upsample`, named when not 1, so older names stand); and, for a pinned run
     (`numerics_tag`, `spade_bench.numerics.cache_tag`), the numerics, which decide its weights."""
     height, width = data_cfg.image_size
     parts = [f"{data_cfg.dataset}_{height}x{width}_root-{root_hash(data_cfg.root)}"]
@@ -318,6 +340,8 @@ def default_segmenter_path(data_cfg, numerics_tag: str = "", steps: Optional[int
         parts.append(f"train-{data_cfg.synthetic_train_size}")
     if steps is not None:
         parts.append(f"steps-{steps}")
+    if upsample != 1:
+        parts.append(f"up-{upsample}")
     if numerics_tag:
         parts.append(numerics_tag)
     return cache_dir() / "segmenters" / ("_".join(parts) + ".pt")
@@ -325,9 +349,9 @@ def default_segmenter_path(data_cfg, numerics_tag: str = "", steps: Optional[int
 
 def run_segmenter_path(cfg) -> Path:
     """The default evaluator a run config trains and looks for: its data, eval.segmenter_steps,
-    and numerics mode and threads."""
+    eval.segmenter_upsample, and numerics mode and threads."""
     return default_segmenter_path(cfg.data, cache_tag(cfg.train.numerics, cfg.train.threads),
-                                  steps=cfg.eval.segmenter_steps)
+                                  steps=cfg.eval.segmenter_steps, upsample=cfg.eval.segmenter_upsample)
 
 
 def segmenter_train_command(cfg) -> str:
@@ -352,6 +376,8 @@ def segmenter_train_command(cfg) -> str:
             parts.append(f"--set data.{key}={value}")
     if base is None or base.eval.segmenter_steps != cfg.eval.segmenter_steps:
         parts.append(f"--steps {cfg.eval.segmenter_steps}")
+    if base is None or base.eval.segmenter_upsample != cfg.eval.segmenter_upsample:
+        parts.append(f"--set eval.segmenter_upsample={cfg.eval.segmenter_upsample}")
     for key in ("numerics", "threads"):
         value = getattr(cfg.train, key)
         if base is None or getattr(base.train, key) != value:
@@ -512,6 +538,7 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
     loader = build_dataloader(train_set, batch_size, shuffle=True, num_workers=0 if cached else data.num_workers,
                               drop_last=len(train_set) >= batch_size, seed=seed)
     network = build_segmentation_network(data.label_nc, arch).to(device)
+    upsample = cfg.eval.segmenter_upsample
     ignore_index = data.label_nc if data.contain_dontcare else -100
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, min(50, steps // 10))
@@ -527,7 +554,7 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
             for sample in loader:
                 images = sample["image"].to(device, non_blocking=True)
                 labels = sample["label"].to(device, non_blocking=True)
-                loss = F.cross_entropy(network(_pad_to_multiple(images, SIZE_MULTIPLE)[0])[..., :labels.shape[-2], :labels.shape[-1]],
+                loss = F.cross_entropy(network_logits(network, images, upsample)[..., :labels.shape[-2], :labels.shape[-1]],
                                        labels, ignore_index=ignore_index)
                 if not torch.isfinite(loss):
                     raise EvalError(f"segmenter loss became {loss.item()} at step {step}; lower --set lr")
@@ -553,6 +580,7 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
         "image_size": list(data.image_size), "dataset": data.dataset, "root": data.root,
         "root_hash": root_hash(data.root), "class_names": list(class_names(data)),
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "train_time_s": train_time,
+        "input_upsample": upsample,
         "train_images": len(train_set), "device": str(device),
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
     }
@@ -561,7 +589,7 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
     state["weights_sha256"] = state_dict_sha256(state["state_dict"])
     # Scored before saving, so the stored ceiling is the saved network's own.
     segmenter = DefaultSegmenter(network, tuple(data.image_size), f"{arch}-efficientnet_lite0",
-                                 state["weights_sha256"], data.label_nc)
+                                 state["weights_sha256"], data.label_nc, upsample=upsample)
     num_val = data.max_val_images
     real = evaluate_on_real(segmenter, data, num_images=num_val, batch_size=batch_size)
     state["real_val"] = real
@@ -569,7 +597,8 @@ def _train_segmenter(cfg, out_path, steps, *, batch_size, lr, weight_decay, arch
     file_sha = sha256_file(out_path)
     atomic_write(hash_path(out_path), lambda f: f.write(f"{file_sha}  {out_path.name}\n"), mode="w")
     return {
-        "path": str(out_path), "sha256": state["weights_sha256"], "file_sha256": file_sha, "arch": arch, "steps": steps, "batch_size": batch_size,
+        "path": str(out_path), "sha256": state["weights_sha256"], "file_sha256": file_sha, "arch": arch, "steps": steps,
+        "input_upsample": upsample, "batch_size": batch_size,
         "image_size": list(data.image_size), "dataset": data.dataset, "train_time_s": train_time,
         "train_images": len(train_set), "device": str(device),
         "real_val_miou": real["miou"], "real_val_pixel_accuracy": real["pixel_accuracy"],

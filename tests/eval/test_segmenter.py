@@ -236,3 +236,49 @@ def test_each_evaluator_recipe_has_its_own_cache_file(tmp_path):
     # The hint names the steps when they are not the preset's.
     assert "--steps 123" in segmenter_train_command(next(iter(sweep.configs.values())))
     assert "--steps" not in segmenter_train_command(smoke)
+
+
+def test_upsampled_input_is_part_of_the_recipe_the_checkpoint_and_the_protocol(tmp_path):
+    """eval.segmenter_upsample: the evaluator trains and scores on its input upsampled (bilinear),
+    logits pooled back to the label size; the checkpoint carries the factor, the cache name and
+    the train command name it, and a loaded evaluator scores as it did when trained."""
+    from eval.segmenter import evaluate_on_real, network_logits, run_segmenter_path, train_segmenter
+    from spade_bench.config import ConfigError, resolve
+
+    network = build_segmentation_network(3, "unet", imagenet_encoder=False).eval()
+    images = torch.randn(2, 3, 40, 56)
+    with torch.no_grad():
+        for factor in (1, 2, 4):
+            assert network_logits(network, images, factor).shape == (2, 3, 40, 56)
+        big = nn.functional.interpolate(images, scale_factor=2, mode="bilinear", align_corners=False)
+        by_hand = nn.functional.avg_pool2d(network(nn.functional.pad(big, (0, 16, 0, 16), mode="replicate"))
+                                           [..., :80, :112], 2)
+        assert torch.equal(network_logits(network, images, 2), by_hand)
+        assert not torch.allclose(network_logits(network, images, 2), network_logits(network, images, 1))
+
+    overrides = ["data.synthetic_train_size=16", "data.synthetic_val_size=6", "data.max_val_images=6",
+                 "data.num_workers=0"]
+    plain = resolve("spade", preset="smoke", overrides=overrides)
+    doubled = resolve("spade", preset="smoke", overrides=overrides + ["eval.segmenter_upsample=2"])
+    assert doubled.eval.segmenter_upsample == 2
+    assert "up-2" in run_segmenter_path(doubled).name and "up-" not in run_segmenter_path(plain).name
+    assert "--set eval.segmenter_upsample=2" in segmenter_train_command(doubled)
+    assert "segmenter_upsample" not in segmenter_train_command(plain)
+    with pytest.raises(ConfigError, match="segmenter_upsample: 3 is not one of 1, 2, 4"):
+        resolve("spade", overrides=["eval.segmenter_upsample=3"])
+
+    info = train_segmenter(doubled, tmp_path / "up2.pt", steps=2, batch_size=4, device="cpu", progress=False)
+    assert info["input_upsample"] == 2
+    segmenter = load_segmenter(tmp_path / "up2.pt", num_classes=doubled.data.label_nc)
+    assert segmenter.upsample == 2 and "input x2" in segmenter.name
+    assert "upsampled 2x" in segmenter.describe_input()
+    again = evaluate_on_real(segmenter, doubled.data, num_images=6, batch_size=3)
+    assert again["miou"] == pytest.approx(info["real_val_miou"], abs=1e-6)
+    # Scored without the upsampling, the same weights give other numbers: the factor is used.
+    segmenter.upsample = 1
+    assert evaluate_on_real(segmenter, doubled.data, num_images=6, batch_size=3)["per_class_iou"] != again["per_class_iou"]
+    # A checkpoint from before the key loads as 1.
+    state = torch.load(tmp_path / "up2.pt", weights_only=True)
+    del state["input_upsample"]
+    torch.save(state, tmp_path / "old.pt")
+    assert load_segmenter(tmp_path / "old.pt", num_classes=doubled.data.label_nc).upsample == 1

@@ -91,8 +91,9 @@ def test_registry_errors():
 
 
 def test_cpu_long_is_the_cpu_preset_trained_twice_as_long():
-    """cpu-long changes the training length and nothing else: the same widths, data, evaluator
-    recipe (so both share one cached evaluator) and numerics; its curve points have checkpoints."""
+    """cpu-long changes the training length and the evaluator's recipe (input at 2x, 1500 steps:
+    its own cached evaluator) and nothing else: the same widths, data and numerics; its curve
+    points have checkpoints."""
     from eval.segmenter import run_segmenter_path
     from spade_bench.checkpoint import curve_steps
     from spade_bench.config import to_dict
@@ -103,9 +104,12 @@ def test_cpu_long_is_the_cpu_preset_trained_twice_as_long():
 
     cpu, long = resolve("spade", preset="cpu"), resolve("spade", preset="cpu-long")
     changed = {k for k, v in flat(long).items() if flat(cpu).get(k) != v}
-    assert changed == {"train.steps", "train.decay_steps", "train.sample_every", "train.checkpoint_every"}
+    assert changed == {"train.steps", "train.decay_steps", "train.sample_every", "train.checkpoint_every",
+                       "eval.segmenter_upsample", "eval.segmenter_steps"}
     assert (long.train.steps, long.train.decay_steps) == (2 * cpu.train.steps, 2 * cpu.train.decay_steps)
-    assert run_segmenter_path(long) == run_segmenter_path(cpu)
+    assert (long.eval.segmenter_upsample, cpu.eval.segmenter_upsample) == (2, 1)
+    assert run_segmenter_path(long) != run_segmenter_path(cpu)
+    assert "steps-1500_up-2" in run_segmenter_path(long).name
     assert curve_steps(long.train.steps, long.eval.curve_points) == [500, 1000, 1500, 2000]
     assert all(step % long.train.checkpoint_every == 0 for step in curve_steps(long.train.steps, 4))
 
