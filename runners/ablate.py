@@ -26,7 +26,6 @@ import json
 import multiprocessing
 import traceback
 import warnings
-from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,21 +355,10 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
             bar.write(f"training the segmentation evaluator -> {sweep.segmenter}, beside the first pairs")
             _evaluator_progress_path(sweep.out).unlink(missing_ok=True)   # an interrupted sweep's
             submit("segmenter")
-        # Every pair, as the loop does: run_pair says "done" at once for a finished one. Jobs are
-        # handed to the pool only as workers free up, scoring first: a pair trained before the
-        # evaluator was there is scored before the next pair starts training, so its numbers
-        # arrive during the sweep, not after every pair has trained.
-        to_train = deque(sweep.pairs)
-        trained: deque[tuple[str, int]] = deque()   # trained, to be scored once the evaluator is there
-
-        def fill():
-            while len(pending) < parallel and ((evaluator_ready and trained) or to_train):
-                if evaluator_ready and trained:
-                    submit("pair", trained.popleft())
-                else:
-                    submit("pair" if evaluator_ready else "train", to_train.popleft())
-
-        fill()
+        # Every pair, as the loop does: run_pair says "done" at once for a finished one.
+        for pair in sweep.pairs:
+            submit("pair" if evaluator_ready else "train", pair)
+        trained: list[tuple[str, int]] = []   # trained, to be scored once the evaluator is there
         try:
             while pending:
                 finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -383,7 +371,9 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
                         bar.set_postfix_str("")
                         _evaluator_progress_path(sweep.out).unlink(missing_ok=True)
                         bar.write(f"segmentation evaluator trained: {sweep.segmenter}")
-                        fill()
+                        for waiting in trained:
+                            submit("pair", waiting)
+                        trained.clear()
                         continue
                     try:
                         job = future.result()
@@ -398,15 +388,16 @@ def _run_pairs_in_processes(sweep: Sweep, parallel: int, bar, warn_once) -> dict
                     if kind == "train" and status in ("finished", "done"):
                         bar.write(f"{pair[0]} seed {pair[1]}: trained"
                                   + ("" if evaluator_ready else ", scored once the evaluator is trained"))
-                        trained.append(pair)
-                        fill()
+                        if evaluator_ready:
+                            submit("pair", pair)
+                        else:
+                            trained.append(pair)
                         continue
                     done_steps += 1
                     outcomes[pair] = PairOutcome(*pair, sweep.run_dir(*pair), status, error)
                     bar.write(f"{pair[0]} seed {pair[1]}: {status}{': ' + error if error else ''}")
                     if status == "interrupted":
                         raise TrainingInterrupted(*job["stop"])
-                    fill()
                 running = sum(logged_step(sweep.run_dir(*jobs[f][1])) or 0 for f in pending
                               if jobs[f][0] != "segmenter" and jobs[f][1] not in counted and f.running())
                 bar.n = done_steps + running

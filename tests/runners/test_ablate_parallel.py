@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from tqdm import tqdm
 
 import runners.launch as launch
 from runners.ablate import (EVALUATOR_PROGRESS, evaluator_progress, evaluator_progress_writer, pair_parallelism,
@@ -103,50 +102,3 @@ def test_a_local_slot_keeps_a_pinned_configs_threads(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
-
-
-
-# The workers' stand-ins (module level: the pool pickles them by name). Each job logs its start
-# in the sweep folder; the evaluator is ready once the first pair has trained.
-def _logged_pair_job(cfg, run_dir, segmenter, device, evaluate=True):
-    import time
-
-    with open(run_dir.parent / "jobs.log", "a") as f:
-        f.write(f"{'score' if evaluate else 'train'} {run_dir.name}\n")
-    time.sleep(0.2)
-    (run_dir.parent / "first-trained").touch()
-    return {"status": "finished"}
-
-
-def _segmenter_after_the_first_pair(sweep):
-    import time
-
-    while not (sweep.out / "first-trained").exists():
-        time.sleep(0.05)
-    sweep.segmenter.parent.mkdir(parents=True, exist_ok=True)
-    sweep.segmenter.touch()
-    return str(sweep.segmenter)
-
-def test_pairs_trained_before_the_evaluator_are_scored_before_the_next_pairs_train(tmp_path, monkeypatch):
-    """Jobs go to the workers as they free up, scoring first: a pair trained while the evaluator
-    was still training is scored before the sweep's last pairs start, not after every pair has
-    trained (the old queue held every training job ahead of the first score)."""
-    import runners.ablate as ablate
-
-    monkeypatch.setenv("SPADE_BENCH_CACHE", str(tmp_path / "cache"))
-    sweep = plan_sweep(variants=("spade", "concat"), seeds=(0, 1), preset="smoke", out=tmp_path / "sweep",
-                       overrides=TINY, device="cpu", segmenter_steps=2)
-    sweep.out.mkdir()
-    monkeypatch.setattr(ablate, "_pair_job", _logged_pair_job)
-    monkeypatch.setattr(ablate, "_segmenter_job", _segmenter_after_the_first_pair)
-    with tqdm(total=1, disable=True) as bar:
-        outcomes = ablate._run_pairs_in_processes(sweep, 2, bar, lambda text: None)
-    assert sorted(o.status for o in outcomes.values()) == ["finished"] * 4
-    jobs = (sweep.out / "jobs.log").read_text().split()
-    jobs = [f"{kind} {name}" for kind, name in zip(jobs[::2], jobs[1::2])]
-    first = jobs[0].split()[1]
-    assert jobs[0] == f"train {first}"
-    # Every pair scored once; the first trained pair is scored before the last pair is started.
-    assert sorted(j.split()[1] for j in jobs if j.startswith("score")) == sorted(p.name for p in sweep.run_dirs)
-    last_start = max(i for i, j in enumerate(jobs) if j.split()[1] not in {k.split()[1] for k in jobs[:i]})
-    assert jobs.index(f"score {first}") < last_start, jobs
